@@ -1,0 +1,5 @@
+"""`rankwise train erank|listwise|iranker|rank-grpo ...`: LLM rankers."""
+
+import typer
+
+app = typer.Typer()
