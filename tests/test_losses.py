@@ -1,0 +1,232 @@
+"""Objectives: hand-computed values, gradient direction, invariances, padding, degenerate lists."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.losses import OBJECTIVES, LambdaLoss, LiPOLambdaLoss, ListMLELoss, ListNetLoss, PointwiseBCELoss, RankListLoss, RankNetLoss, make_objective, policy_scores, sequence_log_probs
+
+RANKING = [n for n in OBJECTIVES if n != "pointwise"]
+ALL = list(OBJECTIVES)
+
+
+def _batch(seed: int = 0, b: int = 3, length: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(b, length, generator=g)
+    labels = torch.randint(0, 3, (b, length), generator=g).float()
+    labels[:, 0] = 2.0
+    labels[:, 1] = 0.0
+    return scores, labels
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_loss_is_permutation_invariant(name):
+    scores, labels = _batch()
+    perm = torch.randperm(scores.shape[1], generator=torch.Generator().manual_seed(1))
+    loss = make_objective(name)
+    assert loss(scores, labels).item() == pytest.approx(loss(scores[:, perm], labels[:, perm]).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_loss_ignores_padding_whatever_its_values(name):
+    scores, labels = _batch()
+    pad_s = torch.tensor([[1e4, float("nan")]] * 3)
+    pad_y = torch.tensor([[5.0, 7.0]] * 3)
+    padded_s = torch.cat([scores, pad_s], dim=1).requires_grad_(True)
+    mask = torch.cat([torch.ones_like(scores, dtype=torch.bool), torch.zeros(3, 2, dtype=torch.bool)], dim=1)
+    loss = make_objective(name)
+    value = loss(padded_s, torch.cat([labels, pad_y], dim=1), mask)
+    assert value.item() == pytest.approx(loss(scores, labels).item(), rel=1e-5)
+    value.backward()
+    assert torch.isfinite(padded_s.grad).all()
+    assert (padded_s.grad[:, -2:] == 0).all()
+
+
+@pytest.mark.parametrize("name", RANKING)
+def test_degenerate_lists_give_zero_without_nan(name):
+    loss = make_objective(name)
+    single = torch.tensor([[3.0, 0.0, 0.0]], requires_grad=True)
+    one = loss(single, torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[True, False, False]]))
+    same = loss(single, torch.tensor([[1.0, 1.0, 1.0]]))
+    assert one.item() == 0.0 and same.item() == 0.0
+    (one + same).backward()
+    assert torch.isfinite(single.grad).all() and (single.grad == 0).all()
+
+
+def test_pointwise_degenerate_lists_are_finite():
+    loss = PointwiseBCELoss()
+    value = loss(torch.tensor([[3.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[True, False]]))
+    assert value.item() == pytest.approx(F.softplus(torch.tensor(-3.0)).item())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_better_ordered_list_has_lower_loss(name):
+    labels = torch.tensor([[2.0, 1.0, 0.0, 0.0]])
+    good = torch.tensor([[3.0, 1.0, -1.0, -2.0]])
+    bad = good.flip(1)
+    loss = make_objective(name)
+    assert loss(good, labels).item() < loss(bad, labels).item()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gradient_raises_relevant_and_lowers_irrelevant(name):
+    scores = torch.zeros(1, 4, requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    make_objective(name)(scores, labels).backward()
+    assert scores.grad[0, 0] < 0  # gradient descent raises the relevant score
+    assert scores.grad[0, 1:].sum() > 0  # and lowers the irrelevant ones overall
+    if name != "listmle":  # ListMLE also orders tied negatives among themselves
+        assert (scores.grad[0, 1:] > 0).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_per_list_weights_scale_each_list(name):
+    scores, labels = _batch()
+    loss = make_objective(name)
+    per = torch.stack([loss(scores[i : i + 1], labels[i : i + 1]) for i in range(3)])
+    w = torch.tensor([0.0, 0.5, 1.0])
+    assert loss(scores, labels, weights=w).item() == pytest.approx((per * w).mean().item(), rel=1e-5)
+
+
+def test_pointwise_bce_hand_value():
+    value = PointwiseBCELoss()(torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 0.0]]))
+    assert value.item() == pytest.approx((math.log(2) + math.log(1 + math.exp(2))) / 2, rel=1e-6)
+
+
+def test_ranknet_hand_value():
+    # pairs with y_i > y_j: (0,1), (0,2), (1,2) -> mean softplus(-(s_i - s_j))
+    s = torch.tensor([[1.0, 2.0, 0.0]])
+    y = torch.tensor([[2.0, 1.0, 0.0]])
+    expected = (math.log1p(math.exp(1.0)) + math.log1p(math.exp(-1.0)) + math.log1p(math.exp(-2.0))) / 3
+    assert RankNetLoss()(s, y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_listnet_hand_value():
+    s = torch.tensor([[1.0, 0.0]])
+    y = torch.tensor([[1.0, 0.0]])
+    p = torch.softmax(y, 1)
+    expected = -(p * torch.log_softmax(s, 1)).sum().item()
+    assert ListNetLoss()(s, y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_listmle_hand_value():
+    # order by label: 0, 1, 2 -> [lse(s0,s1,s2) - s0] + [lse(s1,s2) - s1] + 0
+    s = torch.tensor([[0.5, 1.0, -1.0]])
+    y = torch.tensor([[2.0, 1.0, 0.0]])
+    expected = math.log(math.exp(0.5) + math.exp(1) + math.exp(-1)) - 0.5 + math.log(math.exp(1) + math.exp(-1)) - 1
+    assert ListMLELoss()(s, y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_lipo_lambda_hand_value():
+    # scores rank: idx1 (tau 1), idx0 (tau 2), idx2 (tau 3); psi = y / 2; G = 2^psi
+    s = torch.tensor([[1.0, 2.0, 0.0]])
+    y = torch.tensor([[2.0, 1.0, 0.0]])
+    g = [2.0, 2**0.5, 1.0]
+    inv_d = {0: 1 / math.log2(3), 1: 1.0, 2: 1 / math.log2(4)}
+    sp = lambda x: math.log1p(math.exp(-x))  # noqa: E731
+    s_ = [1.0, 2.0, 0.0]
+    expected = sum(
+        abs(g[i] - g[j]) * abs(inv_d[i] - inv_d[j]) * sp(s_[i] - s_[j]) for i, j in [(0, 1), (0, 2), (1, 2)]
+    )
+    assert LiPOLambdaLoss()(s, y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_lipo_with_two_candidates_and_unit_weights_is_dpo():
+    pol = torch.tensor([[-4.0, -6.0], [-3.0, -2.5]])
+    ref = torch.tensor([[-5.0, -5.0], [-3.2, -2.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    beta = 0.1
+    dpo = []
+    for b in range(2):
+        w, lo = (0, 1) if labels[b, 0] > labels[b, 1] else (1, 0)
+        dpo.append(-F.logsigmoid(beta * ((pol[b, w] - ref[b, w]) - (pol[b, lo] - ref[b, lo]))))
+    loss = LiPOLambdaLoss(weighting="none").policy_loss(pol, ref, labels, beta=beta)
+    assert loss.item() == pytest.approx(torch.stack(dpo).mean().item(), rel=1e-6)
+    assert LiPOLambdaLoss(weighting="none")(pol, labels).item() == pytest.approx(RankNetLoss()(pol, labels).item())
+
+
+def test_lipo_policy_scores_detach_reference():
+    pol = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.5]], requires_grad=True)
+    LiPOLambdaLoss().policy_loss(pol, ref, torch.tensor([[1.0, 0.0]])).backward()
+    assert ref.grad is None and pol.grad[0, 0] < 0
+    assert torch.allclose(policy_scores(pol, ref, 2.0), torch.tensor([[1.0, -1.0]]))
+
+
+def test_sequence_log_probs_sums_only_masked_tokens():
+    logits = torch.log(torch.tensor([[[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]]))
+    lp = sequence_log_probs(logits, torch.tensor([[0, 1, 1]]), torch.tensor([[False, True, True]]))
+    assert lp.item() == pytest.approx(math.log(0.1) + math.log(0.8), rel=1e-5)
+
+
+def test_lambdaloss_ndcg2pp_hand_value():
+    # 2 candidates, y = (1, 0), scores rank idx1 first: ranks (2, 1); maxDCG = 1; G = (1, 0)
+    s = torch.tensor([[0.0, 1.0]])
+    y = torch.tensor([[1.0, 0.0]])
+    delta = abs(1 / math.log2(2) - 1 / math.log2(3))  # |r_i - r_j| = 1
+    lambdarank = abs(1 / math.log2(3) - 1 / math.log2(2))
+    w = 10 * delta + lambdarank
+    assert LambdaLoss()(s, y).item() == pytest.approx(w * math.log1p(math.e), rel=1e-6)
+
+
+def test_ranklist_exact_and_lse_hand_values():
+    s = torch.tensor([[0.3, -0.2, 0.1]])
+    y = torch.tensor([[2.0, 1.0, 0.0]])
+    e = math.exp
+    exact = math.log1p(e(-0.5)) + math.log1p(e(-0.2)) + math.log1p(e(0.3))
+    lse = math.log(1 + e(-0.5) + e(-0.2)) + math.log1p(e(0.3))
+    assert RankListLoss(form="exact")(s, y).item() == pytest.approx(exact, rel=1e-6)
+    assert RankListLoss(form="lse")(s, y).item() == pytest.approx(lse, rel=1e-6)
+
+
+def test_ranklist_lse_bounds_exact_and_agrees_in_direction():
+    scores, labels = _batch(3, b=4, length=8)
+    s1 = scores.clone().requires_grad_(True)
+    s2 = scores.clone().requires_grad_(True)
+    exact, lse = RankListLoss(form="exact")(s1, labels), RankListLoss(form="lse")(s2, labels)
+    assert lse.item() <= exact.item() + 1e-6
+    exact.backward()
+    lse.backward()
+    cos = F.cosine_similarity(s1.grad.flatten(), s2.grad.flatten(), dim=0)
+    assert cos > 0.8
+    # a small step along either form's descent direction lowers the other form
+    exact_fn, lse_fn = RankListLoss(form="exact"), RankListLoss(form="lse")
+    assert exact_fn(scores - 0.1 * s2.grad, labels) < exact.detach()
+    assert lse_fn(scores - 0.1 * s1.grad, labels) < lse.detach()
+
+
+def test_ranklist_skip_schedule_widens_to_all_pairs():
+    loss = RankListLoss(form="exact", widen_until=0.5)
+    assert [loss.max_skip(p, 6) for p in (0.0, 0.25, 0.5, 1.0)] == [1, 3, 5, 5]
+    s = torch.zeros(1, 4)
+    y = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    # progress 0: only adjacent pairs (3); progress 1: all 6 pairs
+    assert loss(s, y, progress=0.0).item() == pytest.approx(3 * math.log(2), rel=1e-6)
+    assert loss(s, y, progress=1.0).item() == pytest.approx(6 * math.log(2), rel=1e-6)
+
+
+def test_ranklist_ties_adjacent_to_the_hardest_negative():
+    # one positive, negatives tied at 0: with skip 1 only the highest-scored negative is compared
+    s = torch.tensor([[0.0, 2.0, -1.0]])
+    y = torch.tensor([[1.0, 0.0, 0.0]])
+    assert RankListLoss(form="exact")(s, y, progress=0.0).item() == pytest.approx(math.log1p(math.exp(2.0)), rel=1e-6)
+
+
+def test_pairwise_weights_per_pair():
+    s = torch.tensor([[0.0, 0.0, 0.0]])
+    y = torch.tensor([[1.0, 0.0, 0.0]])
+    w = torch.zeros(1, 3, 3)
+    w[0, 0, 1] = 1.0
+    # RankNet: mean over the 2 pairs, only one weighted
+    assert RankNetLoss()(s, y, weights=w).item() == pytest.approx(math.log(2) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="pair weights"):
+        RankNetLoss()(s, y, weights=torch.ones(1, 2, 2))
+
+
+def test_shape_errors_name_the_loss():
+    with pytest.raises(ValueError, match="ListNetLoss: labels shape"):
+        ListNetLoss()(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="unknown objective"):
+        make_objective("nope")
