@@ -1,0 +1,356 @@
+"""Export a rankwise model directory to ONNX, with a parity check against PyTorch at export time.
+
+The exported directory holds ``model.onnx`` (dynamic batch and sequence axes), whatever the
+runtime needs to build inputs (the tokenizer, cached item vectors) and ``serving.json``: kind,
+input and output names, max length, score mapping, precision, the measured parity and the
+rankwise version. :func:`export_model` dispatches on the source directory's ``rankwise.json``
+``kind``; each exportable kind registers a graph builder in :data:`EXPORTERS`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rankers.model_dir import ModelDirError, read_rankwise_json
+from serving._kinds import RECOMMENDER_CLASSES, load_class
+
+__all__ = [
+    "EXPORTERS",
+    "SERVING_JSON",
+    "ExportGraph",
+    "ExportParityError",
+    "ExportResult",
+    "export_model",
+    "read_serving_json",
+    "PARITY_PAIRS",
+]
+
+log = logging.getLogger("rankwise.serving")
+
+SERVING_JSON = "serving.json"
+ONNX_FILE = "model.onnx"
+OPSET = 17
+
+# Real (query, document) pairs of varied length, used for tracing and the parity check when the
+# caller passes none. The last document is long enough to be cut at any max length <= 512.
+PARITY_PAIRS: list[tuple[str, str]] = [
+    ("what is bm25", "BM25 is a bag-of-words ranking function used by search engines to estimate relevance."),
+    ("vitamin d deficiency and bone density",
+     "Low serum 25-hydroxyvitamin D was associated with reduced bone mineral density in older adults."),
+    ("how do cross-encoders rank documents", "A fish swims in the sea."),
+    ("does smoking cause lung cancer",
+     "Cohort studies show that cigarette smoking increases the risk of lung cancer roughly twenty-fold, "
+     "with risk rising with the number of pack-years and falling after cessation."),
+    ("neural reranking latency",
+     " ".join(["Transformer rerankers score every query-document pair jointly, so their cost grows "
+               "linearly with the number of candidates and quadratically with the sequence length."] * 12)),
+]
+
+
+class ExportParityError(RuntimeError):
+    """The exported graph disagrees with PyTorch beyond the tolerance on real inputs."""
+
+
+@dataclass
+class ExportGraph:
+    """What one model kind contributes to an export.
+
+    Args:
+        module: a ``torch.nn.Module`` in eval mode whose ``forward(**inputs)`` returns the one
+            output tensor to serve (scores ``(B,)`` or vectors ``(B, D)``).
+        example: inputs used to trace the graph.
+        parity: other real inputs (different batch and sequence sizes) for the parity check.
+        output: the output's name.
+        dynamic_axes: onnx dynamic axes per input/output name.
+        metadata: kind-specific fields written into ``serving.json``.
+        save_assets: writes tokenizer files, item vectors, ... into the export directory.
+    """
+
+    module: Any
+    example: dict[str, Any]
+    parity: dict[str, Any]
+    output: str
+    dynamic_axes: dict[str, dict[int, str]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    save_assets: Callable[[Path], None] = lambda _d: None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went and how close it is to PyTorch."""
+
+    output_dir: Path
+    kind: str
+    precision: str
+    parity_max_abs_diff: float
+    fp32_parity_max_abs_diff: float
+    export_s: float
+
+
+def _cross_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -> ExportGraph:
+    import torch
+
+    from rankers.cross_encoder import CrossEncoder
+
+    ce = CrossEncoder.from_pretrained(model_dir)
+    ce.model.eval()
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in ce.tokenizer.model_input_names:
+        names.append("token_type_ids")
+
+    class _Logit(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):  # (B, T) each
+            return self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).logits.squeeze(-1)  # (B,)
+
+    def feeds(sel: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        enc = ce.tokenize([q for q, _ in sel], [d for _, d in sel])
+        return {n: enc[n] for n in names}
+
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"scores": {0: "batch"}}
+    return ExportGraph(
+        module=_Logit(ce.model).eval(),
+        example=feeds(pairs[:2]),
+        parity=feeds(pairs),
+        output="scores",
+        dynamic_axes=axes,
+        metadata={"task": "pair-score", "max_length": ce.max_length, "score": "logit",
+                  "pad_token_id": ce.tokenizer.pad_token_id, "truncation": "longest_first"},
+        save_assets=lambda d: ce.tokenizer.save_pretrained(str(d)),
+    )
+
+
+def _user_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[str, str]]) -> ExportGraph:
+    import torch
+
+    model = load_class(RECOMMENDER_CLASSES[meta["kind"]]).from_pretrained(model_dir).eval()
+    cfg = model.config
+    if not model.item_ids:
+        raise ModelDirError(f"{model_dir / 'rankwise.json'}: field 'item_ids' is missing (the item-id mapping)")
+
+    class _UserTower(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, item_seq):  # (B, L) left-padded item indices
+            return self.model.encode_users(item_seq)  # (B, D) or (B, M, D)
+
+    def histories(batch: int, length: int, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        seq = torch.randint(1, cfg.n_items + 1, (batch, length), generator=gen)  # (B, L)
+        keep = torch.randint(1, length + 1, (batch,), generator=gen)  # items per row, >= 1
+        keep[0] = length
+        pad = torch.arange(length).unsqueeze(0) < (length - keep).unsqueeze(1)  # (B, L) left padding
+        return seq.masked_fill(pad, 0)
+
+    length = min(cfg.max_len, 50)
+    with torch.inference_mode():
+        vectors = model.item_embeddings()[1:].float().numpy()  # (n_items, D)
+    multi = {0: "batch"} if model.encode_users(histories(1, 3, 0)).dim() == 2 else {0: "batch", 1: "interests"}
+    return ExportGraph(
+        module=_UserTower(model).eval(),
+        example={"item_seq": histories(2, max(2, length // 2), 0)},
+        parity={"item_seq": histories(5, length, 1)},
+        output="user_vectors",
+        dynamic_axes={"item_seq": {0: "batch", 1: "sequence"}, "user_vectors": multi},
+        metadata={"task": "user-tower", "max_len": cfg.max_len, "similarity": cfg.similarity,
+                  "item_vectors": "item_vectors.npy", "item_ids": list(model.item_ids)},
+        save_assets=lambda d: np.save(d / "item_vectors.npy", vectors),
+    )
+
+
+EXPORTERS: dict[str, Callable[[Path, dict, Sequence[tuple[str, str]]], ExportGraph]] = {
+    "cross-encoder": _cross_encoder_graph,
+    **{kind: _user_tower_graph for kind in RECOMMENDER_CLASSES},
+}
+"""Graph builders by ``rankwise.json`` kind: ``(model_dir, rankwise_meta, parity_pairs) -> ExportGraph``."""
+
+
+def _cast_bool_eyelike(path: Path) -> None:
+    """Rewrite bool ``EyeLike`` (from ``torch.eye(..., dtype=torch.bool)``) as int32 EyeLike + Cast.
+
+    onnxruntime implements EyeLike for numeric types only, so such graphs would not load.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type == "EyeLike" and types.get(node.output[0]) == TensorProto.BOOL:
+            src, out = node.input[0], node.output[0]
+            kept = [a for a in node.attribute if a.name == "k"]
+            nodes += [
+                helper.make_node("Cast", [src], [src + "_int32"], to=TensorProto.INT32, name=node.name + "_in"),
+                helper.make_node("EyeLike", [src + "_int32"], [out + "_int32"], dtype=TensorProto.INT32,
+                                 name=node.name, **{a.name: a.i for a in kept}),
+                helper.make_node("Cast", [out + "_int32"], [out], to=TensorProto.BOOL, name=node.name + "_out"),
+            ]
+        else:
+            nodes.append(node)
+    if len(nodes) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        onnx.save(model, str(path))
+
+
+def _run_onnx(path: Path, inputs: dict[str, Any]) -> np.ndarray:
+    from serving.runtime import OnnxSession
+
+    return OnnxSession(path, device="cpu").run({k: v.numpy() for k, v in inputs.items()})
+
+
+def export_model(
+    model_dir: str | Path,
+    output_dir: str | Path,
+    quantize: Literal["int8"] | None = None,
+    fp16: bool = False,
+    parity_pairs: Sequence[tuple[str, str]] | None = None,
+    tolerance: float = 1e-3,
+    opset: int = OPSET,
+) -> ExportResult:
+    """Export ``model_dir`` to ``output_dir/model.onnx`` and check it against PyTorch.
+
+    The fp32 graph is always exported first and must match PyTorch within ``tolerance``
+    (max absolute difference of the outputs on real inputs), else :class:`ExportParityError` and
+    nothing is left in ``output_dir``. ``quantize="int8"`` then applies onnxruntime's dynamic
+    quantisation (QInt8 weights, activations quantised at run time) and ``fp16=True`` converts
+    the weights to float16 with float32 inputs/outputs (for CUDA); their distance to PyTorch is
+    measured and recorded, not bounded, since it is the price of the format.
+
+    Args:
+        model_dir: a rankwise model directory (``rankwise.json`` names its kind).
+        output_dir: created if needed; an existing ``model.onnx`` there is replaced.
+        quantize: ``"int8"`` for dynamic int8 quantisation, ``None`` for fp32.
+        fp16: convert to float16 weights (GPU serving); exclusive with ``quantize``.
+        parity_pairs: ``(query, doc)`` pairs for tracing and parity; default :data:`PARITY_PAIRS`.
+        tolerance: maximum allowed fp32 |ONNX - PyTorch|.
+        opset: ONNX opset.
+
+    Returns:
+        An :class:`ExportResult` (also written, with more fields, to ``serving.json``).
+
+    Example:
+        >>> export_model("runs/ce-minilm", "runs/ce-minilm-onnx", quantize="int8")  # doctest: +SKIP
+    """
+    import torch
+
+    if quantize not in (None, "int8"):
+        raise ValueError(f"export_model: quantize must be None or 'int8', got {quantize!r}")
+    if quantize and fp16:
+        raise ValueError("export_model: choose one of quantize='int8' and fp16=True")
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    meta = read_rankwise_json(model_dir)
+    kind = meta["kind"]
+    if kind not in EXPORTERS:
+        raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} cannot be exported (exportable: {sorted(EXPORTERS)})")
+    pairs = list(parity_pairs) if parity_pairs is not None else PARITY_PAIRS
+    if len(pairs) < 3:
+        raise ValueError("export_model: parity_pairs needs at least 3 pairs (2 trace, all checked)")
+    start = time.perf_counter()
+    graph = EXPORTERS[kind](model_dir, meta, pairs)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    final = output_dir / ONNX_FILE
+    work = output_dir / ".export-tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        fp32 = work / "fp32.onnx"
+        names = list(graph.example)
+        with torch.inference_mode():
+            reference = graph.module(**graph.parity).float().numpy()
+        with torch.no_grad(), warnings.catch_warnings():
+            # tracer and deprecation chatter: the parity check below is what decides
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                graph.module, tuple(graph.example[n] for n in names), str(fp32), input_names=names,
+                output_names=[graph.output], dynamic_axes=graph.dynamic_axes, opset_version=opset,
+                do_constant_folding=True, dynamo=False,
+            )
+        _cast_bool_eyelike(fp32)
+        fp32_diff = float(np.abs(_run_onnx(fp32, graph.parity) - reference).max())
+        if not fp32_diff <= tolerance:
+            raise ExportParityError(
+                f"export of {model_dir}: |ONNX - PyTorch| = {fp32_diff:.3g} > {tolerance:g} on "
+                f"{len(reference)} real inputs; the graph is wrong, nothing was written"
+            )
+        chosen, precision = fp32, "fp32"
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            chosen, precision = work / "int8.onnx", "int8"
+            quantize_dynamic(str(fp32), str(chosen), weight_type=QuantType.QInt8)
+        elif fp16:
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            chosen, precision = work / "fp16.onnx", "fp16"
+            onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(chosen))
+        diff = fp32_diff if chosen is fp32 else float(np.abs(_run_onnx(chosen, graph.parity) - reference).max())
+        graph.save_assets(output_dir)
+        os.replace(chosen, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        rw_version = version("rankwise")
+    except PackageNotFoundError:
+        rw_version = "unknown"
+    doc = {
+        "format": "onnx",
+        "kind": kind,
+        "onnx_file": ONNX_FILE,
+        "inputs": names,
+        "output": graph.output,
+        "precision": precision,
+        "opset": opset,
+        **graph.metadata,
+        "parity_max_abs_diff": diff,
+        "fp32_parity_max_abs_diff": fp32_diff,
+        "parity_inputs": len(reference),
+        "source": {k: v for k, v in meta.items() if k != "rankwise_version"},
+        "rankwise_version": rw_version,
+    }
+    tmp = output_dir / (SERVING_JSON + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    os.replace(tmp, output_dir / SERVING_JSON)
+    log.info("exported %s (%s) to %s: max |ONNX - PyTorch| = %.3g", kind, precision, final, diff)
+    return ExportResult(output_dir, kind, precision, diff, fp32_diff, seconds)
+
+
+def read_serving_json(directory: str | Path) -> dict[str, Any]:
+    """Read an export's ``serving.json``; :class:`ModelDirError` naming the file when absent or bad."""
+    directory = Path(directory)
+    path = directory / SERVING_JSON
+    if not directory.is_dir():
+        raise ModelDirError(f"{directory}: not a model directory (it does not exist)")
+    if not path.is_file():
+        raise ModelDirError(f"{path}: missing; not an ONNX export of rankwise")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelDirError(f"{path}: not valid JSON ({err})") from None
+    for key in ("kind", "onnx_file", "inputs", "output"):
+        if not isinstance(doc, dict) or key not in doc:
+            raise ModelDirError(f"{path}: field {key!r} is missing")
+    return doc

@@ -1,0 +1,99 @@
+"""A :class:`~rankers.base.Ranker` served by onnxruntime from an export directory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rankers.base import Ranker
+from serving.export import read_serving_json
+from serving.runtime import Device, OnnxSession, bucket_batches, pad_batch
+
+__all__ = ["OnnxRanker"]
+
+log = logging.getLogger("rankwise.serving")
+
+
+class OnnxRanker(Ranker):
+    """Score (query, document) pairs with an exported pair-scoring graph (cross-encoder logit).
+
+    Pairs are tokenised once without padding, grouped into length buckets
+    (:func:`~serving.runtime.bucket_batches`) and padded per bucket, so short pairs do not pay
+    for long ones. Pairs longer than ``max_length`` are cut (document first) with a warning, given once.
+    One instance is safe to share across threads: tokenisation is serialised by a lock (HF fast
+    tokenizers are not re-entrant), the onnxruntime session runs concurrently.
+
+    Args:
+        directory: an export directory written by :func:`serving.export.export_model`.
+        device: ``"auto"``, ``"cuda"`` or ``"cpu"`` (see :class:`~serving.runtime.OnnxSession`).
+        threads: onnxruntime intra-op threads (``None``: its default).
+        batch_size: at most this many pairs per run.
+        max_tokens: at most this many padded tokens per run (``batch * longest``).
+
+    Shapes:
+        ``score(query, docs)``: returns ``(len(docs),)`` float64.
+
+    Example:
+        >>> ranker = OnnxRanker("runs/ce-minilm-onnx", device="cpu", threads=2)  # doctest: +SKIP
+        >>> ranker.rerank("what is bm25", ["a ranking function", "a fish"], top_k=1)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        device: Device = "auto",
+        threads: int | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = 32 * 256,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        self.directory = Path(directory)
+        self.meta = read_serving_json(self.directory)
+        if self.meta.get("task") != "pair-score":
+            raise ValueError(f"{self.directory}: kind {self.meta['kind']!r} is not a (query, document) scorer")
+        self.session = OnnxSession(self.directory / self.meta["onnx_file"], device=device, intra_op_threads=threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.directory))
+        self.max_length = int(self.meta["max_length"])
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.input_names = list(self.meta["inputs"])
+        pad = self.meta.get("pad_token_id")
+        self.pad_id = int(pad if pad is not None else self.tokenizer.pad_token_id or 0)
+        self._tokenizer_lock = threading.Lock()
+        self._warned_truncation = False
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` or ``"cpu"``: where the session runs."""
+        return self.session.device
+
+    def _encode(self, query: str, docs: Sequence[str]) -> list[dict[str, list[int]]]:
+        with self._tokenizer_lock:
+            enc = self.tokenizer(
+                [query] * len(docs), list(docs), truncation=self.meta.get("truncation", "longest_first"),
+                max_length=self.max_length, padding=False,
+            )
+        rows = [{n: enc[n][i] for n in self.input_names} for i in range(len(docs))]
+        cut = sum(len(r["input_ids"]) >= self.max_length for r in rows)
+        if cut and not self._warned_truncation:
+            self._warned_truncation = True
+            log.warning(
+                "rankwise: %d of %d pairs reached max_length=%d and were truncated (reported once per model)",
+                cut, len(rows), self.max_length,
+            )
+        return rows
+
+    def score(self, query: str, docs: Sequence[str]) -> np.ndarray:
+        if not docs:
+            return np.zeros(0)
+        rows = self._encode(query, docs)
+        scores = np.empty(len(rows), dtype=np.float64)
+        for idx in bucket_batches([len(r["input_ids"]) for r in rows], self.batch_size, self.max_tokens):
+            feeds = pad_batch([rows[i] for i in idx], self.pad_id, self.input_names)
+            scores[idx] = self.session.run(feeds).reshape(len(idx))  # (b,)
+        return scores

@@ -1,0 +1,134 @@
+"""ONNX export: parity with PyTorch for each exportable kind, int8, metadata, loud failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rankers.cross_encoder import CrossEncoder
+from rankers.model_dir import ModelDirError, write_rankwise_json
+from serving import export as export_mod
+from serving.export import PARITY_PAIRS, ExportGraph, ExportParityError, export_model
+from serving.onnx_ranker import OnnxRanker
+from serving.runtime import OnnxSession, bucket_batches
+from tests._serving_models import tiny_cross_encoder_dir, tiny_sasrec_dir
+
+
+@pytest.fixture(scope="module")
+def ce_dir(tmp_path_factory) -> Path:
+    return tiny_cross_encoder_dir(tmp_path_factory.mktemp("ce") / "model")
+
+
+@pytest.fixture(scope="module")
+def ce_onnx(ce_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ce") / "onnx"
+    export_model(ce_dir, out)
+    return out
+
+
+def test_export_cross_encoder_matches_pytorch_on_real_pairs(ce_dir, ce_onnx):
+    meta = json.loads((ce_onnx / "serving.json").read_text())
+    assert meta["kind"] == "cross-encoder" and meta["precision"] == "fp32"
+    assert meta["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert meta["fp32_parity_max_abs_diff"] <= 1e-3 and meta["parity_inputs"] == len(PARITY_PAIRS)
+    assert (ce_onnx / "tokenizer.json").is_file() and (ce_onnx / "model.onnx").is_file()
+    # Scored one pair at a time and in buckets, ONNX matches the PyTorch ranker on unseen pairs.
+    ce = CrossEncoder.from_pretrained(ce_dir)
+    onnx_ranker = OnnxRanker(ce_onnx, device="cpu", batch_size=2)
+    query, docs = "vitamin d and bones", [d for _, d in PARITY_PAIRS] + ["short", "bone density " * 40]
+    np.testing.assert_allclose(onnx_ranker.score(query, docs), ce.score(query, docs), atol=1e-5)
+
+
+def test_export_int8_records_its_distance_and_keeps_order(ce_dir, tmp_path):
+    result = export_model(ce_dir, tmp_path / "int8", quantize="int8")
+    meta = json.loads((tmp_path / "int8" / "serving.json").read_text())
+    assert result.precision == meta["precision"] == "int8"
+    assert meta["parity_max_abs_diff"] == pytest.approx(result.parity_max_abs_diff)
+    assert result.parity_max_abs_diff > 0  # int8 is not bit-identical: the distance is really measured
+    size_fp32 = (tmp_path / "int8" / "model.onnx").stat().st_size
+    assert size_fp32 > 0
+
+
+def test_export_fails_loudly_when_the_graph_disagrees(ce_dir, tmp_path, monkeypatch):
+    class ShapeBranch(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):  # traced with batch 2: the branch is frozen
+            bonus = 1.0 if input_ids.shape[0] > 2 else 0.0
+            return input_ids.float().mean(1) * 0 + bonus
+
+    def broken(model_dir, meta, pairs):
+        ids = torch.ones(2, 4, dtype=torch.long)
+        big = torch.ones(5, 6, dtype=torch.long)
+        return ExportGraph(ShapeBranch(), {"input_ids": ids, "attention_mask": ids}, {"input_ids": big, "attention_mask": big},
+                           "scores", {"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}})
+
+    monkeypatch.setitem(export_mod.EXPORTERS, "cross-encoder", broken)
+    with pytest.raises(ExportParityError, match=r"\|ONNX - PyTorch\| = 1 > 0.001"):
+        export_model(ce_dir, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "model.onnx").exists()
+
+
+def test_export_rejects_unknown_kind_and_missing_dir(tmp_path):
+    write_rankwise_json(tmp_path / "m", "no-such-kind")
+    with pytest.raises(ModelDirError, match="cannot be exported"):
+        export_model(tmp_path / "m", tmp_path / "out")
+    with pytest.raises(ModelDirError, match="does not exist"):
+        export_model(tmp_path / "absent", tmp_path / "out")
+
+
+def test_export_user_tower_matches_pytorch_and_caches_item_vectors(tmp_path):
+    from recsys.sasrec import SASRec
+
+    src = tiny_sasrec_dir(tmp_path / "sasrec")
+    export_model(src, tmp_path / "onnx")
+    meta = json.loads((tmp_path / "onnx" / "serving.json").read_text())
+    assert meta["task"] == "user-tower" and meta["item_ids"][:2] == ["i1", "i2"]
+    model = SASRec.from_pretrained(src)
+    vectors = np.load(tmp_path / "onnx" / "item_vectors.npy")
+    np.testing.assert_allclose(vectors, model.item_embeddings()[1:].detach().numpy(), atol=0)
+    seq = np.array([[0, 0, 0, 3, 9, 4, 1], [5, 6, 7, 8, 9, 10, 11]], dtype=np.int64)  # unseen length 7
+    got = OnnxSession(tmp_path / "onnx" / "model.onnx", device="cpu").run({"item_seq": seq})
+    with torch.inference_mode():
+        want = model.encode_users(torch.from_numpy(seq)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_runtime_falls_back_to_cpu_with_one_notice(ce_onnx, caplog, monkeypatch):
+    import onnxruntime as ort
+
+    from serving import runtime
+
+    monkeypatch.setattr(runtime, "_noticed", set())
+    # Pretend the build has CUDA: onnxruntime cannot initialise it here, the session must land on CPU.
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with caplog.at_level(logging.WARNING, logger="rankwise.serving"):
+        a = OnnxSession(ce_onnx / "model.onnx", device="cuda")
+        b = OnnxSession(ce_onnx / "model.onnx", device="auto", intra_op_threads=1)
+    assert a.device == b.device == "cpu" and a.providers == ["CPUExecutionProvider"]
+    notices = [r.getMessage() for r in caplog.records if "CUDAExecutionProvider" in r.getMessage()]
+    assert notices == ["rankwise: CUDAExecutionProvider could not be initialised; running on CPU"]
+    with caplog.at_level(logging.WARNING, logger="rankwise.serving"):
+        caplog.clear()
+        OnnxSession(ce_onnx / "model.onnx", device="cpu")
+    assert not caplog.records
+
+
+def test_runtime_rejects_corrupt_model(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(ValueError, match="cannot load ONNX model"):
+        OnnxSession(tmp_path / "model.onnx")
+
+
+def test_bucket_batches_cover_every_item_once_and_respect_limits():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 100, size=57).tolist()
+    batches = bucket_batches(lengths, max_batch=8, max_tokens=300)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(57))
+    for b in batches:
+        assert len(b) <= 8 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 300)
+    assert [lengths[i] for i in flat] == sorted(lengths)  # buckets are length-sorted
