@@ -19,6 +19,9 @@ __all__ = ["RANKER_KINDS", "register_ranker", "load_ranker"]
 RANKER_KINDS: dict[str, str] = {
     "cross-encoder": "rankers.cross_encoder:CrossEncoder",
     "bi-encoder": "rankers.bi_encoder_ranker:TrainableBiEncoder",
+    "erank": "rankers.erank:ERankRanker",
+    "listwise": "rankers.listwise:ListwiseRanker",
+    "iranker": "rankers.iranker:IRanker",
 }
 
 
