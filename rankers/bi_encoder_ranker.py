@@ -63,7 +63,8 @@ class TrainableBiEncoder(Ranker):
         doc_encoder: the frozen document bi-encoder (disk-cached vectors).
         doc_encoder_ref: how ``rankwise.json`` names the document tower (``bundled:...``, a hub id,
             or ``doc_encoder`` for a copy saved inside the directory).
-        max_length: token limit for queries (the document tower has its own, set at load time).
+        max_length: token limit for queries.
+        doc_max_length: token limit of the document tower (its vectors are cached per limit).
 
     Shapes:
         ``logits(queries, docs)``: ``(N,)`` for ``N`` pairs; ``score(query, docs)``: ``(len(docs),)``.
@@ -80,12 +81,14 @@ class TrainableBiEncoder(Ranker):
         doc_encoder: BiEncoder,
         doc_encoder_ref: str,
         max_length: int = 128,
+        doc_max_length: int = 256,
     ) -> None:
         self.model = query_tower
         self.tokenizer = tokenizer
         self.doc_encoder = doc_encoder
         self.doc_encoder_ref = doc_encoder_ref
         self.max_length = max_length
+        self.doc_max_length = doc_max_length
 
     @classmethod
     def from_pretrained(
@@ -94,6 +97,7 @@ class TrainableBiEncoder(Ranker):
         max_length: int | None = None,
         scale: float = 20.0,
         cache: bool = True,
+        doc_max_length: int | None = None,
     ) -> TrainableBiEncoder:
         """Load a saved ``bi-encoder`` directory, or start from any encoder (default: the bundled
         all-MiniLM-L6-v2), whose frozen copy becomes the document tower."""
@@ -103,13 +107,16 @@ class TrainableBiEncoder(Ranker):
             ref = meta["doc_encoder"]
             doc_path = default_encoder_path() if ref == BUNDLED else (path / ref if ref == "doc_encoder" else ref)
             length = max_length or int(meta.get("max_length", 128))
+            doc_length = doc_max_length or int(meta.get("doc_max_length", 256))
             tower = QueryTower(AutoModel.from_pretrained(str(path)), float(meta.get("scale", scale)))
-            return cls(tower, AutoTokenizer.from_pretrained(str(path)), BiEncoder(doc_path, max_length=length, cache=cache), ref, length)
-        length = max_length or 128
+            doc_encoder = BiEncoder(doc_path, max_length=doc_length, cache=cache)
+            return cls(tower, AutoTokenizer.from_pretrained(str(path)), doc_encoder, ref, length, doc_length)
+        length, doc_length = max_length or 128, doc_max_length or 256
         bundled = path.resolve() == default_encoder_path().resolve() if path.exists() else False
         ref = BUNDLED if bundled else ("doc_encoder" if path.exists() else str(name_or_path))
         tower = QueryTower(AutoModel.from_pretrained(str(path)), scale)
-        return cls(tower, AutoTokenizer.from_pretrained(str(path)), BiEncoder(path, max_length=length, cache=cache), ref, length)
+        doc_encoder = BiEncoder(path, max_length=doc_length, cache=cache)
+        return cls(tower, AutoTokenizer.from_pretrained(str(path)), doc_encoder, ref, length, doc_length)
 
     @property
     def scale(self) -> float:
@@ -124,7 +131,7 @@ class TrainableBiEncoder(Ranker):
         if self.doc_encoder_ref == "doc_encoder" and not (directory / "doc_encoder").is_dir():
             self.doc_encoder.model.save(str(directory / "doc_encoder"))
         write_rankwise_json(
-            directory, KIND, max_length=self.max_length, scale=self.scale, pooling="mean",
+            directory, KIND, max_length=self.max_length, doc_max_length=self.doc_max_length, scale=self.scale, pooling="mean",
             doc_encoder=self.doc_encoder_ref, **extra,
         )
 

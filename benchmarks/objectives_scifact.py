@@ -1,0 +1,165 @@
+"""Ranking objectives on SciFact: one scorer fine-tuned with each objective, reranking BM25's top-100.
+
+What it measures: nDCG@10 / R@10 / MRR@10 on SciFact test (all 300 queries) after fine-tuning the
+same starting model, with the same seed, steps, lists and BM25 hard negatives, with each objective
+of ``train/losses`` (pointwise BCE, RankNet, ListNet, ListMLE, LambdaLoss, LiPO-λ, RankList) and with
+the BM25 reciprocal-rank curriculum for LiPO-λ and RankList; each reranker alone and fused with BM25.
+
+The scorer (why not a cross-encoder): on 2 CPU cores a MiniLM cross-encoder with a fresh head does
+not learn in a short budget (shared README: nDCG@10 0.088 after 15 minutes). This benchmark fine-tunes
+the scaled-cosine bi-encoder of ``rankers/bi_encoder_ranker.py`` instead: the bundled all-MiniLM-L6-v2
+query tower (mean pooling, max length 128) is trained, the document tower is the frozen original
+(max length 256, vectors encoded once and cached on disk, shared with the dense first stage), and ``score = scale * cos`` with a learned scale. Before training
+it is exactly the bundled bi-encoder's cosine, so every objective starts from what the weights know.
+
+Protocol: SciFact train queries with a relevant document are split by seed into 80% for training and
+20% held out ("dev"); the z-score fusion weight ``w`` of BM25 (``s = w z(bm25) + (1 - w) z(model)``) is
+chosen on dev for every row (grid 0, 0.05, ..., 1), never on test. Anchors: BM25 (pyserini, k1 0.9,
+b 0.4) 0.6789 nDCG@10; the untrained fusion row is the baseline a trained reranker must beat.
+
+Command (about 20-30 minutes on 2 cores, under the shared CPU lock):
+    flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/objectives_scifact.py
+Hardware: the machine recorded in the JSON (2 CPU threads, no GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from eval.datasets.beir import load_beir
+from eval.datasets.paths import cache_dir
+from eval.metrics import evaluate
+from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from rankers.bi_encoder_ranker import TrainableBiEncoder
+from rankers.first_stage.bm25 import BM25Retriever
+from rankers.fusion import fuse
+from rankers.model_dir import read_rankwise_json, write_rankwise_json
+from train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
+from train.data import HardNegativeLists
+
+METRICS = ("ndcg@10", "recall@10", "mrr@10")
+RUNS = [(o, None) for o in ("pointwise", "ranknet", "listnet", "listmle", "lambdaloss", "lipo", "ranklist")] + [
+    ("lipo", "bm25-rr"), ("ranklist", "bm25-rr"),
+]
+
+
+@dataclass
+class BenchConfig:
+    """Budget and data of the benchmark (identical for every objective)."""
+
+    seed: int = 0
+    steps: int = 200
+    lists_per_step: int = 16
+    list_size: int = 32
+    learning_rate: float = 2e-5
+    max_length: int = 128
+    top_k: int = 100
+    dev_fraction: float = 0.2
+    runs: list[tuple[str, str | None]] = field(default_factory=lambda: list(RUNS))
+    models_dir: str = str(cache_dir() / "bench-objectives")
+
+
+def _rerank(ranker: TrainableBiEncoder, cands: pl.DataFrame, queries: dict, doc_text) -> pl.DataFrame:
+    return ranker.rerank_candidates(cands, queries, doc_text)
+
+
+def _best_weight(first: pl.DataFrame, reranked: pl.DataFrame, qrels: dict) -> float:
+    grid = [i / 20 for i in range(21)]
+    scores = [evaluate(qrels, fuse(first, reranked, w), ["ndcg@10"])["ndcg@10"] for w in grid]
+    return grid[max(range(len(grid)), key=lambda i: (scores[i], -abs(grid[i] - 0.5)))]
+
+
+def _rows_for(name: dict, ranker, bm25_dev, bm25_test, dev_q, test_q, dev_qrels, test_qrels, doc_text) -> tuple[list[dict], float]:
+    dev = _rerank(ranker, bm25_dev, dev_q, doc_text)
+    test = _rerank(ranker, bm25_test, test_q, doc_text)
+    w = _best_weight(bm25_dev, dev, dev_qrels)
+    alone = {**name, "fusion": "none", **evaluate(test_qrels, test, METRICS)}
+    fused = {**name, "fusion": "zscore", "fusion_weight": w, **evaluate(test_qrels, fuse(bm25_test, test, w), METRICS)}
+    return [alone, fused], w
+
+
+def run(cfg: BenchConfig) -> list[dict]:
+    """Train and evaluate every (objective, curriculum) of ``cfg.runs``; returns flat result rows."""
+    torch.manual_seed(cfg.seed)
+    train = load_beir("scifact", "train")
+    test = load_beir("scifact", "test")
+    doc_text = {d: train.doc_text(d) for d in train.corpus}
+    bm25 = BM25Retriever.from_corpus(doc_text)
+    qids = sorted(q for q, rel in train.qrels.items() if any(g > 0 for g in rel.values()))
+    random.Random(cfg.seed).shuffle(qids)
+    n_dev = round(cfg.dev_fraction * len(qids))
+    dev_ids, fit_ids = sorted(qids[:n_dev]), sorted(qids[n_dev:])
+    dev_q = {q: train.queries[q] for q in dev_ids}
+    dev_qrels = {q: train.qrels[q] for q in dev_ids}
+    bm25_dev = bm25.batch_search(dev_q, cfg.top_k)
+    bm25_test = bm25.batch_search(test.queries, cfg.top_k)
+    base = {"dataset": "scifact", "queries": len(test.queries)}
+    rows = [{**base, "model": "bm25", "objective": "none", "curriculum": "none", "fusion": "none",
+             **evaluate(test.qrels, bm25_test, METRICS), "train_s": 0.0}]
+
+    start = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length)
+    t0 = time.perf_counter()
+    start.doc_encoder.encode_documents(list(doc_text.values()), progress=True)  # cached on disk after the first run
+    print(f"document vectors ready in {time.perf_counter() - t0:.1f}s")
+    untrained, _ = _rows_for({**base, "model": "bi-encoder", "objective": "untrained", "curriculum": "none"},
+                             start, bm25_dev, bm25_test, dev_q, test.queries, dev_qrels, test.qrels, doc_text)
+    rows += [{**r, "train_s": 0.0} for r in untrained]
+    print_table(rows, "so far")
+
+    lists = HardNegativeLists(
+        {q: train.queries[q] for q in fit_ids}, train.qrels, doc_text, lambda q, k: bm25.search(q, k),
+        list_size=cfg.list_size, negatives_from=cfg.top_k, epochs=None, seed=cfg.seed,
+    )
+    for objective, curriculum in cfg.runs:
+        tag = f"{objective}-{curriculum or 'none'}"
+        out = Path(cfg.models_dir) / tag
+        ranker = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length)
+        tcfg = CrossEncoderTrainerConfig(
+            str(out), objective=objective, curriculum=curriculum, max_steps=cfg.steps, lists_per_step=cfg.lists_per_step,
+            learning_rate=cfg.learning_rate, seed=cfg.seed, log_every=20,
+        )
+        summary = CrossEncoderTrainer(ranker, lists, tcfg).train()
+        got, w = _rows_for({**base, "model": "bi-encoder", "objective": objective, "curriculum": curriculum or "none"},
+                           ranker, bm25_dev, bm25_test, dev_q, test.queries, dev_qrels, test.qrels, doc_text)
+        meta = read_rankwise_json(out)
+        write_rankwise_json(out, meta.pop("kind"), **{**meta, "fusion_weight": w})  # eval reads it (chosen on dev)
+        for r in got:
+            rows.append({**r, "train_s": round(summary["train_s"], 1), "steps": summary["steps"],
+                         "final_loss": summary["final_loss"], "scale": round(ranker.scale, 3)})
+        print_table(rows[-2:], tag)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=BenchConfig.steps)
+    parser.add_argument("--lr", type=float, default=BenchConfig.learning_rate)
+    parser.add_argument("--only", nargs="*", help="objective[:curriculum] to run (default: all)")
+    args = parser.parse_args()
+    cfg = BenchConfig(steps=args.steps, learning_rate=args.lr)
+    if args.only:
+        cfg.runs = [(s.split(":")[0], s.split(":")[1] if ":" in s else None) for s in args.only]
+    rows = run(cfg)
+    protocol = (
+        f"SciFact test (all 300 queries), BM25 top-{cfg.top_k} reranked; scorer = all-MiniLM-L6-v2 scaled cosine, "
+        f"query tower fine-tuned (max length {cfg.max_length}; frozen cached document tower, max length 256); same seed {cfg.seed}, "
+        f"{cfg.steps} steps x {cfg.lists_per_step} lists x {cfg.list_size} candidates (positives + BM25 top-{cfg.top_k} "
+        f"negatives), AdamW lr {cfg.learning_rate}, on 80% of SciFact train queries; z-score BM25 fusion weight "
+        "chosen on the held-out 20% of train queries (never on test); one seed"
+    )
+    print_table(rows, f"objectives on SciFact - {protocol}")
+    write_results("objectives_scifact", rows, protocol, config={k: str(v) for k, v in asdict(cfg).items()})
+    shown = [r for r in rows if r["fusion"] == "zscore" or r["model"] == "bm25"]
+    plot_bars(shown, ["model", "objective", "curriculum", "fusion"], "ndcg@10", RESULTS_DIR / "objectives_scifact.png",
+              title="SciFact test nDCG@10 (BM25 top-100 reranked, fused with BM25)")
+
+
+if __name__ == "__main__":
+    main()
