@@ -1,5 +1,143 @@
-"""`rankwise eval beir|bright`: first stage + reranker + metrics."""
+"""`rankwise eval beir|bright`: first stage → reranker → fusion → metrics, run file and metrics.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from eval.pipeline import BI_ENCODER, DEFAULT_METRICS, RetrieverKind
+from rankers.first_stage.dense import IndexKind
+from rankers.fusion import FusionMethod
+
 app = typer.Typer(help="Evaluate retrieval and reranking on BEIR and BRIGHT.", no_args_is_help=True)
+
+_RERANKER_HELP = (
+    f"'{BI_ENCODER}' (the bundled all-MiniLM-L6-v2 cosine, default), 'none' (first stage only), "
+    "or a trained model directory / hub id."
+)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    raise typer.Exit(1)
+
+
+def _run(name: str, corpus_text, queries, qrels, excluded, retriever, reranker, top_k, fusion, fusion_weight,
+         dense_index, output_dir: Path, as_json: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from eval.pipeline import PipelineConfig, run_pipeline
+    from eval.report import print_table
+    from eval.runs import write_trec_run
+
+    if fusion_weight is not None and not 0.0 <= fusion_weight <= 1.0:
+        _fail(f"--fusion-weight must be in [0, 1], got {fusion_weight}")
+    config = PipelineConfig(
+        retriever=retriever, top_k=top_k, reranker=None if reranker == "none" else reranker,
+        fusion=fusion, fusion_weight=fusion_weight, metrics=DEFAULT_METRICS, dense_index=dense_index,
+    )
+    total = len(queries) * top_k
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=as_json or not sys.stderr.isatty(), console=None) as bar:
+        task = bar.add_task(f"rerank ({reranker})", total=total)
+        result = run_pipeline(corpus_text, queries, qrels, config, excluded=excluded,
+                              progress=lambda n: bar.advance(task, n))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_trec_run(result.final, output_dir / "run.trec", tag=f"rankwise-{retriever.value}")
+    record = {
+        "dataset": name, "retriever": retriever.value, "reranker": config.reranker or "none",
+        "top_k": top_k, "fusion": fusion.value if config.reranker else "none",
+        "fusion_weight": result.fusion_weight, "queries": len(queries),
+        **result.metrics,
+        **{f"first_stage_{k}": v for k, v in result.first_stage_metrics.items()},
+        **{k: round(v, 3) for k, v in result.timings.items()},
+    }
+    tmp = output_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, output_dir / "metrics.json")
+    if as_json:
+        typer.echo(json.dumps(record))
+        return
+    rows = [{"stage": retriever.value, **result.first_stage_metrics}]
+    if config.reranker:
+        rows.append({"stage": f"+ {config.reranker} ({record['fusion']}, w={result.fusion_weight})", **result.metrics})
+    print_table(rows, f"{name}: {len(queries)} queries, top-{top_k}; wrote {output_dir}/run.trec, metrics.json")
+
+
+@app.command("beir")
+def eval_beir(
+    dataset: str = typer.Option("scifact", help="BEIR dataset name (looked up under --data-dir) or a folder in BEIR's layout."),
+    split: str = typer.Option("test", help="qrels split to evaluate (qrels/<split>.tsv)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data folder holding beir/<name>/ (default: $RANKWISE_DATA)."),
+    retriever: RetrieverKind = typer.Option(RetrieverKind.bm25, help="First stage: pyserini BM25 or bi-encoder + faiss."),
+    reranker: str = typer.Option(BI_ENCODER, help=_RERANKER_HELP),
+    top_k: int = typer.Option(100, min=1, help="First-stage candidates per query, all reranked."),
+    fusion: FusionMethod = typer.Option(FusionMethod.zscore, help="Fuse reranker and first-stage scores per query."),
+    fusion_weight: Optional[float] = typer.Option(None, help="First-stage weight in the fusion (default: the model's own, chosen on train)."),
+    dense_index: IndexKind = typer.Option(IndexKind.flat, help="faiss index for --retriever dense."),
+    output_dir: Path = typer.Option(Path("runs/beir"), help="Where run.trec and metrics.json are written."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON line instead of a table."),
+) -> None:
+    """BEIR: first stage, rerank, fuse, and score (nDCG@10, R@10, R@100, MRR@10, MAP@100).
+
+    Examples:
+
+        rankwise eval beir --dataset scifact --retriever bm25 --reranker none
+
+        rankwise eval beir --dataset scifact                      # BM25 + bi-encoder fusion
+
+        rankwise eval beir --dataset scifact --reranker runs/ce-lipo --top-k 100
+
+        rankwise eval beir --dataset path/to/beir/nfcorpus --retriever dense --dense-index hnsw
+    """
+    from eval.datasets._io import DatasetError
+    from eval.datasets.beir import load_beir
+    from rankers.model_dir import ModelDirError
+
+    try:
+        ds = load_beir(dataset, split, data_dir)
+        corpus_text = {d: ds.doc_text(d) for d in ds.corpus}
+        _run(f"beir/{ds.name}/{split}", corpus_text, ds.queries, ds.qrels, None, retriever, reranker, top_k,
+             fusion, fusion_weight, dense_index, output_dir, as_json)
+    except (DatasetError, ModelDirError) as err:
+        _fail(str(err))
+
+
+@app.command("bright")
+def eval_bright(
+    domain: str = typer.Option("biology", help="BRIGHT domain (biology, earth_science, economics, ...)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data folder holding bright/<domain>/ (default: $RANKWISE_DATA)."),
+    documents: Optional[Path] = typer.Option(None, help="Documents file (jsonl/parquet with id, content); default: beside the examples, else the HF hub."),
+    long: bool = typer.Option(False, "--long", help="Long-document setting (gold_ids_long)."),
+    retriever: RetrieverKind = typer.Option(RetrieverKind.bm25, help="First stage: pyserini BM25 or bi-encoder + faiss."),
+    reranker: str = typer.Option(BI_ENCODER, help=_RERANKER_HELP),
+    top_k: int = typer.Option(100, min=1, help="First-stage candidates per query, all reranked."),
+    fusion: FusionMethod = typer.Option(FusionMethod.zscore, help="Fuse reranker and first-stage scores per query."),
+    fusion_weight: Optional[float] = typer.Option(None, help="First-stage weight in the fusion (default: the model's own, chosen on train)."),
+    dense_index: IndexKind = typer.Option(IndexKind.flat, help="faiss index for --retriever dense."),
+    output_dir: Path = typer.Option(Path("runs/bright"), help="Where run.trec and metrics.json are written."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON line instead of a table."),
+) -> None:
+    """BRIGHT: like `eval beir`; each query's excluded ids are removed before scoring, as BRIGHT does.
+
+    Examples:
+
+        rankwise eval bright --domain biology --reranker none
+
+        rankwise eval bright --domain economics --documents economics_docs.parquet
+    """
+    from eval.datasets._io import DatasetError
+    from eval.datasets.bright import load_bright
+    from rankers.model_dir import ModelDirError
+
+    try:
+        ds = load_bright(domain, data_dir, documents, long)
+        _run(f"bright/{domain}{'-long' if long else ''}", ds.corpus, ds.queries, ds.qrels, ds.excluded, retriever,
+             reranker, top_k, fusion, fusion_weight, dense_index, output_dir, as_json)
+    except (DatasetError, ModelDirError) as err:
+        _fail(str(err))

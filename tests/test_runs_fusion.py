@@ -1,0 +1,54 @@
+"""TREC run files and parquet candidate sets round-trip; fusion follows its formula."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from eval.datasets._io import DatasetError
+from eval.runs import read_candidates, read_trec_run, write_candidates, write_trec_run
+from rankers.fusion import fuse
+
+
+def _cands(rows):
+    return pl.DataFrame(rows, schema={"qid": pl.String, "docid": pl.String, "score": pl.Float64, "rank": pl.Int64}, orient="row")
+
+
+def test_trec_run_round_trip_reranks_by_score(tmp_path):
+    cands = _cands([("q1", "a", 0.1, 1), ("q1", "b", 0.9, 2), ("q2", "c", 1.0, 1)])
+    path = write_trec_run(cands, tmp_path / "run.trec")
+    assert path.read_text().splitlines()[0] == "q1 Q0 b 1 0.900000 rankwise"
+    back = read_trec_run(path)
+    assert back.filter(pl.col("qid") == "q1")["docid"].to_list() == ["b", "a"]
+    assert not list(tmp_path.glob("*.tmp"))
+    write_candidates(cands, tmp_path / "c.parquet")
+    assert read_candidates(tmp_path / "c.parquet").sort("qid", "rank")["docid"].to_list() == ["b", "a", "c"]
+
+
+def test_read_trec_run_malformed_line_is_named(tmp_path):
+    bad = tmp_path / "bad.trec"
+    bad.write_text("q1 Q0 a 1 0.5 t\nq1 Q0 b two 0.4 t\n")
+    with pytest.raises(DatasetError, match=r"bad.trec:2: rank or score is not a number"):
+        read_trec_run(bad)
+    (tmp_path / "short.trec").write_text("q1 a 1\n")
+    with pytest.raises(DatasetError, match=r"short.trec:1: expected"):
+        read_trec_run(tmp_path / "short.trec")
+
+
+def test_zscore_fusion_matches_formula():
+    first = _cands([("q", "a", 3.0, 1), ("q", "b", 2.0, 2), ("q", "c", 1.0, 3)])
+    rer = _cands([("q", "a", 0.0, 3), ("q", "b", 0.5, 2), ("q", "c", 1.0, 1)])
+    z = [1.224744871, 0.0, -1.224744871]
+    fused = fuse(first, rer, 0.3).sort("docid")
+    assert fused["score"].to_list() == pytest.approx([0.3 * z[0] + 0.7 * z[2], 0.0, 0.3 * z[2] + 0.7 * z[0]])
+    assert fuse(first, rer, 1.0)["docid"].to_list() == ["a", "b", "c"]
+    assert fuse(first, rer, 0.0)["docid"].to_list() == ["c", "b", "a"]
+
+
+def test_rrf_fusion_and_weight_check():
+    first = _cands([("q", "a", 3.0, 1), ("q", "b", 2.0, 2)])
+    rer = _cands([("q", "a", 0.0, 2), ("q", "b", 1.0, 1)])
+    fused = fuse(first, rer, 0.5, "rrf", rrf_k=60).sort("docid")
+    assert fused["score"].to_list() == pytest.approx([0.5 / 61 + 0.5 / 62] * 2)
+    with pytest.raises(ValueError, match="weight must be in"):
+        fuse(first, rer, 1.5)
