@@ -5,11 +5,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-RANKER_CLASSES: dict[str, str] = {"cross-encoder": "rankers.cross_encoder:CrossEncoder"}
-"""PyTorch ranker class per kind (``module:Class`` with ``from_pretrained``)."""
+_EXTRA_RANKERS: dict[str, str] = {"erank": "rankers.erank:ERankRanker"}
+"""Ranker kinds that ``rankers.RANKER_KINDS`` (the main registry) does not list yet."""
 
 RECOMMENDER_CLASSES: dict[str, str] = {"sasrec": "recsys.sasrec:SASRec"}
 """Recommender class per kind (a ``recsys._seq.SequentialRecommender`` with ``from_pretrained``)."""
+
+
+def ranker_classes() -> dict[str, str]:
+    """Ranker class per kind: ``rankers.RANKER_KINDS`` (read at call time) plus :data:`_EXTRA_RANKERS`."""
+    from rankers import RANKER_KINDS
+
+    return {**_EXTRA_RANKERS, **RANKER_KINDS}
 
 
 def load_class(target: str) -> Any:

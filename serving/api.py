@@ -19,7 +19,7 @@ import numpy as np
 
 from rankers.base import Hit, Ranker
 from rankers.model_dir import RANKWISE_JSON, ModelDirError, read_rankwise_json
-from serving._kinds import RANKER_CLASSES, RECOMMENDER_CLASSES, load_class
+from serving._kinds import RECOMMENDER_CLASSES, load_class, ranker_classes
 from serving.export import SERVING_JSON, read_serving_json
 from serving.runtime import Device
 
@@ -88,13 +88,14 @@ class Reranker(Ranker):
         kind = meta["kind"]
         if kind in RECOMMENDER_CLASSES:
             raise ModelDirError(f"{directory / RANKWISE_JSON}: kind {kind!r} is a recommender (use Recommender.load)")
-        if kind not in RANKER_CLASSES:
-            raise ModelDirError(f"{directory / RANKWISE_JSON}: kind {kind!r} is not a known reranker ({sorted(RANKER_CLASSES)})")
+        rankers = ranker_classes()
+        if kind not in rankers:
+            raise ModelDirError(f"{directory / RANKWISE_JSON}: kind {kind!r} is not a known reranker ({sorted(rankers)})")
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        ranker = load_class(RANKER_CLASSES[kind]).from_pretrained(directory)
+        ranker = load_class(rankers[kind]).from_pretrained(directory)
         if hasattr(ranker, "batch_size"):
             ranker.batch_size = batch_size
         if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
@@ -212,7 +213,7 @@ class Recommender:
                        meta["similarity"], int(meta["max_len"]), meta["kind"], "onnx")
         meta = read_rankwise_json(directory)
         kind = meta["kind"]
-        if kind in RANKER_CLASSES:
+        if kind in ranker_classes():
             raise ModelDirError(f"{directory / RANKWISE_JSON}: kind {kind!r} is a reranker (use Reranker.load)")
         if kind not in RECOMMENDER_CLASSES:
             raise ModelDirError(f"{directory / RANKWISE_JSON}: kind {kind!r} is not a known recommender ({sorted(RECOMMENDER_CLASSES)})")

@@ -136,6 +136,58 @@ def _cross_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str,
     )
 
 
+def _erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -> ExportGraph:
+    import torch
+
+    from rankers.erank import ERankRanker, expected_score
+
+    ranker = ERankRanker.from_pretrained(model_dir)
+    if ranker.readout == "reasoning":
+        raise ModelDirError(f"{model_dir / 'rankwise.json'}: readout 'reasoning' generates text and cannot be exported; "
+                            "export the 'integer' or 'yes_no' readout")
+    integer = ranker.readout == "integer"
+    append = [ranker._digits[1]] if integer else []
+    tok = ranker.tokenizer
+
+    class _ExpectedScore(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+            self.register_buffer("digits", torch.tensor(ranker._digits))
+            self.register_buffer("yes", torch.tensor(ranker._yes))
+            self.register_buffer("no", torch.tensor(ranker._no))
+
+        def forward(self, input_ids, attention_mask):  # (B, T) left-padded prompt (+ "1" for integer)
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=2 if integer else 1).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)  # (B, keep, V)
+            if integer:
+                return expected_score(logp[:, 0, self.digits], logp[:, 1, self.digits])  # (B,) in [0, 10]
+            yes = torch.logsumexp(logp[:, -1, self.yes], -1)  # (B,)
+            no = torch.logsumexp(logp[:, -1, self.no], -1)
+            return torch.sigmoid(yes - no)  # (B,) in [0, 1]
+
+    def feeds(sel: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        rows = []
+        for q, d in sel:
+            rows.append({"input_ids": tok(ranker.prompts(q, [d])[0], add_special_tokens=False)["input_ids"] + append})
+        batch = tok.pad(rows, return_tensors="pt", padding=True)  # left padding (LLMRanker sets it)
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    names = ["input_ids", "attention_mask"]
+    return ExportGraph(
+        module=_ExpectedScore(ranker.model).eval(),
+        example=feeds(pairs[:2]),
+        parity=feeds(pairs),
+        output="scores",
+        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names} | {"scores": {0: "batch"}},
+        metadata={"task": "pair-score", "encoding": "prompt", "readout": ranker.readout,
+                  "max_doc_tokens": ranker.max_doc_tokens, "append_ids": append, "padding_side": "left",
+                  "pad_token_id": tok.pad_token_id, "max_length": None,
+                  "score": "expected integer 0-10" if integer else "P(yes) / (P(yes) + P(no))"},
+        save_assets=lambda d: tok.save_pretrained(str(d)),
+    )
+
+
 def _user_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[str, str]]) -> ExportGraph:
     import torch
 
@@ -178,6 +230,7 @@ def _user_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[str, s
 
 EXPORTERS: dict[str, Callable[[Path, dict, Sequence[tuple[str, str]]], ExportGraph]] = {
     "cross-encoder": _cross_encoder_graph,
+    "erank": _erank_graph,
     **{kind: _user_tower_graph for kind in RECOMMENDER_CLASSES},
 }
 """Graph builders by ``rankwise.json`` kind: ``(model_dir, rankwise_meta, parity_pairs) -> ExportGraph``."""

@@ -19,7 +19,11 @@ log = logging.getLogger("rankwise.serving")
 
 
 class OnnxRanker(Ranker):
-    """Score (query, document) pairs with an exported pair-scoring graph (cross-encoder logit).
+    """Score (query, document) pairs with an exported pair-scoring graph.
+
+    Cross-encoders take the tokenised pair and return the logit; ERank takes the chat prompt the
+    PyTorch ranker builds (document cut to ``max_doc_tokens``, left-padded) and returns the
+    expected relevance integer computed inside the graph.
 
     Pairs are tokenised once without padding, grouped into length buckets
     (:func:`~serving.runtime.bucket_batches`) and padded per bucket, so short pairs do not pay
@@ -58,7 +62,11 @@ class OnnxRanker(Ranker):
             raise ValueError(f"{self.directory}: kind {self.meta['kind']!r} is not a (query, document) scorer")
         self.session = OnnxSession(self.directory / self.meta["onnx_file"], device=device, intra_op_threads=threads)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.directory))
-        self.max_length = int(self.meta["max_length"])
+        prompt = self.meta.get("encoding") == "prompt"
+        self.max_length = int(self.meta["max_length"]) if not prompt else None
+        self.max_doc_tokens = int(self.meta["max_doc_tokens"]) if prompt else None
+        self.readout = self.meta.get("readout")
+        self.padding_side = self.meta.get("padding_side", "right")
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.input_names = list(self.meta["inputs"])
@@ -74,6 +82,8 @@ class OnnxRanker(Ranker):
 
     def _encode(self, query: str, docs: Sequence[str]) -> list[dict[str, list[int]]]:
         with self._tokenizer_lock:
+            if self.meta.get("encoding") == "prompt":
+                return self._encode_prompts(query, docs)
             enc = self.tokenizer(
                 [query] * len(docs), list(docs), truncation=self.meta.get("truncation", "longest_first"),
                 max_length=self.max_length, padding=False,
@@ -88,12 +98,24 @@ class OnnxRanker(Ranker):
             )
         return rows
 
+    def _encode_prompts(self, query: str, docs: Sequence[str]) -> list[dict[str, list[int]]]:
+        """LLM prompts exactly as the PyTorch ranker builds them, plus the readout's appended ids."""
+        from rankers.erank import erank_prompt
+        from rankers.llm import truncate_text
+
+        rows = []
+        for doc in docs:
+            prompt = erank_prompt(self.tokenizer, query, truncate_text(self.tokenizer, doc, self.max_doc_tokens), self.readout)
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] + list(self.meta["append_ids"])
+            rows.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
+        return rows
+
     def score(self, query: str, docs: Sequence[str]) -> np.ndarray:
         if not docs:
             return np.zeros(0)
         rows = self._encode(query, docs)
         scores = np.empty(len(rows), dtype=np.float64)
         for idx in bucket_batches([len(r["input_ids"]) for r in rows], self.batch_size, self.max_tokens):
-            feeds = pad_batch([rows[i] for i in idx], self.pad_id, self.input_names)
+            feeds = pad_batch([rows[i] for i in idx], self.pad_id, self.input_names, self.padding_side)
             scores[idx] = self.session.run(feeds).reshape(len(idx))  # (b,)
         return scores

@@ -144,8 +144,15 @@ def bucket_batches(lengths: Sequence[int], max_batch: int, max_tokens: int | Non
     return batches
 
 
-def pad_batch(rows: Sequence[Mapping[str, Sequence[int]]], pad_id: int, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Right-pad tokenised rows to the longest one; ``input_ids`` with ``pad_id``, the rest with 0.
+def pad_batch(
+    rows: Sequence[Mapping[str, Sequence[int]]],
+    pad_id: int,
+    names: Sequence[str],
+    side: Literal["right", "left"] = "right",
+) -> dict[str, np.ndarray]:
+    """Pad tokenised rows to the longest one; ``input_ids`` with ``pad_id``, the rest with 0.
+
+    ``side="left"`` keeps every row's last token in the last column (causal-LM readouts).
 
     Shapes: returns ``{name: (len(rows), longest) int64}``.
     """
@@ -155,6 +162,10 @@ def pad_batch(rows: Sequence[Mapping[str, Sequence[int]]], pad_id: int, names: S
         fill = pad_id if name == "input_ids" else 0
         arr = np.full((len(rows), longest), fill, dtype=np.int64)
         for i, r in enumerate(rows):
-            arr[i, : len(r[name])] = r[name]
+            n = len(r[name])
+            if side == "left":
+                arr[i, longest - n :] = r[name]
+            else:
+                arr[i, :n] = r[name]
         out[name] = arr
     return out
