@@ -22,6 +22,11 @@ _RERANKER_HELP = (
 )
 
 
+def _load_error(reranker: str, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"cannot load reranker {reranker!r}: not a rankwise model directory, and as a hub id: {first}"
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", err=True, fg="red")
     raise typer.Exit(1)
@@ -106,6 +111,8 @@ def eval_beir(
              fusion, fusion_weight, dense_index, output_dir, as_json)
     except (DatasetError, ModelDirError) as err:
         _fail(str(err))
+    except OSError as err:  # transformers' "not found locally / on the hub"
+        _fail(_load_error(reranker, err))
 
 
 @app.command("bright")
@@ -141,3 +148,5 @@ def eval_bright(
              reranker, top_k, fusion, fusion_weight, dense_index, output_dir, as_json)
     except (DatasetError, ModelDirError) as err:
         _fail(str(err))
+    except OSError as err:  # transformers' "not found locally / on the hub"
+        _fail(_load_error(reranker, err))

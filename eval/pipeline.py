@@ -80,9 +80,14 @@ def load_reranker(name: str) -> tuple[Ranker, float | None]:
     from rankers import load_ranker
     from rankers.model_dir import RANKWISE_JSON, read_rankwise_json
 
-    ranker = load_ranker(name)
-    weight = read_rankwise_json(name).get("fusion_weight") if (Path(name) / RANKWISE_JSON).is_file() else None
-    return ranker, weight
+    if (Path(name) / RANKWISE_JSON).is_file():
+        return load_ranker(name), read_rankwise_json(name).get("fusion_weight")
+    if Path(name).exists():
+        return load_ranker(name), None  # raises a ModelDirError naming the missing rankwise.json
+    # a hub id: any HF sequence-classification model with one logit, used as a cross-encoder
+    from rankers.cross_encoder import CrossEncoder
+
+    return CrossEncoder.from_pretrained(name), None
 
 
 def first_stage(
@@ -130,6 +135,10 @@ def run_pipeline(
         progress: called with the number of documents reranked after each query.
     """
     timings: dict[str, float] = {}
+    weight = config.fusion_weight
+    if reranker is None and config.reranker:  # load first: a bad model fails before the first stage runs
+        reranker, carried = load_reranker(config.reranker)
+        weight = weight if weight is not None else carried
     t0 = time.perf_counter()
     # fetch a few extra so that removing excluded ids still leaves top_k candidates
     extra = max((len(v) for v in (excluded or {}).values()), default=0)
@@ -137,10 +146,6 @@ def run_pipeline(
     first = rank_by_score(_drop_excluded(first, excluded)).filter(pl.col("rank") <= config.top_k)
     timings["first_stage_s"] = time.perf_counter() - t0
     first_metrics = evaluate(qrels, first, config.metrics)
-    weight = config.fusion_weight
-    if reranker is None and config.reranker:
-        reranker, carried = load_reranker(config.reranker)
-        weight = weight if weight is not None else carried
     if reranker is None:
         return PipelineResult(first, first, first_metrics, first_metrics, timings)
     t0 = time.perf_counter()

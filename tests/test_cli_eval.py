@@ -76,3 +76,12 @@ def test_cli_help_lists_every_group():
     assert result.exit_code == 0
     for group in ("train", "eval", "recommend", "models"):
         assert group in result.output
+
+
+def test_cli_eval_unknown_reranker_is_one_line(scifact_small, tmp_path):
+    result = runner.invoke(app, ["eval", "beir", "--dataset", str(scifact_small), "--reranker",
+                                 "no-such-org/no-such-model", "--output-dir", str(tmp_path / "o")],
+                           env={"HF_HUB_OFFLINE": "1"})
+    assert result.exit_code == 1
+    assert "cannot load reranker 'no-such-org/no-such-model'" in result.output
+    assert "Traceback" not in result.output
