@@ -136,6 +136,63 @@ def _cross_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str,
     )
 
 
+def _bi_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -> ExportGraph:
+    import torch
+
+    from rankers.bi_encoder_ranker import TrainableBiEncoder
+
+    ranker = TrainableBiEncoder.from_pretrained(model_dir, cache=False)
+    st = ranker.doc_encoder.model  # sentence-transformers: Transformer, Pooling[, Normalize]
+    pooling = next((m for m in st if type(m).__name__ == "Pooling"), None)
+    if getattr(pooling, "pooling_mode", None) != "mean":
+        raise ModelDirError(f"{model_dir / 'rankwise.json'}: the document tower does not use mean pooling; only mean pooling is exported")
+    doc_model = st[0].auto_model
+    doc_tok = st.tokenizer
+    q_tok = ranker.tokenizer
+
+    def mean_pool(hidden, mask):  # (N, T, D), (N, T) -> unit (N, D)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    class _ScaledCosine(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.query = ranker.model
+            self.doc = doc_model
+
+        def forward(self, query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask):
+            q = self.query(query_input_ids, query_attention_mask)  # (1 or N, D) unit
+            d = mean_pool(self.doc(input_ids=doc_input_ids, attention_mask=doc_attention_mask).last_hidden_state,
+                          doc_attention_mask)  # (N, D) unit
+            return self.query.log_scale.exp() * (q * d).sum(-1)  # (N,)
+
+    def feeds(sel: Sequence[tuple[str, str]], one_query: bool) -> dict[str, torch.Tensor]:
+        queries = [sel[0][0]] if one_query else [q for q, _ in sel]
+        qe = q_tok(queries, truncation=True, max_length=ranker.max_length, padding=True, return_tensors="pt")
+        de = doc_tok([d for _, d in sel], truncation=True, max_length=ranker.doc_max_length, padding=True, return_tensors="pt")
+        return {"query_input_ids": qe["input_ids"], "query_attention_mask": qe["attention_mask"],
+                "doc_input_ids": de["input_ids"], "doc_attention_mask": de["attention_mask"]}
+
+    def save(d: Path) -> None:
+        q_tok.save_pretrained(str(d))
+        doc_tok.save_pretrained(str(d / "doc_tokenizer"))
+
+    names = ["query_input_ids", "query_attention_mask", "doc_input_ids", "doc_attention_mask"]
+    return ExportGraph(
+        module=_ScaledCosine().eval(),
+        example=feeds(pairs[:2], one_query=False),
+        parity=feeds(pairs, one_query=True),  # one query against many documents, as served
+        output="scores",
+        dynamic_axes={n: {0: "query_batch" if n.startswith("query") else "batch", 1: n.split("_")[0] + "_sequence"} for n in names}
+        | {"scores": {0: "batch"}},
+        metadata={"task": "pair-score", "encoding": "bi-encoder", "max_length": ranker.max_length,
+                  "doc_max_length": ranker.doc_max_length, "score": "scale * cosine", "scale": ranker.scale,
+                  "pad_token_id": q_tok.pad_token_id, "doc_pad_token_id": doc_tok.pad_token_id},
+        save_assets=save,
+    )
+
+
 def _erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -> ExportGraph:
     import torch
 
@@ -231,6 +288,7 @@ def _user_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[str, s
 EXPORTERS: dict[str, Callable[[Path, dict, Sequence[tuple[str, str]]], ExportGraph]] = {
     "cross-encoder": _cross_encoder_graph,
     "erank": _erank_graph,
+    "bi-encoder": _bi_encoder_graph,
     **{kind: _user_tower_graph for kind in RECOMMENDER_CLASSES},
 }
 """Graph builders by ``rankwise.json`` kind: ``(model_dir, rankwise_meta, parity_pairs) -> ExportGraph``."""

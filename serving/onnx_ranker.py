@@ -23,7 +23,8 @@ class OnnxRanker(Ranker):
 
     Cross-encoders take the tokenised pair and return the logit; ERank takes the chat prompt the
     PyTorch ranker builds (document cut to ``max_doc_tokens``, left-padded) and returns the
-    expected relevance integer computed inside the graph.
+    expected relevance integer computed inside the graph; the bi-encoder takes the query once and
+    the documents (bucketed) and returns ``scale * cosine``.
 
     Pairs are tokenised once without padding, grouped into length buckets
     (:func:`~serving.runtime.bucket_batches`) and padded per bucket, so short pairs do not pay
@@ -62,16 +63,17 @@ class OnnxRanker(Ranker):
             raise ValueError(f"{self.directory}: kind {self.meta['kind']!r} is not a (query, document) scorer")
         self.session = OnnxSession(self.directory / self.meta["onnx_file"], device=device, intra_op_threads=threads)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.directory))
-        prompt = self.meta.get("encoding") == "prompt"
-        self.max_length = int(self.meta["max_length"]) if not prompt else None
-        self.max_doc_tokens = int(self.meta["max_doc_tokens"]) if prompt else None
-        self.readout = self.meta.get("readout")
+        self.encoding = self.meta.get("encoding", "pair")  # pair | prompt | bi-encoder
+        self.max_length = self.meta.get("max_length")
         self.padding_side = self.meta.get("padding_side", "right")
         self.batch_size = batch_size
         self.max_tokens = max_tokens
-        self.input_names = list(self.meta["inputs"])
         pad = self.meta.get("pad_token_id")
         self.pad_id = int(pad if pad is not None else self.tokenizer.pad_token_id or 0)
+        self.doc_tokenizer = None
+        if self.encoding == "bi-encoder":
+            self.doc_tokenizer = AutoTokenizer.from_pretrained(str(self.directory / "doc_tokenizer"))
+            self.pad_id = int(self.meta.get("doc_pad_token_id") or 0)
         self._tokenizer_lock = threading.Lock()
         self._warned_truncation = False
 
@@ -80,23 +82,28 @@ class OnnxRanker(Ranker):
         """``"cuda"`` or ``"cpu"``: where the session runs."""
         return self.session.device
 
-    def _encode(self, query: str, docs: Sequence[str]) -> list[dict[str, list[int]]]:
-        with self._tokenizer_lock:
-            if self.meta.get("encoding") == "prompt":
-                return self._encode_prompts(query, docs)
-            enc = self.tokenizer(
-                [query] * len(docs), list(docs), truncation=self.meta.get("truncation", "longest_first"),
-                max_length=self.max_length, padding=False,
-            )
-        rows = [{n: enc[n][i] for n in self.input_names} for i in range(len(docs))]
-        cut = sum(len(r["input_ids"]) >= self.max_length for r in rows)
+    def _warn_cut(self, cut: int, total: int, limit: int) -> None:
         if cut and not self._warned_truncation:
             self._warned_truncation = True
             log.warning(
                 "rankwise: %d of %d pairs reached max_length=%d and were truncated (reported once per model)",
-                cut, len(rows), self.max_length,
+                cut, total, limit,
             )
-        return rows
+
+    def _encode(self, query: str, docs: Sequence[str]) -> tuple[list[dict[str, list[int]]], dict[str, np.ndarray]]:
+        """Per-document rows to bucket and pad, and the feeds shared by every batch (the query)."""
+        with self._tokenizer_lock:
+            if self.encoding == "prompt":
+                return self._encode_prompts(query, docs), {}
+            if self.encoding == "bi-encoder":
+                return self._encode_bi(query, docs)
+            enc = self.tokenizer(
+                [query] * len(docs), list(docs), truncation=self.meta.get("truncation", "longest_first"),
+                max_length=self.max_length, padding=False,
+            )
+        rows = [{n: enc[n][i] for n in self.meta["inputs"]} for i in range(len(docs))]
+        self._warn_cut(sum(len(r["input_ids"]) >= self.max_length for r in rows), len(rows), self.max_length)
+        return rows, {}
 
     def _encode_prompts(self, query: str, docs: Sequence[str]) -> list[dict[str, list[int]]]:
         """LLM prompts exactly as the PyTorch ranker builds them, plus the readout's appended ids."""
@@ -105,17 +112,29 @@ class OnnxRanker(Ranker):
 
         rows = []
         for doc in docs:
-            prompt = erank_prompt(self.tokenizer, query, truncate_text(self.tokenizer, doc, self.max_doc_tokens), self.readout)
+            text = truncate_text(self.tokenizer, doc, int(self.meta["max_doc_tokens"]))
+            prompt = erank_prompt(self.tokenizer, query, text, self.meta["readout"])
             ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] + list(self.meta["append_ids"])
             rows.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
         return rows
 
+    def _encode_bi(self, query: str, docs: Sequence[str]) -> tuple[list[dict[str, list[int]]], dict[str, np.ndarray]]:
+        """The query once (shared by every batch), the documents with the document tokenizer."""
+        q = self.tokenizer([query], truncation=True, max_length=self.max_length, return_tensors="np")
+        limit = int(self.meta["doc_max_length"])
+        enc = self.doc_tokenizer(list(docs), truncation=True, max_length=limit, padding=False)
+        rows = [{"doc_input_ids": ids, "doc_attention_mask": m} for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
+        self._warn_cut(sum(len(r["doc_input_ids"]) >= limit for r in rows), len(rows), limit)
+        shared = {"query_input_ids": q["input_ids"].astype(np.int64), "query_attention_mask": q["attention_mask"].astype(np.int64)}
+        return rows, shared
+
     def score(self, query: str, docs: Sequence[str]) -> np.ndarray:
         if not docs:
             return np.zeros(0)
-        rows = self._encode(query, docs)
+        rows, shared = self._encode(query, docs)
+        names = [n for n in self.meta["inputs"] if n not in shared]
         scores = np.empty(len(rows), dtype=np.float64)
-        for idx in bucket_batches([len(r["input_ids"]) for r in rows], self.batch_size, self.max_tokens):
-            feeds = pad_batch([rows[i] for i in idx], self.pad_id, self.input_names, self.padding_side)
+        for idx in bucket_batches([len(r[names[0]]) for r in rows], self.batch_size, self.max_tokens):
+            feeds = pad_batch([rows[i] for i in idx], self.pad_id, names, self.padding_side) | shared
             scores[idx] = self.session.run(feeds).reshape(len(idx))  # (b,)
         return scores

@@ -150,16 +150,16 @@ def pad_batch(
     names: Sequence[str],
     side: Literal["right", "left"] = "right",
 ) -> dict[str, np.ndarray]:
-    """Pad tokenised rows to the longest one; ``input_ids`` with ``pad_id``, the rest with 0.
+    """Pad tokenised rows to the longest one; ``*input_ids`` with ``pad_id``, the rest with 0.
 
     ``side="left"`` keeps every row's last token in the last column (causal-LM readouts).
 
     Shapes: returns ``{name: (len(rows), longest) int64}``.
     """
-    longest = max(len(r["input_ids"]) for r in rows)
+    longest = max(len(r[names[0]]) for r in rows)
     out: dict[str, np.ndarray] = {}
     for name in names:
-        fill = pad_id if name == "input_ids" else 0
+        fill = pad_id if name.endswith("input_ids") else 0
         arr = np.full((len(rows), longest), fill, dtype=np.int64)
         for i, r in enumerate(rows):
             n = len(r[name])

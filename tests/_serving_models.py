@@ -77,3 +77,21 @@ def scifact_slice(data_dir: Path, out_dir: Path, n_queries: int = 12, per_query:
     run = out_dir / "candidates.trec"
     run.write_text("".join(lines))
     return run
+
+
+def tiny_bi_encoder_dir(directory: Path) -> Path:
+    """A scaled-cosine bi-encoder whose query and document towers are a 2-layer, 32-wide BERT."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from rankers.bi_encoder import default_encoder_path
+    from rankers.bi_encoder_ranker import TrainableBiEncoder
+
+    torch.manual_seed(0)
+    base = directory.parent / (directory.name + "-base")
+    tokenizer = AutoTokenizer.from_pretrained(str(default_encoder_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(str(base))
+    tokenizer.save_pretrained(str(base))
+    TrainableBiEncoder.from_pretrained(base, max_length=16, doc_max_length=32, cache=False).save_pretrained(directory)
+    return directory

@@ -146,3 +146,16 @@ def test_erank_export_matches_pytorch_ranker(tmp_path, readout):
     np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4)
     lo, hi = (0.0, 10.0) if readout == "integer" else (0.0, 1.0)
     assert ((onnx_scores >= lo) & (onnx_scores <= hi)).all()
+
+
+def test_bi_encoder_export_matches_pytorch_ranker(tmp_path):
+    from rankers.bi_encoder_ranker import TrainableBiEncoder
+    from tests._serving_models import tiny_bi_encoder_dir
+
+    src = tiny_bi_encoder_dir(tmp_path / "bi")
+    result = export_model(src, tmp_path / "onnx")
+    assert result.fp32_parity_max_abs_diff <= 1e-3
+    want = TrainableBiEncoder.from_pretrained(src, cache=False).score(QUERIES[1], DOCS)
+    got = Reranker.load(tmp_path / "onnx", device="cpu", batch_size=2).score(QUERIES[1], DOCS)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert len(np.unique(np.round(got, 4))) > 1  # scores differ between documents

@@ -1,0 +1,236 @@
+"""Serving latency: MiniLM cross-encoder reranking 100 BM25 candidates, four engines side by side;
+recommender user tower latency for a length-50 history.
+
+What it measures (one run, same weights, same pairs, same 2 CPU threads):
+- Reranking the BM25 top-100 of a fixed subset of SciFact test queries (the first ``n_queries``
+  judged queries by id) with a MiniLM-L6 cross-encoder (max length 256, batch 32) through
+  PyTorch eager (``rankers.cross_encoder.CrossEncoder``), onnxruntime fp32 and onnxruntime dynamic
+  int8 (``serving.onnx_ranker.OnnxRanker``, length-bucketed) and sentence-transformers
+  ``CrossEncoder.predict`` (the peer library, logits without activation). Engines are interleaved
+  query by query so machine noise hits them alike. Per engine: median and p99 latency per query,
+  docs/s at the median, nDCG@10 on the subset, max |score − PyTorch|, speed-up over
+  sentence-transformers and the fraction of the fp32 FLOP ceiling reached.
+- FLOP ceiling: FLOPs per pair = 2·(matmul parameters)·T + 4·layers·T²·d (attention scores and
+  mixing) at the subset's mean pair length T, against the measured fp32 peak of a 2048³ matmul on
+  the same threads; ceiling docs/s = peak / FLOPs per pair. int8 runs on VNNI integer units, so it
+  may pass the fp32 ceiling.
+- User tower (when ``recsys`` is installed): SASRec with the HSTU ML-1M configuration (d = 50,
+  2 blocks, max length 200, 3,706 items, random weights — latency does not depend on training),
+  one request = encode a length-50 history + faiss top-10 over all items, excluding the history,
+  through ``serving.api.Recommender`` with PyTorch and ONNX. Target p99 < 5 ms.
+
+Weights: the trained MiniLM cross-encoder directory ``--model-dir`` when given; otherwise the
+bundled all-MiniLM-L6-v2 encoder with a fresh (seeded) one-logit head, which makes the nDCG@10
+column a sanity check of equal scores across engines, not a ranking-quality claim.
+
+Command (≈ 10 minutes on 2 cores, under the shared CPU lock):
+    flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/serving_latency.py
+Hardware: the machine recorded in the JSON; the CUDA path is not measured here (no GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval.datasets.beir import load_beir
+from eval.metrics import evaluate
+from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from rankers.base import CANDIDATE_SCHEMA
+from rankers.bi_encoder import default_encoder_path
+from rankers.cross_encoder import CrossEncoder
+from rankers.first_stage.bm25 import BM25Retriever
+from serving.export import export_model
+from serving.onnx_ranker import OnnxRanker
+
+PROTOCOL = ("SciFact test, first n_queries judged queries by id, BM25 (k1 0.9, b 0.4) top-100 reranked per query; "
+            "cross-encoder max length 256, batch 32, 2 threads; latency = wall time of one query's 100 docs")
+
+
+@dataclass
+class BenchConfig:
+    """Knobs of the benchmark (defaults: the committed run)."""
+
+    n_queries: int = 24
+    top_k: int = 100
+    max_length: int = 256
+    batch_size: int = 32
+    threads: int = 2
+    seed: int = 0
+    model_dir: str | None = None
+    tower_requests: int = 1000
+    history_len: int = 50
+
+
+def matmul_peak_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
+    """Median fp32 GFLOP/s of an ``n x n x n`` matmul on ``threads`` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / float(np.median(times)) / 1e9
+
+
+def flops_per_pair(model: torch.nn.Module, tokens: float) -> float:
+    """2 · matmul parameters · T + 4 · layers · T² · d for a BERT encoder (embeddings excluded)."""
+    cfg = model.config
+    matmul = sum(m.weight.numel() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "classifier" not in n)
+    return 2 * matmul * tokens + 4 * cfg.num_hidden_layers * tokens**2 * cfg.hidden_size
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    if cfg.model_dir:
+        src, weights = Path(cfg.model_dir), f"trained: {cfg.model_dir}"
+    else:
+        src, weights = work / "ce-minilm", "bundled all-MiniLM-L6-v2 + fresh head (seed 0)"
+        CrossEncoder.from_pretrained(default_encoder_path(), max_length=cfg.max_length).save_pretrained(src)
+    t = time.perf_counter()
+    fp32 = export_model(src, work / "onnx-fp32")
+    export_s = time.perf_counter() - t
+    int8 = export_model(src, work / "onnx-int8", quantize="int8")
+
+    ds = load_beir("scifact", "test")
+    docs = {d: ds.doc_text(d) for d in ds.corpus}
+    qids = sorted(ds.qrels)[: cfg.n_queries]
+    cands = BM25Retriever.from_corpus(docs).batch_search({q: ds.queries[q] for q in qids}, cfg.top_k)
+
+    pt = CrossEncoder.from_pretrained(src, max_length=cfg.max_length, batch_size=cfg.batch_size)
+    pt.model.eval()
+    st = STCrossEncoder(str(src), max_length=cfg.max_length, activation_fn=torch.nn.Identity(), device="cpu")
+    engines = {
+        "pytorch-eager": pt.score,
+        "onnx-fp32": OnnxRanker(work / "onnx-fp32", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
+        "onnx-int8": OnnxRanker(work / "onnx-int8", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
+        "sentence-transformers": lambda q, d: st.predict([(q, x) for x in d], batch_size=cfg.batch_size, show_progress_bar=False),
+    }
+    warm_q = ds.queries[qids[0]]
+    for score in engines.values():  # one warm-up call each (thread pools, allocator, graph caches)
+        score(warm_q, [docs[d] for d in cands.filter(cands["qid"] == qids[0])["docid"].to_list()[:32]])
+
+    lat = {e: [] for e in engines}
+    scores = {e: {} for e in engines}
+    tokens = []
+    for qid in qids:
+        ids = cands.filter(cands["qid"] == qid).sort("rank")["docid"].to_list()
+        texts = [docs[d] for d in ids]
+        enc = pt.tokenizer([ds.queries[qid]] * len(texts), texts, truncation="longest_first", max_length=cfg.max_length)
+        tokens += [len(x) for x in enc["input_ids"]]
+        for name, score in engines.items():
+            t = time.perf_counter()
+            s = np.asarray(score(ds.queries[qid], texts), dtype=np.float64)
+            lat[name].append(time.perf_counter() - t)
+            scores[name][qid] = dict(zip(ids, s.tolist()))
+        print(f"{qid}: " + "  ".join(f"{n} {lat[n][-1]:.2f}s" for n in engines), flush=True)
+
+    peak = matmul_peak_gflops(cfg.threads)
+    mean_tokens = float(np.mean(tokens))
+    gflop = flops_per_pair(pt.model, mean_tokens) / 1e9
+    ceiling = peak / gflop
+    ref = scores["pytorch-eager"]
+    st_dps = cfg.top_k / float(np.median(lat["sentence-transformers"]))
+    rows = []
+
+    def as_frame(run: dict[str, dict[str, float]]):
+        import polars as pl
+
+        return pl.DataFrame([(q, d, s, 0) for q, ds_ in run.items() for d, s in ds_.items()], schema=CANDIDATE_SCHEMA, orient="row")
+
+    bm25 = {q: dict(zip(g["docid"].to_list(), g["score"].to_list())) for (q,), g in cands.group_by(["qid"])}
+    rows.append({"engine": "bm25", "model": "pyserini", "dataset": "scifact", "setting": f"{len(qids)} queries",
+                 "ndcg@10": evaluate({q: ds.qrels[q] for q in qids}, as_frame(bm25), ["ndcg@10"])["ndcg@10"]})
+    for name in engines:
+        p50 = float(np.median(lat[name]))
+        dps = cfg.top_k / p50
+        diff = max(abs(scores[name][q][d] - ref[q][d]) for q in qids for d in ref[q])
+        rows.append({
+            "engine": name, "model": "minilm-l6-cross-encoder", "dataset": "scifact", "setting": f"{len(qids)} queries x top-{cfg.top_k}",
+            "p50_ms": 1000 * p50, "p99_ms": 1000 * _pct(lat[name], 99), "docs_per_s": dps,
+            "speedup_vs_st": dps / st_dps, "fp32_ceiling_fraction": dps / ceiling,
+            "max_abs_diff_vs_pytorch": diff,
+            "ndcg@10": evaluate({q: ds.qrels[q] for q in qids}, as_frame(scores[name]), ["ndcg@10"])["ndcg@10"],
+        })
+    extra = {
+        "weights": weights, "queries": " ".join(qids), "mean_pair_tokens": mean_tokens,
+        "gflop_per_pair": gflop, "matmul_peak_gflops": peak, "fp32_ceiling_docs_per_s": ceiling,
+        "export_fp32_s": export_s, "export_parity_fp32_max_abs_diff": fp32.fp32_parity_max_abs_diff,
+        "export_parity_int8_max_abs_diff": int8.parity_max_abs_diff,
+        "cuda": "not measured: no GPU on this machine; the CUDA provider path is tested for its CPU fallback only",
+    }
+    return rows, extra
+
+
+def tower_rows(cfg: BenchConfig, work: Path) -> list[dict]:
+    from recsys.sasrec import SASRec, SASRecConfig
+    from serving.api import Recommender
+
+    torch.manual_seed(cfg.seed)
+    n_items = 3706
+    model = SASRec(SASRecConfig(n_items=n_items, hidden=50, n_layers=2, n_heads=1, max_len=200)).eval()
+    model.item_ids = [str(i) for i in range(1, n_items + 1)]
+    model.save_pretrained(work / "sasrec")
+    export_model(work / "sasrec", work / "sasrec-onnx")
+    rng = np.random.default_rng(cfg.seed)
+    histories = [[str(i) for i in rng.choice(np.arange(1, n_items + 1), cfg.history_len, replace=False)]
+                 for _ in range(cfg.tower_requests)]
+    rows = []
+    for name, path in (("pytorch-eager", work / "sasrec"), ("onnx-fp32", work / "sasrec-onnx")):
+        torch.set_num_threads(cfg.threads)
+        rec = Recommender.load(path, device="cpu", threads=cfg.threads)
+        for h in histories[:20]:
+            rec.recommend(h, k=10)
+        lat = []
+        for h in histories:
+            t = time.perf_counter()
+            rec.recommend(h, k=10)
+            lat.append(time.perf_counter() - t)
+        rows.append({"engine": name, "model": "sasrec-user-tower+faiss", "dataset": "ml-1m-shape",
+                     "setting": f"history {cfg.history_len}, top-10 of {n_items}, {cfg.tower_requests} requests",
+                     "p50_ms": 1000 * float(np.median(lat)), "p99_ms": 1000 * _pct(lat, 99),
+                     "requests_per_s": 1 / float(np.median(lat))})
+    return rows
+
+
+def run(cfg: BenchConfig) -> tuple[list[dict], dict]:
+    """All rows (reranking engines, then user towers) and the run-level fields."""
+    with tempfile.TemporaryDirectory(prefix="rankwise-serving-") as tmp:
+        rows, extra = rerank_rows(cfg, Path(tmp))
+        rows += tower_rows(cfg, Path(tmp))
+    return rows, extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-queries", type=int, default=BenchConfig.n_queries, help="SciFact test queries timed and scored")
+    parser.add_argument("--model-dir", default=None, help="a trained cross-encoder directory (default: bundled MiniLM + fresh head)")
+    parser.add_argument("--tower-requests", type=int, default=BenchConfig.tower_requests, help="user-tower requests timed")
+    args = parser.parse_args()
+    cfg = BenchConfig(n_queries=args.n_queries, model_dir=args.model_dir, tower_requests=args.tower_requests)
+    rows, extra = run(cfg)
+    print_table(rows, f"serving_latency — {PROTOCOL}")
+    print({k: v for k, v in extra.items() if k != "queries"})
+    write_results("serving_latency", rows, PROTOCOL, config=asdict(cfg), **extra)
+    plot_bars([r for r in rows if "docs_per_s" in r], "engine", "docs_per_s", RESULTS_DIR / "serving_latency.png",
+              title=f"MiniLM cross-encoder, SciFact BM25 top-100, docs/s (fp32 ceiling {extra['fp32_ceiling_docs_per_s']:.1f})")
+
+
+if __name__ == "__main__":
+    main()
