@@ -44,14 +44,17 @@ def test_export_cross_encoder_matches_pytorch_on_real_pairs(ce_dir, ce_onnx):
     np.testing.assert_allclose(onnx_ranker.score(query, docs), ce.score(query, docs), atol=1e-5)
 
 
-def test_export_int8_records_its_distance_and_keeps_order(ce_dir, tmp_path):
-    result = export_model(ce_dir, tmp_path / "int8", quantize="int8")
-    meta = json.loads((tmp_path / "int8" / "serving.json").read_text())
-    assert result.precision == meta["precision"] == "int8"
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_export_int8_and_fp16_record_their_distance_and_shrink_the_file(ce_dir, ce_onnx, tmp_path, precision):
+    out = tmp_path / precision
+    result = export_model(ce_dir, out, quantize="int8" if precision == "int8" else None, fp16=precision == "fp16")
+    meta = json.loads((out / "serving.json").read_text())
+    assert result.precision == meta["precision"] == precision
     assert meta["parity_max_abs_diff"] == pytest.approx(result.parity_max_abs_diff)
-    assert result.parity_max_abs_diff > 0  # int8 is not bit-identical: the distance is really measured
-    size_fp32 = (tmp_path / "int8" / "model.onnx").stat().st_size
-    assert size_fp32 > 0
+    assert 0 < result.parity_max_abs_diff < 0.05  # really measured (not bit-identical), still close
+    assert (out / "model.onnx").stat().st_size < 0.6 * (ce_onnx / "model.onnx").stat().st_size
+    scores = OnnxRanker(out, device="cpu").score("what is bm25", [d for _, d in PARITY_PAIRS])
+    assert np.isfinite(scores).all() and scores.shape == (len(PARITY_PAIRS),)
 
 
 def test_export_fails_loudly_when_the_graph_disagrees(ce_dir, tmp_path, monkeypatch):
