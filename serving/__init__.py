@@ -1,0 +1,29 @@
+"""Serving: ONNX export, onnxruntime sessions, the embedded library and offline batch reranking.
+
+- :func:`serving.export.export_model` — a model directory → ``model.onnx`` + ``serving.json``, checked
+  against PyTorch on real inputs.
+- :class:`serving.runtime.OnnxSession` — CUDA when available, else CPU with a one-line notice.
+- :class:`serving.api.Reranker` / :class:`serving.api.Recommender` — ``load(dir)`` then ``rerank`` /
+  ``recommend``, safe to share across threads.
+- :func:`serving.batch.run_batch_rerank` — chunked, resumable batch reranking (local or Ray).
+"""
+
+from serving.api import ItemHit, Recommender, Reranker
+from serving.batch import BatchRerankConfig, BatchResult, run_batch_rerank
+from serving.export import ExportParityError, ExportResult, export_model
+from serving.onnx_ranker import OnnxRanker
+from serving.runtime import OnnxSession
+
+__all__ = [
+    "BatchRerankConfig",
+    "BatchResult",
+    "ExportParityError",
+    "ExportResult",
+    "ItemHit",
+    "OnnxRanker",
+    "OnnxSession",
+    "Recommender",
+    "Reranker",
+    "export_model",
+    "run_batch_rerank",
+]

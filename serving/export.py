@@ -58,6 +58,15 @@ PARITY_PAIRS: list[tuple[str, str]] = [
 ]
 
 
+class _DropLogLine(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 class ExportParityError(RuntimeError):
     """The exported graph disagrees with PyTorch beyond the tolerance on real inputs."""
 
@@ -408,7 +417,12 @@ def export_model(
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             chosen, precision = work / "int8.onnx", "int8"
-            quantize_dynamic(str(fp32), str(chosen), weight_type=QuantType.QInt8)
+            hint = _DropLogLine("pre-processing before quantization")  # onnxruntime's root-logger advice
+            logging.getLogger().addFilter(hint)
+            try:
+                quantize_dynamic(str(fp32), str(chosen), weight_type=QuantType.QInt8)
+            finally:
+                logging.getLogger().removeFilter(hint)
         elif fp16:
             import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16

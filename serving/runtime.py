@@ -104,15 +104,18 @@ class OnnxSession:
         """
         feeds = {k: v for k, v in feeds.items() if k in self.input_names}
         if self.device == "cuda":
-            binding = self._session.io_binding()
-            for name, value in feeds.items():
-                binding.bind_cpu_input(name, np.ascontiguousarray(value))
-            binding.bind_output(self.output_name, "cuda")
-            self._session.run_with_iobinding(binding)
-            out = binding.copy_outputs_to_cpu()[0]
-        else:
-            out = self._session.run([self.output_name], dict(feeds))[0]
+            return self._run_io_binding(feeds, "cuda")
+        out = self._session.run([self.output_name], dict(feeds))[0]
         return np.asarray(out, dtype=np.float32)
+
+    def _run_io_binding(self, feeds: Mapping[str, np.ndarray], device_type: str) -> np.ndarray:
+        """Inputs copied once, output allocated on ``device_type`` by onnxruntime, then copied back."""
+        binding = self._session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding.bind_output(self.output_name, device_type)
+        self._session.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
 
 
 def bucket_batches(lengths: Sequence[int], max_batch: int, max_tokens: int | None = None) -> list[np.ndarray]:

@@ -135,3 +135,13 @@ def test_bucket_batches_cover_every_item_once_and_respect_limits():
     for b in batches:
         assert len(b) <= 8 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 300)
     assert [lengths[i] for i in flat] == sorted(lengths)  # buckets are length-sorted
+
+
+def test_io_binding_path_gives_the_plain_run_result(ce_onnx):
+    # The CUDA path binds inputs/outputs; the same code bound to the CPU must match session.run.
+    sess = OnnxSession(ce_onnx / "model.onnx", device="cpu")
+    enc = OnnxRanker(ce_onnx, device="cpu")._encode("vitamin d", [d for _, d in PARITY_PAIRS])[0]
+    from serving.runtime import pad_batch
+
+    feeds = pad_batch(enc, 0, list(enc[0]))
+    np.testing.assert_array_equal(sess._run_io_binding(feeds, "cpu"), sess.run(feeds))
