@@ -211,8 +211,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 # -- the job --------------------------------------------------------------------------------------
 @dataclass
 class _Query:
-    pos: int  # position in the plan (order of first appearance)
-    chunk: int
+    pos: int  # position in the plan (order of first appearance); chunk = pos // chunk_queries
     qid: str
     text: str
     docids: list[str]
@@ -253,8 +252,8 @@ class _RayRerankActor:
         import pyarrow as pa
 
         queries = [
-            _Query(p, c, qid, text, list(d), list(t))
-            for p, c, qid, text, d, t in zip(*(batch.column(n).to_pylist() for n in ("pos", "chunk", "qid", "text", "docids", "texts")))
+            _Query(p, qid, text, list(d), list(t))
+            for p, qid, text, d, t in zip(*(batch.column(n).to_pylist() for n in ("pos", "qid", "text", "docids", "texts")))
         ]
         rows = _rank_chunk(self.ranker, queries)
         return pa.table({
@@ -273,7 +272,7 @@ def _ray_results(
                  include_dashboard=False, log_to_driver=False, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    items = [{"pos": q.pos, "chunk": q.chunk, "qid": q.qid, "text": q.text, "docids": q.docids, "texts": q.texts} for q in queries]
+    items = [{"pos": q.pos, "qid": q.qid, "text": q.text, "docids": q.docids, "texts": q.texts} for q in queries]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * config.workers)))
     ds = ds.map_batches(
         _RayRerankActor, fn_constructor_args=(factory,), batch_size=1, batch_format="pyarrow",
@@ -381,31 +380,36 @@ def run_batch_rerank(
     manifest["complete"] = False
     pending_chunks = [i for i in range(n_chunks) if i not in done]
     pending_qids = [q for i in pending_chunks for q in qids[i * config.chunk_queries : (i + 1) * config.chunk_queries]]
-    rows = lf.filter(pl.col("qid").is_in(pending_qids)).sort(["qid", "_pos"]).collect()
+    pending = lf.filter(pl.col("qid").is_in(pending_qids))
+    total_docs = int(pending.select(pl.len()).collect().item())
     queries = _read_queries(config.queries)
-    corpus = _read_corpus(config.corpus, set(rows["docid"].unique().to_list()))
-    plan_pos = {q: p for p, q in enumerate(qids)}
-    work: list[_Query] = []
-    for (qid,), group in rows.group_by(["qid"], maintain_order=True):
-        if qid not in queries:
-            raise DatasetError(f"{config.queries}: no text for query {qid!r} of {config.candidates}")
-        ids = group["docid"].to_list()
-        absent = [d for d in ids if d not in corpus]
-        if absent:
-            raise DatasetError(f"{config.corpus}: no document {absent[0]!r} (candidate of query {qid!r})")
-        pos = plan_pos[qid]
-        work.append(_Query(pos, pos // config.chunk_queries, qid, queries[qid], ids, [corpus[d] for d in ids]))
-    work.sort(key=lambda q: q.pos)
-    by_pos = {q.pos: q for q in work}
+    absent_q = [q for q in pending_qids if q not in queries]
+    if absent_q:
+        raise DatasetError(f"{config.queries}: no text for query {absent_q[0]!r} of {config.candidates}")
+    corpus = _read_corpus(config.corpus, set(pending.select("docid").unique().collect()["docid"].to_list()))
+
+    def chunk_work(i: int) -> list[_Query]:
+        """The queries of chunk ``i`` with their candidates' texts, read from the lazy scan."""
+        chunk_qids = qids[i * config.chunk_queries : (i + 1) * config.chunk_queries]
+        rows = lf.filter(pl.col("qid").is_in(chunk_qids)).sort(["qid", "_pos"]).collect()
+        by_qid = {qid: g["docid"].to_list() for (qid,), g in rows.group_by(["qid"], maintain_order=True)}
+        out = []
+        for k, qid in enumerate(chunk_qids):
+            ids = by_qid[qid]
+            absent = [d for d in ids if d not in corpus]
+            if absent:
+                raise DatasetError(f"{config.corpus}: no document {absent[0]!r} (candidate of query {qid!r})")
+            out.append(_Query(i * config.chunk_queries + k, qid, queries[qid], ids, [corpus[d] for d in ids]))
+        return out
+
     expected = {i: min(config.chunk_queries, len(qids) - i * config.chunk_queries) for i in pending_chunks}
     results: dict[int, dict[int, tuple]] = {i: {} for i in pending_chunks}
-    total_docs = sum(len(q.docids) for q in work)
 
     def finish_chunk(i: int) -> None:
         got = results.pop(i)
         ordered = [got[p] for p in sorted(got)]
         frame = pl.DataFrame(
-            [(by_pos[p].qid, d, float(s), int(r)) for p, ds, ss, rs in ordered for d, s, r in zip(ds, ss, rs)],
+            [(qids[p], d, float(s), int(r)) for p, ds, ss, rs in ordered for d, s, r in zip(ds, ss, rs)],
             schema=RESULT_SCHEMA, orient="row",
         )
         file = parts / chunk_file[i]
@@ -418,17 +422,18 @@ def run_batch_rerank(
         if on_chunk is not None:
             on_chunk(i)
 
-    if config.engine == "ray" and work:
-        stream: Iterable[tuple] = _ray_results(config, ranker_factory, work)
-    else:
-        ranker = ranker_factory() if work else None
-        stream = (r for q in work for r in _rank_chunk(ranker, [q]))
+    if config.engine == "ray" and pending_chunks:
+        # Ray Data needs the whole input up front: the pending queries and their texts.
+        stream: Iterable[tuple] = _ray_results(config, ranker_factory, [q for i in pending_chunks for q in chunk_work(i)])
+    else:  # one chunk in memory at a time
+        ranker = ranker_factory() if pending_chunks else None
+        stream = (r for i in pending_chunks for q in chunk_work(i) for r in _rank_chunk(ranker, [q]))
     bar = _progress(progress, total_docs)
     with bar:
         task = bar.add_task("rerank", total=total_docs)
         for result in stream:
             pos = result[0]
-            chunk = by_pos[pos].chunk
+            chunk = pos // config.chunk_queries
             results[chunk][pos] = result
             bar.update(task, advance=len(result[1]))
             if len(results[chunk]) == expected[chunk]:
