@@ -17,7 +17,9 @@ What it measures (one run, same weights, same pairs, same 2 CPU threads):
 - User tower (when ``recsys`` is installed): SASRec with the HSTU ML-1M configuration (d = 50,
   2 blocks, max length 200, 3,706 items, random weights — latency does not depend on training),
   one request = encode a length-50 history + faiss top-10 over all items, excluding the history,
-  through ``serving.api.Recommender`` with PyTorch and ONNX. Target p99 < 5 ms.
+  through ``serving.api.Recommender`` with PyTorch and ONNX on one thread (a batch-1 request of a
+  50-wide model gains nothing from a second thread, and on a busy machine PyTorch's two-thread
+  barrier costs tens of milliseconds). Target p99 < 5 ms.
 
 Weights: the trained MiniLM cross-encoder directory ``--model-dir`` when given; otherwise the
 bundled all-MiniLM-L6-v2 encoder with a fresh (seeded) one-logit head, which makes the nDCG@10
@@ -31,6 +33,7 @@ Hardware: the machine recorded in the JSON; the CUDA path is not measured here (
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -66,6 +69,7 @@ class BenchConfig:
     model_dir: str | None = None
     tower_requests: int = 1000
     history_len: int = 50
+    tower_threads: int = 1
 
 
 def matmul_peak_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
@@ -193,8 +197,7 @@ def tower_rows(cfg: BenchConfig, work: Path) -> list[dict]:
                  for _ in range(cfg.tower_requests)]
     rows = []
     for name, path in (("pytorch-eager", work / "sasrec"), ("onnx-fp32", work / "sasrec-onnx")):
-        torch.set_num_threads(cfg.threads)
-        rec = Recommender.load(path, device="cpu", threads=cfg.threads)
+        rec = Recommender.load(path, device="cpu", threads=cfg.tower_threads)
         for h in histories[:20]:
             rec.recommend(h, k=10)
         lat = []
@@ -203,7 +206,7 @@ def tower_rows(cfg: BenchConfig, work: Path) -> list[dict]:
             rec.recommend(h, k=10)
             lat.append(time.perf_counter() - t)
         rows.append({"engine": name, "model": "sasrec-user-tower+faiss", "dataset": "ml-1m-shape",
-                     "setting": f"history {cfg.history_len}, top-10 of {n_items}, {cfg.tower_requests} requests",
+                     "setting": f"history {cfg.history_len}, top-10 of {n_items}, {cfg.tower_requests} requests, {cfg.tower_threads} thread",
                      "p50_ms": 1000 * float(np.median(lat)), "p99_ms": 1000 * _pct(lat, 99),
                      "requests_per_s": 1 / float(np.median(lat))})
     return rows
@@ -226,6 +229,8 @@ def main() -> None:
     cfg = BenchConfig(n_queries=args.n_queries, model_dir=args.model_dir, tower_requests=args.tower_requests)
     rows, extra = run(cfg)
     print_table(rows, f"serving_latency — {PROTOCOL}")
+    for r in rows:
+        print(json.dumps(r))
     print({k: v for k, v in extra.items() if k != "queries"})
     write_results("serving_latency", rows, PROTOCOL, config=asdict(cfg), **extra)
     plot_bars([r for r in rows if "docs_per_s" in r], "engine", "docs_per_s", RESULTS_DIR / "serving_latency.png",
