@@ -312,6 +312,8 @@ def _cast_bool_eyelike(path: Path) -> None:
     from onnx import TensorProto, helper
 
     model = onnx.load(str(path))
+    if not any(n.op_type == "EyeLike" for n in model.graph.node):
+        return
     types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     nodes = []
     for node in model.graph.node:
@@ -330,6 +332,27 @@ def _cast_bool_eyelike(path: Path) -> None:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
         onnx.save(model, str(path))
+
+
+EXTERNAL_DATA_BYTES = 1_900_000_000
+"""Graphs larger than this are saved as ``model.onnx`` + ``model.onnx.data`` (protobuf's limit is 2 GB)."""
+
+
+def _has_external_data(folder: Path) -> bool:
+    return any(p.suffix != ".onnx" for p in folder.iterdir())
+
+
+def _finalise(chosen: Path, final: Path) -> None:
+    """Move ``chosen`` to ``final``; graphs with external data are gathered into one ``.data`` file."""
+    import onnx
+
+    data = final.with_name(final.name + ".data")
+    data.unlink(missing_ok=True)
+    if not _has_external_data(chosen.parent) and chosen.stat().st_size < EXTERNAL_DATA_BYTES:
+        os.replace(chosen, final)
+        return
+    model = onnx.load(str(chosen))
+    onnx.save_model(model, str(final), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
 
 
 def _run_onnx(path: Path, inputs: dict[str, Any]) -> np.ndarray:
@@ -420,7 +443,8 @@ def export_model(
             hint = _DropLogLine("pre-processing before quantization")  # onnxruntime's root-logger advice
             logging.getLogger().addFilter(hint)
             try:
-                quantize_dynamic(str(fp32), str(chosen), weight_type=QuantType.QInt8)
+                quantize_dynamic(str(fp32), str(chosen), weight_type=QuantType.QInt8,
+                                 use_external_data_format=_has_external_data(work))
             finally:
                 logging.getLogger().removeFilter(hint)
         elif fp16:
@@ -431,7 +455,7 @@ def export_model(
             onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(chosen))
         diff = fp32_diff if chosen is fp32 else float(np.abs(_run_onnx(chosen, graph.parity) - reference).max())
         graph.save_assets(output_dir)
-        os.replace(chosen, final)
+        _finalise(chosen, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - start

@@ -145,3 +145,13 @@ def test_io_binding_path_gives_the_plain_run_result(ce_onnx):
 
     feeds = pad_batch(enc, 0, list(enc[0]))
     np.testing.assert_array_equal(sess._run_io_binding(feeds, "cpu"), sess.run(feeds))
+
+
+def test_export_large_graphs_use_one_external_data_file(ce_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_mod, "EXTERNAL_DATA_BYTES", 0)  # pretend the graph is over 2 GB
+    export_model(ce_dir, tmp_path / "big")
+    assert sorted(p.name for p in (tmp_path / "big").glob("model.onnx*")) == ["model.onnx", "model.onnx.data"]
+    assert (tmp_path / "big" / "model.onnx").stat().st_size < 100_000  # weights live in the .data file
+    got = OnnxRanker(tmp_path / "big", device="cpu").score("vitamin d", [d for _, d in PARITY_PAIRS])
+    want = CrossEncoder.from_pretrained(ce_dir).score("vitamin d", [d for _, d in PARITY_PAIRS])
+    np.testing.assert_allclose(got, want, atol=1e-5)
