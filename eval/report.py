@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def print_table(rows: Sequence[dict], title: str) -> None:
         table.add_column(c)
     for r in rows:
         table.add_row(*[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols])
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def write_results(
