@@ -58,7 +58,7 @@ class BenchConfig:
     steps: int = 200
     lists_per_step: int = 16
     list_size: int = 32
-    learning_rate: float = 2e-5
+    learning_rate: float = 5e-5
     max_length: int = 128
     top_k: int = 100
     dev_fraction: float = 0.2
