@@ -184,7 +184,8 @@ def load_interactions(name_or_dir: str | Path = "ml-100k", drop_short_users: boo
     if dup.height:
         first = dup.row(0, named=True)
         raise InteractionDataError(
-            f"{source}: {dup.height} duplicate (user_id, seq_index) rows, e.g. user {first['user_id']} "
+            f"{source}: {inter.height - inter.select('user_id', 'seq_index').n_unique()} duplicate "
+            f"(user_id, seq_index) rows, e.g. user {first['user_id']} "
             f"seq_index {first['seq_index']}"
         )
     inter = inter.sort("user_id", "seq_index")

@@ -1,0 +1,40 @@
+"""ml-100k end to end through the CLI: train one short epoch, evaluate, predict with titles."""
+
+import json
+
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def test_recommend_train_eval_predict_on_ml100k(tmp_path):
+    out = tmp_path / "sasrec"
+    res = runner.invoke(app, ["recommend", "train", "--model", "sasrec", "--dataset", "ml-100k", "--output", str(out),
+                              "--epochs", "1", "--max-len", "20", "--hidden", "16", "--json"])
+    assert res.exit_code == 0, res.output
+    trained = json.loads(res.output.strip().splitlines()[-1])
+    assert trained["users"] == 943 and 0.0 <= trained["ndcg@10"] <= trained["hr@10"] <= 1.0
+    assert (out / "model.safetensors").is_file() and json.loads((out / "rankwise.json").read_text())["kind"] == "sasrec"
+
+    res = runner.invoke(app, ["recommend", "eval", "--model-dir", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    evaluated = json.loads(res.output.strip().splitlines()[-1])
+    assert abs(evaluated["ndcg@10"] - trained["ndcg@10"]) < 1e-9  # same weights, same split
+
+    res = runner.invoke(app, ["recommend", "predict", "--model-dir", str(out), "--user", "196", "-k", "5", "--json"])
+    assert res.exit_code == 0, res.output
+    items = json.loads(res.output)["items"]
+    assert len(items) == 5 and all(i["title"] for i in items)
+    assert len({i["item_id"] for i in items}) == 5
+
+    res = runner.invoke(app, ["recommend", "predict", "--model-dir", str(out), "--user", "196", "-k", "3"])
+    assert res.exit_code == 0 and items[0]["title"][:10] in res.output
+
+
+def test_recommend_errors_are_one_line(tmp_path):
+    res = runner.invoke(app, ["recommend", "eval", "--model-dir", str(tmp_path / "missing")])
+    assert res.exit_code == 1 and "not a model directory" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["recommend", "train", "--dataset", str(tmp_path), "--output", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "no interactions.csv.gz" in res.output

@@ -1,0 +1,105 @@
+"""Leave-one-out split, training windows, history exclusion and full-ranking metrics on hand-made cases."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from eval.datasets.interactions import load_interactions
+from recsys.data import SequenceData, iter_eval_batches, iter_train_batches, left_pad, train_windows
+from recsys.evaluate import evaluate_full_ranking, exclude_history, rank_metrics, target_ranks
+
+
+@pytest.fixture(scope="module")
+def ml100k() -> SequenceData:
+    return SequenceData.from_interactions(load_interactions("ml-100k"))
+
+
+def test_leave_one_out_split_holds_out_last_two_items(ml100k):
+    seq = ml100k.sequences[0]
+    assert ml100k.targets("test")[0] == seq[-1]
+    assert ml100k.targets("valid")[0] == seq[-2]
+    assert np.array_equal(ml100k.history("test")[0], seq[:-1])
+    assert np.array_equal(ml100k.history("valid")[0], seq[:-2])
+    assert np.array_equal(ml100k.history("train")[0], seq[:-2])
+    # Training never sees a validation or test target.
+    for train, s in zip(ml100k.history("train"), ml100k.sequences):
+        assert len(train) == len(s) - 2
+    assert sum(len(s) for s in ml100k.sequences) == 100_000
+
+
+def test_item_mapping_is_contiguous_and_titled(ml100k):
+    all_items = np.concatenate(ml100k.sequences)
+    assert all_items.min() == 1 and all_items.max() == ml100k.n_items == 1682
+    i = ml100k.item_ids.index("1")
+    assert ml100k.item_titles[i] == "Toy Story" and ml100k.item_texts[i].startswith("title: Toy Story")
+
+
+def test_train_windows_predict_every_position_once():
+    seqs = [np.arange(1, 12)]  # 11 items → 10 next-item targets
+    windows = train_windows(seqs, max_len=4, windows="all")
+    targets = np.concatenate([w[1:] for w in windows])
+    assert sorted(targets.tolist()) == list(range(2, 12))
+    assert all(len(w) <= 5 for w in windows)
+    assert [w.tolist() for w in train_windows(seqs, 4, "last")] == [[7, 8, 9, 10, 11]]
+
+
+def test_batches_are_left_padded_and_pads_have_no_target():
+    batch = next(iter_train_batches([np.array([5, 6, 7]), np.array([1, 2, 3, 4])], 4, 5, np.random.default_rng(0)))
+    rows = sorted(zip(batch["item_seq"].tolist(), batch["target"].tolist()))
+    assert rows == [([0, 5, 6], [0, 6, 7]), ([1, 2, 3], [2, 3, 4])]
+    assert left_pad([np.array([1, 2, 3])], 2).tolist() == [[2, 3]]
+
+
+def test_history_exclusion_removes_seen_items_only():
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])  # items 1..5
+    history = torch.tensor([[0, 1, 2]])  # padded history of items 1 and 2
+    out = exclude_history(scores, history)
+    assert torch.isneginf(out[0, :2]).all() and out[0, 2:].tolist() == [3.0, 2.0, 1.0]
+    assert target_ranks(out, torch.tensor([3])).item() == 0  # best unseen item
+    assert target_ranks(out, torch.tensor([1])).item() == 5  # a seen target can never be a hit
+
+
+def test_eval_batches_carry_the_full_history_beyond_max_len():
+    batch = next(iter_eval_batches([np.arange(1, 9)], np.array([9]), 8, max_len=3))
+    assert batch["item_seq"].tolist() == [[6, 7, 8]] and batch["history"].shape[1] == 8
+
+
+def test_ties_count_against_the_target():
+    scores = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert target_ranks(scores, torch.tensor([2])).item() == 2  # a constant model gets no free hits
+
+
+def test_metrics_on_hand_made_ranks():
+    m = rank_metrics(np.array([0, 1, 9, 10, 60]), ks=(10, 50))
+    assert m["hr@10"] == pytest.approx(3 / 5) and m["recall@10"] == m["hr@10"]
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(11)) / 5)
+    assert m["hr@50"] == pytest.approx(4 / 5)
+    assert m["ndcg@50"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(11) + 1 / math.log2(12)) / 5)
+
+
+class _Oracle(torch.nn.Module):
+    """Scores the held-out item highest, and every history item even higher (to test exclusion)."""
+
+    def __init__(self, data: SequenceData) -> None:
+        super().__init__()
+        self.config = type("C", (), {"max_len": 10**6})()
+        self.n, self.target = data.n_items, {tuple(h.tolist()): t for h, t in zip(data.history("test"), data.targets("test"))}
+
+    def sync_item_tower(self) -> None:
+        pass
+
+    def full_sort_predict(self, batch):
+        scores = torch.zeros(len(batch["item_seq"]), self.n)
+        for row, hist in enumerate(batch["history"].tolist()):
+            hist = [h for h in hist if h]
+            scores[row, torch.tensor(hist) - 1] = 10.0
+            scores[row, self.target[tuple(hist)] - 1] = 5.0
+        return scores
+
+
+def test_full_ranking_excludes_history_end_to_end(ml100k):
+    metrics = evaluate_full_ranking(_Oracle(ml100k), ml100k, "test")
+    assert metrics["users"] == 943
+    assert metrics["hr@10"] == 1.0 and metrics["ndcg@10"] == 1.0

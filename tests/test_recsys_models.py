@@ -1,0 +1,142 @@
+"""Family contract of the sequential recommenders: shapes, padding invariance, training, save/load."""
+
+import pytest
+import torch
+
+from recsys import HCN, HLLM, HCNConfig, HLLMConfig, ReaRec, ReaRecConfig, SASRec, SASRecConfig, load_recommender
+
+N_ITEMS, D, L = 40, 16, 8
+TEXTS = [f"title: item {i} genres: g{i % 5}" for i in range(N_ITEMS)]
+
+
+def _tiny(kind: str):
+    torch.manual_seed(0)
+    common = {"n_items": N_ITEMS, "hidden": D, "max_len": L, "dropout": 0.0}
+    return {
+        "sasrec-ce": lambda: SASRec(SASRecConfig(**common, loss="ce")),
+        "sasrec-sampled": lambda: SASRec(SASRecConfig(**common, loss="sampled", n_negatives=8)),
+        "rearec-erl": lambda: ReaRec(ReaRecConfig(**common, reasoning_steps=2, objective="erl")),
+        "rearec-prl": lambda: ReaRec(ReaRecConfig(**common, reasoning_steps=2, objective="prl", prl_warmup_epochs=0)),
+        "hcn-attention": lambda: HCN(HCNConfig(**common, n_interests=3, short_len=3)),
+        "hcn-max": lambda: HCN(HCNConfig(**common, n_interests=3, scoring="max")),
+        "hllm-frozen": lambda: HLLM(HLLMConfig(**common, n_negatives=16, max_text_len=16), item_texts=TEXTS),
+    }[kind]()
+
+
+KINDS = ["sasrec-ce", "sasrec-sampled", "rearec-erl", "rearec-prl", "hcn-attention", "hcn-max", "hllm-frozen"]
+
+
+def _batch() -> dict:
+    g = torch.Generator().manual_seed(1)
+    seq = torch.randint(1, N_ITEMS + 1, (6, L), generator=g)
+    seq[:2, :3] = 0  # left padding
+    target = torch.randint(1, N_ITEMS + 1, (6, L), generator=g) * (seq > 0)
+    return {"item_seq": seq, "target": target, "epoch": 3}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_surface_shapes(kind):
+    model = _tiny(kind).eval()
+    batch = _batch()
+    users = model.encode_users(batch["item_seq"])
+    expected = (6, 3, D) if kind == "hcn-max" else (6, D)
+    assert users.shape == expected
+    assert model.item_embeddings().shape == (N_ITEMS + 1, D)
+    scores = model.full_sort_predict(batch)
+    assert scores.shape == (6, N_ITEMS) and torch.isfinite(scores).all()
+    assert model.calculate_loss(batch).dim() == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_left_padding_does_not_change_the_user(kind):
+    model = _tiny(kind).eval()
+    short = torch.tensor([[3, 9, 4]])
+    padded = torch.tensor([[0, 0, 0, 3, 9, 4]])
+    torch.testing.assert_close(model.encode_users(short), model.encode_users(padded), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_few_steps_lower_the_loss_and_change_parameters(kind):
+    model = _tiny(kind).train()
+    batch = _batch()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    first = model.calculate_loss(batch).item()
+    for _ in range(15):
+        loss = model.calculate_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.manual_seed(0)
+    last = model.calculate_loss(batch).item()
+    assert torch.isfinite(torch.tensor(last)) and last < 0.8 * first
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_and_load_roundtrip(kind, tmp_path):
+    model = _tiny(kind).eval()
+    model.item_ids = [f"i{i}" for i in range(N_ITEMS)]
+    model.save_pretrained(tmp_path / "m", dataset="toy")
+    loaded = load_recommender(tmp_path / "m")
+    assert type(loaded) is type(model) and loaded.item_ids == model.item_ids and loaded.meta["dataset"] == "toy"
+    batch = _batch()
+    torch.testing.assert_close(loaded.full_sort_predict(batch), model.full_sort_predict(batch))
+
+
+@pytest.mark.parametrize("objective", ["erl", "prl"])
+def test_rearec_with_zero_steps_is_sasrec(objective):
+    cfg = {"n_items": N_ITEMS, "hidden": D, "max_len": L, "dropout": 0.0, "loss": "ce", "temperature": 0.07}
+    sas = SASRec(SASRecConfig(**cfg))
+    rea = ReaRec(ReaRecConfig(**cfg, reasoning_steps=0, objective=objective, prl_warmup_epochs=0))
+    rea.load_state_dict(sas.state_dict(), strict=False)
+    batch = _batch()
+    torch.testing.assert_close(rea.encode_users(batch["item_seq"]), sas.encode_users(batch["item_seq"]))
+    torch.testing.assert_close(rea.calculate_loss(batch), sas.calculate_loss(batch))
+
+
+def test_rearec_reasoning_at_all_positions_is_causal_and_matches_inference():
+    """Training reasons at every position in one pass; inference reasons from the last one only."""
+    model = _tiny("rearec-prl").eval()
+    seq = _batch()["item_seq"]
+    hidden, cache, mask = model.encode_sequence(seq)
+    states = model.reason(hidden, cache, mask)  # K + 1 × (B, L, D)
+    torch.testing.assert_close(states[-1][:, -1], model.encode_users(seq), atol=1e-5, rtol=1e-4)
+    future = seq.clone()
+    future[:, 5:] = torch.randint(1, N_ITEMS + 1, future[:, 5:].shape)
+    h2, c2, m2 = model.encode_sequence(future)
+    torch.testing.assert_close(model.reason(h2, c2, m2)[-1][:, :5], states[-1][:, :5], atol=1e-5, rtol=1e-4)
+
+
+def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from recsys.hllm import bundled_item_llm
+
+    tok = AutoTokenizer.from_pretrained(bundled_item_llm())
+    llm_dir = tmp_path / "tiny-bert"
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(llm_dir)
+    tok.save_pretrained(llm_dir)
+    cfg = HLLMConfig(n_items=N_ITEMS, hidden=D, max_len=L, item_mode="finetune", item_llm=str(llm_dir),
+                     n_negatives=8, max_text_len=24, dropout=0.0)
+    model = HLLM(cfg, item_texts=TEXTS)
+    assert cfg.pooling == "item_token" and model.item_vectors.abs().sum() > 0
+    word = model.item_llm.llm.get_input_embeddings().weight.detach().clone()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = _batch()
+    first = model.calculate_loss(batch).item()
+    for _ in range(8):
+        loss = model.calculate_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.calculate_loss(batch).item() < first
+    assert not torch.equal(word, model.item_llm.llm.get_input_embeddings().weight)
+    stale = model.item_vectors.clone()
+    model.sync_item_tower()
+    assert not torch.equal(stale, model.item_vectors)
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_recommender(tmp_path / "m")
+    torch.testing.assert_close(loaded.full_sort_predict(batch), model.eval().full_sort_predict(batch))
