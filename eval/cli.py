@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -22,6 +24,17 @@ _RERANKER_HELP = (
 )
 
 
+RetrieverOpt = Annotated[RetrieverKind, typer.Option(help="First stage: pyserini BM25 or bi-encoder + faiss.")]
+RerankerOpt = Annotated[str, typer.Option(help=_RERANKER_HELP)]
+TopKOpt = Annotated[int, typer.Option(min=1, help="First-stage candidates per query, all reranked.")]
+FusionOpt = Annotated[FusionMethod, typer.Option(help="Fuse reranker and first-stage scores per query.")]
+FusionWeightOpt = Annotated[
+    Optional[float], typer.Option(help="First-stage weight in the fusion (default: the model's own, chosen on train).")
+]
+DenseIndexOpt = Annotated[IndexKind, typer.Option(help="faiss index for --retriever dense.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON line instead of a table.")]
+
+
 def _load_error(reranker: str, err: Exception) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return f"cannot load reranker {reranker!r}: not a rankwise model directory, and as a hub id: {first}"
@@ -30,6 +43,20 @@ def _load_error(reranker: str, err: Exception) -> str:
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", err=True, fg="red")
     raise typer.Exit(1)
+
+
+@contextmanager
+def _one_line_errors(reranker: str) -> Iterator[None]:
+    """Bad data or model input → one line on stderr and exit code 1, never a traceback."""
+    from eval.datasets._io import DatasetError
+    from rankers.model_dir import ModelDirError
+
+    try:
+        yield
+    except (DatasetError, ModelDirError) as err:
+        _fail(str(err))
+    except OSError as err:  # transformers' "not found locally / on the hub"
+        _fail(_load_error(reranker, err))
 
 
 def _run(name: str, corpus_text, queries, qrels, excluded, retriever, reranker, top_k, fusion, fusion_weight,
@@ -79,14 +106,14 @@ def eval_beir(
     dataset: str = typer.Option("scifact", help="BEIR dataset name (looked up under --data-dir) or a folder in BEIR's layout."),
     split: str = typer.Option("test", help="qrels split to evaluate (qrels/<split>.tsv)."),
     data_dir: Optional[Path] = typer.Option(None, help="Data folder holding beir/<name>/ (default: $RANKWISE_DATA)."),
-    retriever: RetrieverKind = typer.Option(RetrieverKind.bm25, help="First stage: pyserini BM25 or bi-encoder + faiss."),
-    reranker: str = typer.Option(BI_ENCODER, help=_RERANKER_HELP),
-    top_k: int = typer.Option(100, min=1, help="First-stage candidates per query, all reranked."),
-    fusion: FusionMethod = typer.Option(FusionMethod.zscore, help="Fuse reranker and first-stage scores per query."),
-    fusion_weight: Optional[float] = typer.Option(None, help="First-stage weight in the fusion (default: the model's own, chosen on train)."),
-    dense_index: IndexKind = typer.Option(IndexKind.flat, help="faiss index for --retriever dense."),
+    retriever: RetrieverOpt = RetrieverKind.bm25,
+    reranker: RerankerOpt = BI_ENCODER,
+    top_k: TopKOpt = 100,
+    fusion: FusionOpt = FusionMethod.zscore,
+    fusion_weight: FusionWeightOpt = None,
+    dense_index: DenseIndexOpt = IndexKind.flat,
     output_dir: Path = typer.Option(Path("runs/beir"), help="Where run.trec and metrics.json are written."),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON line instead of a table."),
+    as_json: JsonOpt = False,
 ) -> None:
     """BEIR: first stage, rerank, fuse, and score (nDCG@10, R@10, R@100, MRR@10, MAP@100).
 
@@ -100,19 +127,13 @@ def eval_beir(
 
         rankwise eval beir --dataset path/to/beir/nfcorpus --retriever dense --dense-index hnsw
     """
-    from eval.datasets._io import DatasetError
     from eval.datasets.beir import load_beir
-    from rankers.model_dir import ModelDirError
 
-    try:
+    with _one_line_errors(reranker):
         ds = load_beir(dataset, split, data_dir)
         corpus_text = {d: ds.doc_text(d) for d in ds.corpus}
         _run(f"beir/{ds.name}/{split}", corpus_text, ds.queries, ds.qrels, None, retriever, reranker, top_k,
              fusion, fusion_weight, dense_index, output_dir, as_json)
-    except (DatasetError, ModelDirError) as err:
-        _fail(str(err))
-    except OSError as err:  # transformers' "not found locally / on the hub"
-        _fail(_load_error(reranker, err))
 
 
 @app.command("bright")
@@ -121,14 +142,14 @@ def eval_bright(
     data_dir: Optional[Path] = typer.Option(None, help="Data folder holding bright/<domain>/ (default: $RANKWISE_DATA)."),
     documents: Optional[Path] = typer.Option(None, help="Documents file (jsonl/parquet with id, content); default: beside the examples, else the HF hub."),
     long: bool = typer.Option(False, "--long", help="Long-document setting (gold_ids_long)."),
-    retriever: RetrieverKind = typer.Option(RetrieverKind.bm25, help="First stage: pyserini BM25 or bi-encoder + faiss."),
-    reranker: str = typer.Option(BI_ENCODER, help=_RERANKER_HELP),
-    top_k: int = typer.Option(100, min=1, help="First-stage candidates per query, all reranked."),
-    fusion: FusionMethod = typer.Option(FusionMethod.zscore, help="Fuse reranker and first-stage scores per query."),
-    fusion_weight: Optional[float] = typer.Option(None, help="First-stage weight in the fusion (default: the model's own, chosen on train)."),
-    dense_index: IndexKind = typer.Option(IndexKind.flat, help="faiss index for --retriever dense."),
+    retriever: RetrieverOpt = RetrieverKind.bm25,
+    reranker: RerankerOpt = BI_ENCODER,
+    top_k: TopKOpt = 100,
+    fusion: FusionOpt = FusionMethod.zscore,
+    fusion_weight: FusionWeightOpt = None,
+    dense_index: DenseIndexOpt = IndexKind.flat,
     output_dir: Path = typer.Option(Path("runs/bright"), help="Where run.trec and metrics.json are written."),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON line instead of a table."),
+    as_json: JsonOpt = False,
 ) -> None:
     """BRIGHT: like `eval beir`; each query's excluded ids are removed before scoring, as BRIGHT does.
 
@@ -138,15 +159,9 @@ def eval_bright(
 
         rankwise eval bright --domain economics --documents economics_docs.parquet
     """
-    from eval.datasets._io import DatasetError
     from eval.datasets.bright import load_bright
-    from rankers.model_dir import ModelDirError
 
-    try:
+    with _one_line_errors(reranker):
         ds = load_bright(domain, data_dir, documents, long)
         _run(f"bright/{domain}{'-long' if long else ''}", ds.corpus, ds.queries, ds.qrels, ds.excluded, retriever,
              reranker, top_k, fusion, fusion_weight, dense_index, output_dir, as_json)
-    except (DatasetError, ModelDirError) as err:
-        _fail(str(err))
-    except OSError as err:  # transformers' "not found locally / on the hub"
-        _fail(_load_error(reranker, err))

@@ -79,9 +79,18 @@ def test_cli_help_lists_every_group():
 
 
 def test_cli_eval_unknown_reranker_is_one_line(scifact_small, tmp_path):
-    result = runner.invoke(app, ["eval", "beir", "--dataset", str(scifact_small), "--reranker",
-                                 "no-such-org/no-such-model", "--output-dir", str(tmp_path / "o")],
-                           env={"HF_HUB_OFFLINE": "1"})
-    assert result.exit_code == 1
-    assert "cannot load reranker 'no-such-org/no-such-model'" in result.output
-    assert "Traceback" not in result.output
+    """Run as a user would (a subprocess, offline): one error line on stderr, exit 1."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "eval", "beir", "--dataset", str(scifact_small), "--reranker",
+         "no-such-org/no-such-model", "--output-dir", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot load reranker 'no-such-org/no-such-model'")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
