@@ -25,24 +25,52 @@ __all__ = ["TrainableBiEncoder", "QueryTower"]
 
 KIND = "bi-encoder"
 BUNDLED = "bundled:all-MiniLM-L6-v2"
+ADAPTER_FILE = "query_adapter.safetensors"
 
 
 class QueryTower(nn.Module):
-    """HF encoder + mean pooling + L2 normalisation, and the learned log-scale.
+    """HF encoder + mean pooling, an optional linear adapter, L2 normalisation, and the learned log-scale.
 
-    Shapes: ``forward(input_ids, attention_mask)``: ``(N, T)`` -> ``(N, D)`` unit vectors.
+    Args:
+        encoder: the HF encoder (``AutoModel``).
+        scale: initial ``exp(log_scale)``.
+        adapter: add a ``D x D`` linear map after pooling, initialised to the identity (so the
+            untrained tower equals the plain bi-encoder).
+        train_encoder: ``False`` freezes the encoder (only the adapter and the scale train).
+
+    Shapes: ``pool(input_ids, attention_mask)``: ``(N, T)`` -> ``(N, D)``; ``head(pooled)``:
+    ``(N, D)`` -> ``(N, D)`` unit vectors; ``forward`` = ``head(pool(...))``.
     """
 
-    def __init__(self, encoder: PreTrainedModel, scale: float = 20.0) -> None:
+    def __init__(self, encoder: PreTrainedModel, scale: float = 20.0, adapter: bool = False, train_encoder: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
+        self.adapter: nn.Linear | None = None
+        if adapter:
+            dim = int(encoder.config.hidden_size)
+            self.adapter = nn.Linear(dim, dim)
+            with torch.no_grad():
+                self.adapter.weight.copy_(torch.eye(dim))
+                self.adapter.bias.zero_()
+        self.encoder.requires_grad_(train_encoder)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    @property
+    def encoder_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.encoder.parameters())
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, T, D)
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
-        pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)  # (N, D)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)  # (N, D)
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.adapter is not None:
+            pooled = self.adapter(pooled)  # (N, D)
         return nn.functional.normalize(pooled, dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(input_ids, attention_mask))
 
 
 class TrainableBiEncoder(Ranker):
@@ -89,6 +117,7 @@ class TrainableBiEncoder(Ranker):
         self.doc_encoder_ref = doc_encoder_ref
         self.max_length = max_length
         self.doc_max_length = doc_max_length
+        self._pooled: dict[str, torch.Tensor] = {}  # query text -> pooled vector, while the encoder is frozen
 
     @classmethod
     def from_pretrained(
@@ -98,9 +127,15 @@ class TrainableBiEncoder(Ranker):
         scale: float = 20.0,
         cache: bool = True,
         doc_max_length: int | None = None,
+        query_adapter: bool = False,
+        train_encoder: bool = True,
     ) -> TrainableBiEncoder:
         """Load a saved ``bi-encoder`` directory, or start from any encoder (default: the bundled
-        all-MiniLM-L6-v2), whose frozen copy becomes the document tower."""
+        all-MiniLM-L6-v2), whose frozen copy becomes the document tower.
+
+        ``query_adapter`` / ``train_encoder`` (new models only; saved ones keep their own): add an
+        identity-initialised linear adapter after pooling / fine-tune the query encoder itself.
+        With ``train_encoder=False`` the pooled query vectors are cached, so training is nearly free."""
         path = Path(name_or_path) if name_or_path is not None else default_encoder_path()
         if (path / "rankwise.json").is_file():
             meta = read_rankwise_json(path, KIND)
@@ -108,13 +143,18 @@ class TrainableBiEncoder(Ranker):
             doc_path = default_encoder_path() if ref == BUNDLED else (path / ref if ref == "doc_encoder" else ref)
             length = max_length or int(meta.get("max_length", 128))
             doc_length = doc_max_length or int(meta.get("doc_max_length", 256))
-            tower = QueryTower(AutoModel.from_pretrained(str(path)), float(meta.get("scale", scale)))
+            tower = QueryTower(AutoModel.from_pretrained(str(path)), float(meta.get("scale", scale)),
+                               adapter=bool(meta.get("query_adapter", False)), train_encoder=bool(meta.get("train_encoder", True)))
+            if tower.adapter is not None:
+                from safetensors.torch import load_file
+
+                tower.adapter.load_state_dict(load_file(str(path / ADAPTER_FILE)))
             doc_encoder = BiEncoder(doc_path, max_length=doc_length, cache=cache)
             return cls(tower, AutoTokenizer.from_pretrained(str(path)), doc_encoder, ref, length, doc_length)
         length, doc_length = max_length or 128, doc_max_length or 256
         bundled = path.resolve() == default_encoder_path().resolve() if path.exists() else False
         ref = BUNDLED if bundled else ("doc_encoder" if path.exists() else str(name_or_path))
-        tower = QueryTower(AutoModel.from_pretrained(str(path)), scale)
+        tower = QueryTower(AutoModel.from_pretrained(str(path)), scale, adapter=query_adapter, train_encoder=train_encoder)
         doc_encoder = BiEncoder(path, max_length=doc_length, cache=cache)
         return cls(tower, AutoTokenizer.from_pretrained(str(path)), doc_encoder, ref, length, doc_length)
 
@@ -128,17 +168,34 @@ class TrainableBiEncoder(Ranker):
         directory = Path(directory)
         self.model.encoder.save_pretrained(str(directory))
         self.tokenizer.save_pretrained(str(directory))
+        if self.model.adapter is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in self.model.adapter.state_dict().items()}, str(directory / ADAPTER_FILE))
         if self.doc_encoder_ref == "doc_encoder" and not (directory / "doc_encoder").is_dir():
             self.doc_encoder.model.save(str(directory / "doc_encoder"))
         write_rankwise_json(
             directory, KIND, max_length=self.max_length, doc_max_length=self.doc_max_length, scale=self.scale, pooling="mean",
-            doc_encoder=self.doc_encoder_ref, **extra,
+            doc_encoder=self.doc_encoder_ref, query_adapter=self.model.adapter is not None,
+            train_encoder=not self.model.encoder_frozen, **extra,
         )
 
     def encode_queries(self, queries: Sequence[str]) -> torch.Tensor:
-        """Differentiable unit query vectors. Shapes: ``(N, D)``."""
-        batch = self.tokenizer(list(queries), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
-        return self.model(batch["input_ids"], batch["attention_mask"])
+        """Differentiable unit query vectors. Shapes: ``(N, D)``.
+
+        With a frozen encoder only the adapter is differentiable and pooled vectors are cached."""
+        if not self.model.encoder_frozen:
+            return self.model(**self._tokenize(queries))
+        missing = list(dict.fromkeys(q for q in queries if q not in self._pooled))
+        if missing:
+            with torch.inference_mode(False), torch.no_grad():  # ordinary tensors: reusable in training
+                pooled = self.model.pool(**self._tokenize(missing))  # (M, D)
+            self._pooled.update(zip(missing, pooled))
+        return self.model.head(torch.stack([self._pooled[q] for q in queries]))
+
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     def logits(self, queries: Sequence[str], docs: Sequence[str]) -> torch.Tensor:
         """Differentiable scores for pairs ``(queries[i], docs[i])``: each distinct query is encoded

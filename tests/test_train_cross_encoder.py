@@ -106,6 +106,27 @@ def test_bi_encoder_trains_query_tower_only_and_reloads(tmp_path, lists, monkeyp
     assert torch.allclose(torch.tensor(reloaded.score(q, docs)), torch.tensor(bi.score(q, docs)), atol=1e-4)
 
 
+def test_bi_encoder_adapter_starts_as_plain_cosine_trains_and_reloads(tmp_path, lists, monkeypatch):
+    monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
+    from rankers.bi_encoder_ranker import TrainableBiEncoder
+
+    start = _tiny_dir(tmp_path, head=False)
+    plain = TrainableBiEncoder.from_pretrained(start, max_length=48)
+    bi = load_trainable("bi-encoder-adapter", start, 48)
+    q, docs = lists[2].query, list(lists[2].docs)
+    assert torch.allclose(torch.tensor(bi.score(q, docs)), torch.tensor(plain.score(q, docs)), atol=1e-5)
+    encoder_before = _params(bi.model.encoder)
+    adapter_before = bi.model.adapter.weight.detach().clone()
+    cfg = CrossEncoderTrainerConfig(str(tmp_path / "ad"), objective="lipo", curriculum="bm25-score", max_steps=3,
+                                    lists_per_step=4, learning_rate=1e-2, progress=False)
+    CrossEncoderTrainer(bi, lists, cfg).train()
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, _params(bi.model.encoder)))
+    assert not torch.equal(adapter_before, bi.model.adapter.weight)
+    reloaded = load_ranker(tmp_path / "ad")
+    assert reloaded.model.adapter is not None
+    assert torch.allclose(torch.tensor(reloaded.score(q, docs)), torch.tensor(bi.score(q, docs)), atol=1e-4)
+
+
 def test_config_rejects_bad_settings():
     with pytest.raises(ValueError, match="objective"):
         CrossEncoderTrainerConfig("x", objective="nope")

@@ -36,6 +36,7 @@ class Architecture(str, Enum):
 
     cross_encoder = "cross-encoder"
     bi_encoder = "bi-encoder"
+    bi_encoder_adapter = "bi-encoder-adapter"
 
 
 def _fail(message: str) -> None:
@@ -50,7 +51,7 @@ def cross_encoder_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained model (save_pretrained + rankwise.json) and its checkpoints."),
     curriculum: Optional[Curriculum] = typer.Option(None, "--curriculum", help="Curriculum weighting from BM25 evidence (bm25-pair: pairwise objectives only)."),
     model: Optional[str] = typer.Option(None, "--model", help="Starting encoder (folder or hub id); default: the bundled all-MiniLM-L6-v2."),
-    architecture: Architecture = typer.Option(Architecture.cross_encoder, "--architecture", help="cross-encoder (pair -> logit) or bi-encoder (scaled cosine, frozen cached document tower)."),
+    architecture: Architecture = typer.Option(Architecture.cross_encoder, "--architecture", help="cross-encoder (pair -> logit), bi-encoder (scaled cosine, query tower trained, frozen cached document tower) or bi-encoder-adapter (only a linear query adapter and the scale train: seconds on CPU)."),
     max_steps: int = typer.Option(200, "--max-steps", min=1, help="Optimiser steps."),
     lists_per_step: int = typer.Option(8, "--lists-per-step", min=1, help="Queries (lists) per step."),
     list_size: int = typer.Option(16, "--list-size", min=2, help="Candidates per list: positives + BM25 hard negatives."),

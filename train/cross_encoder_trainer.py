@@ -251,7 +251,7 @@ class CrossEncoderTrainer:
         return _latest_checkpoint(Path(output_dir))
 
 
-ARCHITECTURES = ("cross-encoder", "bi-encoder")
+ARCHITECTURES = ("cross-encoder", "bi-encoder", "bi-encoder-adapter")
 
 
 def load_trainable(architecture: str, name_or_path: str | Path | None, max_length: int) -> TrainableRanker:
@@ -262,10 +262,11 @@ def load_trainable(architecture: str, name_or_path: str | Path | None, max_lengt
         from rankers.cross_encoder import CrossEncoder
 
         return CrossEncoder.from_pretrained(name_or_path or default_encoder_path(), max_length=max_length)
-    if architecture == "bi-encoder":
+    if architecture in ("bi-encoder", "bi-encoder-adapter"):
         from rankers.bi_encoder_ranker import TrainableBiEncoder
 
-        return TrainableBiEncoder.from_pretrained(name_or_path, max_length=max_length)
+        adapter = architecture == "bi-encoder-adapter"
+        return TrainableBiEncoder.from_pretrained(name_or_path, max_length=max_length, query_adapter=adapter, train_encoder=not adapter)
     raise ValueError(f"unknown architecture {architecture!r}; choose one of {list(ARCHITECTURES)}")
 
 
