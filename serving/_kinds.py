@@ -8,8 +8,14 @@ from typing import Any
 _EXTRA_RANKERS: dict[str, str] = {"erank": "rankers.erank:ERankRanker"}
 """Ranker kinds that ``rankers.RANKER_KINDS`` (the main registry) does not list yet."""
 
-RECOMMENDER_CLASSES: dict[str, str] = {"sasrec": "recsys.sasrec:SASRec"}
-"""Recommender class per kind (a ``recsys._seq.SequentialRecommender`` with ``from_pretrained``)."""
+def _recommenders() -> dict[str, str]:
+    from recsys import MODEL_KINDS
+
+    return {kind: f"recsys:{name}" for kind, name in MODEL_KINDS.items()}
+
+
+RECOMMENDER_CLASSES: dict[str, str] = _recommenders()
+"""Recommender class per kind, from ``recsys.MODEL_KINDS`` (SASRec, ReaRec, HLLM, HCN: ``from_pretrained``)."""
 
 
 def ranker_classes() -> dict[str, str]:

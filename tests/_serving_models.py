@@ -30,15 +30,33 @@ def tiny_cross_encoder_dir(directory: Path, max_length: int = 48) -> Path:
     return directory
 
 
-def tiny_sasrec_dir(directory: Path, n_items: int = 40) -> Path:
-    """A 2-block, 16-wide SASRec with string item ids ``i1..iN``, saved as a rankwise dir."""
-    from recsys.sasrec import SASRec, SASRecConfig
+def tiny_recommender_dir(directory: Path, kind: str = "sasrec", n_items: int = 40) -> Path:
+    """A 2-block, 16-wide recommender of ``kind`` with string item ids ``i1..iN``, saved as a rankwise dir.
+
+    ``kind``: ``sasrec``, ``rearec-erl``, ``rearec-prl``, ``hllm`` (random cached item vectors),
+    ``hcn`` (attention readout) or ``hcn-max`` (multi-interest user vectors, max scoring).
+    """
+    import recsys
 
     torch.manual_seed(0)
-    model = SASRec(SASRecConfig(n_items=n_items, hidden=16, n_layers=2, n_heads=2, max_len=20, dropout=0.0)).eval()
+    common = {"n_items": n_items, "hidden": 16, "n_layers": 2, "n_heads": 2, "max_len": 20, "dropout": 0.0}
+    if kind == "sasrec":
+        model = recsys.SASRec(recsys.SASRecConfig(**common))
+    elif kind.startswith("rearec"):
+        model = recsys.ReaRec(recsys.ReaRecConfig(**common, objective=kind.split("-")[1]))
+    elif kind == "hllm":
+        model = recsys.HLLM(recsys.HLLMConfig(**common, item_dim=8), item_vectors=torch.randn(n_items + 1, 8))
+    else:
+        model = recsys.HCN(recsys.HCNConfig(**common, scoring="max" if kind == "hcn-max" else "attention"))
+    model.eval()
     model.item_ids = [f"i{k}" for k in range(1, n_items + 1)]
     model.save_pretrained(directory)
     return directory
+
+
+def tiny_sasrec_dir(directory: Path, n_items: int = 40) -> Path:
+    """A 2-block, 16-wide SASRec with string item ids ``i1..iN``, saved as a rankwise dir."""
+    return tiny_recommender_dir(directory, "sasrec", n_items)
 
 
 class HashRanker(Ranker):

@@ -159,3 +159,18 @@ def test_bi_encoder_export_matches_pytorch_ranker(tmp_path):
     got = Reranker.load(tmp_path / "onnx", device="cpu", batch_size=2).score(QUERIES[1], DOCS)
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert len(np.unique(np.round(got, 4))) > 1  # scores differ between documents
+
+
+@pytest.mark.parametrize("kind", ["rearec-erl", "rearec-prl", "hllm", "hcn", "hcn-max"])
+def test_every_recommender_kind_exports_and_serves_like_pytorch(tmp_path, kind):
+    from tests._serving_models import tiny_recommender_dir
+
+    src = tiny_recommender_dir(tmp_path / kind, kind)
+    result = export_model(src, tmp_path / "onnx")
+    assert result.fp32_parity_max_abs_diff <= 1e-3
+    history = ["i2", "i9", "i4", "i30", "i17", "i9"]
+    a = Recommender.load(src, device="cpu").recommend(history, k=8)
+    b = Recommender.load(tmp_path / "onnx", device="cpu").recommend(history, k=8)
+    assert [h.item_id for h in a] == [h.item_id for h in b] and len(a) == 8
+    np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
+    assert not {h.item_id for h in a} & set(history)
