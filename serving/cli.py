@@ -19,6 +19,13 @@ class Quantize(str, Enum):
     int8 = "int8"
 
 
+class Part(str, Enum):
+    """What ``rankwise export`` exports from a model directory."""
+
+    model = "model"
+    item_tower = "item-tower"
+
+
 class Engine(str, Enum):
     """Execution engines of ``rankwise rerank``."""
 
@@ -46,18 +53,21 @@ def export(
     quantize: Quantize = typer.Option(Quantize.none, "--quantize", help="int8: onnxruntime dynamic quantisation (QInt8 weights)."),
     fp16: bool = typer.Option(False, "--fp16", help="Float16 weights with float32 inputs/outputs (for CUDA serving)."),
     tolerance: float = typer.Option(1e-3, "--tolerance", help="Max allowed fp32 |ONNX - PyTorch| on the parity inputs."),
+    part: Part = typer.Option(Part.model, "--part", help="model: the scorer / user tower; item-tower: HLLM item text -> vector."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
 ) -> None:
     """Export a trained model to ONNX (dynamic batch and sequence axes) and check it against PyTorch.
 
     Exportable kinds: cross-encoder (logit), erank (expected 0-10 score computed in the graph),
-    and the recommenders' user towers (item vectors are cached beside the graph). The export fails,
+    bi-encoder (scale * cosine), the recommenders' user towers (item vectors are cached beside the
+    graph) and, with --part item-tower, HLLM's item tower. The export fails,
     writing nothing, when the fp32 graph differs from PyTorch by more than --tolerance.
 
     Examples:
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-onnx
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-int8 --quantize int8
         rankwise export --model-dir runs/sasrec-ml1m --output runs/sasrec-onnx --json
+        rankwise export --model-dir runs/hllm-ml1m --output runs/hllm-items-onnx --part item-tower
     """
     import json
 
@@ -68,7 +78,8 @@ def export(
         _fail("--quantize int8 and --fp16 exclude each other")
     try:
         result = export_model(
-            model_dir, output, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16, tolerance=tolerance
+            model_dir, output, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,
+            tolerance=tolerance, part=part.value,
         )
     except (ModelDirError, ExportParityError, ValueError) as err:
         _fail(str(err))

@@ -294,6 +294,69 @@ def _user_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[str, s
     )
 
 
+def _hllm_item_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[str, str]]) -> ExportGraph:
+    import torch
+
+    from recsys.hllm import _ItemLLM
+
+    model = load_class(RECOMMENDER_CLASSES["hllm"]).from_pretrained(model_dir).eval()
+    cfg = model.config
+    texts = model.item_texts
+    if not texts:
+        raise ModelDirError(f"{model_dir}: item_texts.json is missing; the item tower needs the item texts for its parity check")
+    item_llm = model.item_llm if model.item_llm is not None else _ItemLLM(cfg)  # frozen: the configured LLM
+    item_llm.eval()
+    tok = item_llm.tokenizer
+
+    class _ItemTower(torch.nn.Module):
+        """``_ItemLLM.forward`` from token ids (it tokenises inside), then the item adapter."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.item_llm = item_llm
+            self.adapter = model.adapter
+
+        def forward(self, input_ids, attention_mask):  # (n, T) right-padded "prompt + text" tokens
+            llm = self.item_llm.llm
+            embeds = llm.get_input_embeddings()(input_ids)  # (n, T, H)
+            if self.item_llm.item_token is None:
+                hidden = llm(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # (n, T, H)
+                w = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * w).sum(1) / w.sum(1).clamp(min=1)  # (n, H)
+            else:
+                lengths = attention_mask.sum(1)  # (n,): the [ITEM] slot follows the last text token
+                positions = torch.arange(input_ids.shape[1] + 1)[None, :]  # (1, T + 1)
+                embeds = torch.cat([embeds, embeds.new_zeros(embeds.shape[0], 1, embeds.shape[2])], 1)
+                embeds = torch.where((positions == lengths[:, None]).unsqueeze(-1), self.item_llm.item_token, embeds)
+                attn = (positions <= lengths[:, None]).long()  # (n, T + 1)
+                hidden = llm(inputs_embeds=embeds, attention_mask=attn).last_hidden_state
+                pooled = hidden[torch.arange(hidden.shape[0]), lengths]  # (n, H)
+            return self.adapter(pooled)  # (n, hidden)
+
+    def feeds(sel: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = tok([cfg.prompt + t for t in sel], padding=True, truncation=True, max_length=cfg.max_text_len, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    by_length = sorted(texts, key=len)
+    sample = by_length[:2] + by_length[-2:] + texts[:4]  # shortest, longest and the first items
+    names = ["input_ids", "attention_mask"]
+    return ExportGraph(
+        module=_ItemTower().eval(),
+        example=feeds(texts[:2]),
+        parity=feeds(sample),
+        output="item_vectors",
+        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names} | {"item_vectors": {0: "batch"}},
+        metadata={"task": "item-tower", "prompt": cfg.prompt, "max_length": cfg.max_text_len,
+                  "similarity": cfg.similarity, "pad_token_id": tok.pad_token_id},
+        save_assets=lambda d: tok.save_pretrained(str(d)),
+    )
+
+
+ITEM_TOWER_EXPORTERS: dict[str, Callable[[Path, dict, Sequence[tuple[str, str]]], ExportGraph]] = {
+    "hllm": _hllm_item_tower_graph,
+}
+"""Item-tower graph builders (item text → item vector) by kind, for ``export_model(part="item-tower")``."""
+
 EXPORTERS: dict[str, Callable[[Path, dict, Sequence[tuple[str, str]]], ExportGraph]] = {
     "cross-encoder": _cross_encoder_graph,
     "erank": _erank_graph,
@@ -369,6 +432,7 @@ def export_model(
     parity_pairs: Sequence[tuple[str, str]] | None = None,
     tolerance: float = 1e-3,
     opset: int = OPSET,
+    part: Literal["model", "item-tower"] = "model",
 ) -> ExportResult:
     """Export ``model_dir`` to ``output_dir/model.onnx`` and check it against PyTorch.
 
@@ -387,6 +451,8 @@ def export_model(
         parity_pairs: ``(query, doc)`` pairs for tracing and parity; default :data:`PARITY_PAIRS`.
         tolerance: maximum allowed fp32 |ONNX - PyTorch|.
         opset: ONNX opset.
+        part: ``"model"`` (the scorer or the user tower) or ``"item-tower"`` (HLLM: item text →
+            item vector, for items added after training).
 
     Returns:
         An :class:`ExportResult` (also written, with more fields, to ``serving.json``).
@@ -403,13 +469,16 @@ def export_model(
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     meta = read_rankwise_json(model_dir)
     kind = meta["kind"]
-    if kind not in EXPORTERS:
-        raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} cannot be exported (exportable: {sorted(EXPORTERS)})")
+    if part not in ("model", "item-tower"):
+        raise ValueError(f"export_model: part must be 'model' or 'item-tower', got {part!r}")
+    builders = EXPORTERS if part == "model" else ITEM_TOWER_EXPORTERS
+    if kind not in builders:
+        raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} has no exportable {part} (exportable: {sorted(builders)})")
     pairs = list(parity_pairs) if parity_pairs is not None else PARITY_PAIRS
     if len(pairs) < 3:
         raise ValueError("export_model: parity_pairs needs at least 3 pairs (2 trace, all checked)")
     start = time.perf_counter()
-    graph = EXPORTERS[kind](model_dir, meta, pairs)
+    graph = builders[kind](model_dir, meta, pairs)
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / ONNX_FILE
     work = output_dir / ".export-tmp"
@@ -468,6 +537,7 @@ def export_model(
     doc = {
         "format": "onnx",
         "kind": kind,
+        "part": part,
         "onnx_file": ONNX_FILE,
         "inputs": names,
         "output": graph.output,

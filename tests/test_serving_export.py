@@ -77,7 +77,7 @@ def test_export_fails_loudly_when_the_graph_disagrees(ce_dir, tmp_path, monkeypa
 
 def test_export_rejects_unknown_kind_and_missing_dir(tmp_path):
     write_rankwise_json(tmp_path / "m", "no-such-kind")
-    with pytest.raises(ModelDirError, match="cannot be exported"):
+    with pytest.raises(ModelDirError, match="has no exportable model"):
         export_model(tmp_path / "m", tmp_path / "out")
     with pytest.raises(ModelDirError, match="does not exist"):
         export_model(tmp_path / "absent", tmp_path / "out")
@@ -155,3 +155,35 @@ def test_export_large_graphs_use_one_external_data_file(ce_dir, tmp_path, monkey
     got = OnnxRanker(tmp_path / "big", device="cpu").score("vitamin d", [d for _, d in PARITY_PAIRS])
     want = CrossEncoder.from_pretrained(ce_dir).score("vitamin d", [d for _, d in PARITY_PAIRS])
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_export_hllm_item_tower_reproduces_the_cached_item_vectors(tmp_path, monkeypatch):
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    import recsys
+    from rankers.bi_encoder import default_encoder_path
+
+    monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))  # HLLM caches item vectors there
+    torch.manual_seed(0)
+    llm_dir = tmp_path / "item-llm"
+    tok = AutoTokenizer.from_pretrained(str(default_encoder_path()))
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=128)).save_pretrained(str(llm_dir))
+    tok.save_pretrained(str(llm_dir))
+    texts = ["title: Toy Story genres: Animation", "title: Heat", "title: Casino genres: Crime Drama " * 4,
+             "title: Fargo", "title: Alien genres: Horror Sci-Fi", "title: Brazil"]
+    model = recsys.HLLM(recsys.HLLMConfig(n_items=len(texts), item_llm=str(llm_dir), hidden=8, max_len=10), item_texts=texts)
+    model.item_ids = [f"m{k}" for k in range(1, len(texts) + 1)]
+    model.save_pretrained(tmp_path / "hllm")
+
+    result = export_model(tmp_path / "hllm", tmp_path / "items", part="item-tower")
+    assert result.fp32_parity_max_abs_diff <= 1e-3
+    meta = json.loads((tmp_path / "items" / "serving.json").read_text())
+    assert meta["task"] == "item-tower" and meta["part"] == "item-tower"
+    enc = AutoTokenizer.from_pretrained(str(tmp_path / "items"))(texts, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="np")
+    got = OnnxSession(tmp_path / "items" / "model.onnx", device="cpu").run({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+    with torch.inference_mode():
+        want = recsys.HLLM.from_pretrained(tmp_path / "hllm").item_embeddings()[1:].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)  # the ONNX item tower rebuilds the catalogue's vectors
+    with pytest.raises(ModelDirError, match="has no exportable item-tower"):
+        export_model(tiny_sasrec_dir(tmp_path / "sas"), tmp_path / "x", part="item-tower")
