@@ -91,6 +91,11 @@ def build_model(name: str, data: SequenceData, preset: dict):  # noqa: ANN201 - 
     raise ValueError(f"unknown model {name!r}; choose from {ALL_MODELS}")
 
 
+def _key(row: dict) -> tuple:
+    """Rows are unique per (model, dataset, seed, budget): the same model may appear at two budgets."""
+    return row["model"], row["dataset"], row["seed"], row["budget"]
+
+
 def _load_rows(path: Path) -> list[dict]:
     if path.is_file():
         return json.loads(path.read_text())["rows"]
@@ -108,8 +113,9 @@ def run(config: BenchConfig) -> list[dict]:
     rows = _load_rows(path)
     for model_name in config.models:
         for seed in config.seeds:
-            key = (model_name, config.dataset, seed)
-            if not config.force and any((r["model"], r["dataset"], r["seed"]) == key for r in rows):
+            budget = f"{epochs} epochs" + (f", cap {config.max_minutes} min" if config.max_minutes else "")
+            key = (model_name, config.dataset, seed, budget)
+            if not config.force and any(_key(r) == key for r in rows):
                 continue
             torch.manual_seed(seed)
             t0 = time.perf_counter()
@@ -133,7 +139,7 @@ def run(config: BenchConfig) -> list[dict]:
                 "recall@200": metrics["recall@200"],
                 "ndcg@200": metrics["ndcg@200"],
                 "epochs": log.epochs,
-                "budget": f"{epochs} epochs" + (f", cap {config.max_minutes} min" if config.max_minutes else ""),
+                "budget": budget,
                 "train_s": round(log.train_s, 1),
                 "setup_s": round(setup_s, 1),
                 "eval_s": round(eval_s, 1),
@@ -141,8 +147,8 @@ def run(config: BenchConfig) -> list[dict]:
                 "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             }
             print(json.dumps(row), flush=True)
-            rows = [r for r in rows if (r["model"], r["dataset"], r["seed"]) != key] + [row]
-            rows.sort(key=lambda r: (ALL_MODELS.index(r["model"]) if r["model"] in ALL_MODELS else 99, r["seed"]))
+            rows = [r for r in rows if _key(r) != key] + [row]
+            rows.sort(key=lambda r: (r["budget"], ALL_MODELS.index(r["model"]) if r["model"] in ALL_MODELS else 99, r["seed"]))
             write_results(name, rows, PROTOCOL, preset=json.dumps(preset))
     return rows
 
@@ -167,7 +173,7 @@ def main() -> None:
     rows = run(cfg)
     name = bench_name(cfg.dataset)
     print_table(rows, f"{name} — {PROTOCOL}")
-    plot_bars(rows, ("model", "seed"), "ndcg@10", RESULTS_DIR / f"{name}.png", title=f"{cfg.dataset}: NDCG@10 ({PROTOCOL})")
+    plot_bars(rows, ("model", "budget"), "ndcg@10", RESULTS_DIR / f"{name}.png", title=f"{cfg.dataset}: NDCG@10 ({PROTOCOL})")
 
 
 if __name__ == "__main__":

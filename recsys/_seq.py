@@ -26,6 +26,7 @@ from rankers.model_dir import read_rankwise_json, write_rankwise_json
 
 __all__ = [
     "causal_mask",
+    "index_of",
     "CausalSelfAttention",
     "TransformerBlock",
     "CausalEncoder",
@@ -38,6 +39,11 @@ __all__ = [
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, h, L, dh)
 
 
+def index_of(item_seq: torch.Tensor) -> torch.Tensor:
+    """``0..L-1`` built from tensor ops on ``item_seq`` so an ONNX export keeps L dynamic."""
+    return torch.ones_like(item_seq[0]).cumsum(0) - 1  # (L,)
+
+
 def causal_mask(item_seq: torch.Tensor) -> torch.Tensor:
     """Boolean attention mask: query ``t`` sees key ``s`` when ``s <= t`` and ``s`` is an item (or ``s == t``).
 
@@ -46,10 +52,10 @@ def causal_mask(item_seq: torch.Tensor) -> torch.Tensor:
     Shapes:
         item_seq: ``(B, L)`` int64, 0 = padding. returns: ``(B, 1, L, L)`` bool.
     """
-    length = item_seq.shape[1]
-    idx = torch.arange(length, device=item_seq.device)
+    idx = index_of(item_seq)  # (L,)
     tril = idx[None, :] <= idx[:, None]  # (L, L)
-    valid = (item_seq > 0)[:, None, :] | torch.eye(length, dtype=torch.bool, device=item_seq.device)[None]
+    diagonal = idx[None, :] == idx[:, None]  # (L, L); comparisons, not torch.eye: exports to ONNX
+    valid = (item_seq > 0)[:, None, :] | diagonal[None]
     return (tril[None] & valid)[:, None]  # (B, 1, L, L)
 
 
@@ -125,7 +131,14 @@ class TransformerBlock(nn.Module):
         x = x + self.drop(a)
         return x + self.drop(self.ffn(self.ln2(x))), kv
 
-    def forward_cached(self, x, seq_kv, seq_mask, extra_kv):  # noqa: ANN001, ANN201 - see attend_cached
+    def forward_cached(
+        self,
+        x: torch.Tensor,
+        seq_kv: tuple[torch.Tensor, torch.Tensor],
+        seq_mask: torch.Tensor,
+        extra_kv: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The block for extra tokens that reuse a cached sequence (see ``CausalSelfAttention.attend_cached``)."""
         a, kv = self.attn.attend_cached(self.ln1(x), seq_kv, seq_mask, extra_kv)
         x = x + self.drop(a)
         return x + self.drop(self.ffn(self.ln2(x))), kv
@@ -271,8 +284,8 @@ class SequentialRecommender(nn.Module):
     # -- shared pieces ------------------------------------------------------------------------
     def _positions(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Absolute positions counted back from the end: the last slot is always ``max_len - 1``."""
-        length = item_seq.shape[1]
-        return torch.arange(length, device=item_seq.device) + (self.config.max_len - length)  # (L,)
+        from_end = torch.ones_like(item_seq[0]).flip(0).cumsum(0).flip(0)  # (L,): L, L-1, ..., 1
+        return self.config.max_len - from_end  # (L,)
 
     def _next_item_loss(self, hidden: torch.Tensor, target: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
         """Full or sampled softmax (``config.loss``) over positions whose target is an item."""

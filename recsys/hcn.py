@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask, full_softmax_loss
+from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask, full_softmax_loss, index_of
 
 __all__ = ["HCNConfig", "HCN"]
 
@@ -148,10 +148,10 @@ class HCN(SequentialRecommender):
         """Interests at every position ``(B, L, M, D)`` and the behaviour states ``(B, L, D)``."""
         d = self.config.hidden
         x = self.item_emb(item_seq) * d**0.5 + self.pos_emb(self._positions(item_seq))
-        x = self.emb_drop(x) * (item_seq > 0).unsqueeze(-1)
+        x = self.emb_drop(x) * (item_seq > 0).unsqueeze(-1).to(x.dtype)
         h = self.encoder(x, causal_mask(item_seq))[0]  # (B, L, D)
         long_ok = causal_mask(item_seq)[:, 0]  # (B, L, L)
-        idx = torch.arange(item_seq.shape[1])
+        idx = index_of(item_seq)  # (L,)
         recent = (idx[:, None] - idx[None, :]) < self.config.short_len  # (L, L): t − s < S
         c_long = self.long(h, long_ok)  # (B, L, M, D)
         c_short = self.short(h, long_ok & recent[None])  # (B, L, M, D)

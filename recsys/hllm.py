@@ -230,7 +230,7 @@ class HLLM(SequentialRecommender):
     # -- user tower ---------------------------------------------------------------------------
     def _user_hidden(self, item_seq: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
         x = item_table[item_seq] + self.pos_emb(self._positions(item_seq))  # (B, L, D)
-        x = self.emb_drop(x) * (item_seq > 0).unsqueeze(-1)
+        x = self.emb_drop(x) * (item_seq > 0).unsqueeze(-1).to(x.dtype)
         return self.encoder(x, causal_mask(item_seq))[0]  # (B, L, D)
 
     def encode_users(self, item_seq: torch.Tensor) -> torch.Tensor:

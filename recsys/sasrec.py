@@ -95,7 +95,7 @@ class SASRec(SequentialRecommender):
     def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Input embeddings ``E[s]·√d + P`` with padding zeroed: ``(B, L)`` → ``(B, L, D)``."""
         x = self.item_emb(item_seq) * self.config.hidden**0.5 + self.pos_emb(self._positions(item_seq))
-        return self.emb_drop(x) * (item_seq > 0).unsqueeze(-1)
+        return self.emb_drop(x) * (item_seq > 0).unsqueeze(-1).to(x.dtype)
 
     def encode_sequence(self, item_seq: torch.Tensor):  # noqa: ANN201 - (hidden (B, L, D), KV cache, mask)
         """Hidden state at every position, the per-layer KV cache and the attention mask."""

@@ -140,3 +140,27 @@ def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
     model.save_pretrained(tmp_path / "m")
     loaded = load_recommender(tmp_path / "m")
     torch.testing.assert_close(loaded.full_sort_predict(batch), model.eval().full_sort_predict(batch))
+
+
+@pytest.mark.parametrize("kind", ["sasrec-ce", "rearec-erl", "hcn-attention", "hllm-frozen"])
+def test_user_tower_exports_to_onnx_with_dynamic_batch_and_length(kind, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    model = _tiny(kind).eval()
+
+    class UserTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+            return self.model.encode_users(item_seq)
+
+    path = tmp_path / "user.onnx"
+    torch.onnx.export(UserTower().eval(), (torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]]),), str(path),
+                      input_names=["item_seq"], output_names=["user"],
+                      dynamic_axes={"item_seq": {0: "batch", 1: "length"}}, dynamo=False)
+    seq = torch.tensor([[0, 0, 0, 7, 3, 4, 5, 9], [1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 1, 2]])
+    out = ort.InferenceSession(str(path)).run(None, {"item_seq": seq.numpy()})[0]
+    assert np.abs(out - model.encode_users(seq).detach().numpy()).max() < 1e-4
