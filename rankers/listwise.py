@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -16,12 +17,23 @@ __all__ = ["ListwiseRanker", "listwise_prompt", "parse_permutation", "sliding_wi
 SYSTEM = "You are a search engine that ranks passages by their relevance to a query."
 
 
-def listwise_prompt(tokenizer: PreTrainedTokenizerBase, query: str, docs: Sequence[str]) -> str:
-    """RankGPT-style prompt: the query, passages numbered ``[1]..[n]``, then the answer format."""
+ANSWER_FORMATS = {
+    "arrows": "Answer only with the identifiers, e.g. [2] > [1] > [3].",
+    "lines": "Answer with one identifier per line, e.g.\n[2]\n[1]\n[3]",
+}
+
+
+def listwise_prompt(
+    tokenizer: PreTrainedTokenizerBase, query: str, docs: Sequence[str], answer: Literal["arrows", "lines"] = "arrows"
+) -> str:
+    """RankGPT-style prompt: the query, passages numbered ``[1]..[n]``, then the answer format.
+
+    ``answer="arrows"`` asks for ``[2] > [1] > [3]``; ``"lines"`` for one id per line (Rank-GRPO's unit).
+    """
     passages = "\n".join(f"[{i + 1}] {d}" for i, d in enumerate(docs))
     user = (
         f"Query: {query}\n{passages}\nRank the {len(docs)} passages above by relevance to the query, most "
-        f"relevant first. Answer only with the identifiers, e.g. [2] > [1] > [3]."
+        f"relevant first. {ANSWER_FORMATS[answer]}"
     )
     return chat_prompt(tokenizer, user, system=SYSTEM)
 
@@ -89,6 +101,7 @@ class ListwiseRanker(LLMRanker, Ranker):
         stride: step between windows.
         max_doc_tokens: each passage is cut to this many tokens.
         max_new_tokens: generation budget per window (``None``: 6 tokens per passage).
+        answer: answer format asked for: ``"arrows"`` or ``"lines"`` (models trained with Rank-GRPO).
 
     Shapes:
         ``score(query, docs)``: ``(len(docs),)``, descending with the final position.
@@ -108,8 +121,12 @@ class ListwiseRanker(LLMRanker, Ranker):
         stride: int = 10,
         max_doc_tokens: int = 100,
         max_new_tokens: int | None = None,
+        answer: Literal["arrows", "lines"] = "arrows",
     ) -> None:
         super().__init__(model, tokenizer)
+        if answer not in ANSWER_FORMATS:
+            raise ValueError(f"ListwiseRanker: answer must be one of {list(ANSWER_FORMATS)}, got {answer!r}")
+        self.answer = answer
         sliding_windows(1, window, stride)  # validates
         self.window = window
         self.stride = stride
@@ -119,13 +136,13 @@ class ListwiseRanker(LLMRanker, Ranker):
     def _settings(self) -> dict:
         return {
             "window": self.window, "stride": self.stride,
-            "max_doc_tokens": self.max_doc_tokens, "max_new_tokens": self.max_new_tokens,
+            "max_doc_tokens": self.max_doc_tokens, "max_new_tokens": self.max_new_tokens, "answer": self.answer,
         }
 
     def rank_window(self, query: str, docs: Sequence[str]) -> list[int]:
         """One generation: 0-based order of ``docs`` (already truncated)."""
         budget = self.max_new_tokens or 6 * len(docs)
-        text = generate(self.model, self.tokenizer, [listwise_prompt(self.tokenizer, query, docs)], budget)[0]
+        text = generate(self.model, self.tokenizer, [listwise_prompt(self.tokenizer, query, docs, self.answer)], budget)[0]
         return parse_permutation(text, len(docs))
 
     def order(self, query: str, docs: Sequence[str]) -> list[int]:

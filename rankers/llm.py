@@ -293,10 +293,12 @@ class LLMRanker:
         """Load a rankwise model directory of this kind, or start from any causal-LM dir / hub id."""
         from rankers.model_dir import RANKWISE_JSON, read_rankwise_json
 
+        import inspect
+
         meta: dict = {}
         if (Path(name_or_path) / RANKWISE_JSON).is_file():
-            meta = read_rankwise_json(name_or_path, cls.KIND)
-            meta = {k: v for k, v in meta.items() if k not in ("kind", "rankwise_version", "backbone")}
+            known = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "tokenizer"}
+            meta = {k: v for k, v in read_rankwise_json(name_or_path, cls.KIND).items() if k in known}
         model, tokenizer = load_causal_lm(name_or_path, dtype=dtype)
         return cls(model, tokenizer, **{**meta, **settings})
 
