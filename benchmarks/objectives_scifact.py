@@ -58,7 +58,7 @@ class BenchConfig:
     steps: int = 300
     lists_per_step: int = 16
     list_size: int = 32
-    lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    lr_grid: tuple[float, ...] = (1e-3, 3e-3)
     max_length: int = 128
     top_k: int = 100
     dev_fraction: float = 0.2
@@ -130,7 +130,7 @@ def run(cfg: BenchConfig) -> list[dict]:
         for lr in cfg.lr_grid:  # chosen on the held-out train queries
             out = Path(cfg.models_dir) / f"{tag}-lr{lr:g}"
             ranker = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length, query_adapter=True, train_encoder=False)
-            ranker._pooled = start._pooled  # same frozen encoder: share the pooled query vectors
+            ranker._pooled, ranker._doc_vectors = start._pooled, start._doc_vectors  # same frozen towers: share vectors
             tcfg = CrossEncoderTrainerConfig(
                 str(out), objective=objective, curriculum=curriculum, max_steps=cfg.steps,
                 lists_per_step=cfg.lists_per_step, learning_rate=lr, seed=cfg.seed, log_every=20,

@@ -118,6 +118,7 @@ class TrainableBiEncoder(Ranker):
         self.max_length = max_length
         self.doc_max_length = doc_max_length
         self._pooled: dict[str, torch.Tensor] = {}  # query text -> pooled vector, while the encoder is frozen
+        self._doc_vectors: dict[str, torch.Tensor] = {}  # document text -> vector (the document tower is frozen)
 
     @classmethod
     def from_pretrained(
@@ -193,6 +194,15 @@ class TrainableBiEncoder(Ranker):
             self._pooled.update(zip(missing, pooled))
         return self.model.head(torch.stack([self._pooled[q] for q in queries]))
 
+    def document_vectors(self, docs: Sequence[str]) -> torch.Tensor:
+        """Frozen document vectors, memoised in memory by text (the disk cache sits behind).
+
+        Shapes: ``(N, D)``."""
+        missing = list(dict.fromkeys(d for d in docs if d not in self._doc_vectors))
+        if missing:
+            self._doc_vectors.update(zip(missing, torch.from_numpy(self.doc_encoder.encode_documents(missing))))
+        return torch.stack([self._doc_vectors[d] for d in docs])
+
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -203,7 +213,7 @@ class TrainableBiEncoder(Ranker):
         unique = list(dict.fromkeys(queries))
         index = {q: i for i, q in enumerate(unique)}
         q = self.encode_queries(unique)  # (Q, D)
-        d = torch.from_numpy(self.doc_encoder.encode_documents(list(docs)))  # (N, D)
+        d = self.document_vectors(docs)  # (N, D)
         rows = torch.tensor([index[x] for x in queries])
         return self.model.log_scale.exp() * (q[rows] * d).sum(dim=-1)
 
