@@ -325,16 +325,19 @@ def _chunk_ok(parts: Path, entry: dict[str, Any] | None) -> bool:
 
 
 def _assemble(config: BatchRerankConfig, files: list[Path]) -> None:
-    frame = pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame(schema=RESULT_SCHEMA)
+    """Concatenate the chunk files, in chunk order, into the output (streamed, written atomically)."""
     out = config.output
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
     if out.suffix == ".parquet":
-        tmp = out.with_name(out.name + ".tmp")
-        frame.write_parquet(tmp)
-        os.replace(tmp, out)
+        pl.scan_parquet(files).sink_parquet(tmp)
     else:
-        lines = "".join(f"{q} Q0 {d} {r} {s:.6f} {config.tag}\n" for q, d, s, r in frame.iter_rows())
-        _write_atomic(out, lines.encode("utf-8"))
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for f in files:
+                fh.writelines(f"{q} Q0 {d} {r} {s:.6f} {config.tag}\n" for q, d, s, r in pl.read_parquet(f).iter_rows())
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, out)
 
 
 def run_batch_rerank(
