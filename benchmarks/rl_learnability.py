@@ -1,16 +1,19 @@
 """Do the RL trainers learn? GRPO, Rank-GRPO and IRanker RL on a synthetic ranking task, tiny LM.
 
 What it measures: NDCG (full list, linear gain) on held-out synthetic lists before and after RL, for
-  * sequence-level GRPO (TRL ``GRPOTrainer``, reward = NDCG of the ranked lines);
-  * Rank-GRPO (``RankGRPOTrainer``, per-rank ``log_decay`` rewards) on the same prompts and budget;
+  * ERank GRPO (TRL ``GRPOTrainer`` with ``erank_list_reward`` + ``erank_format_reward``), read
+    with the expected-integer readout;
+  * sequence-level GRPO (TRL ``GRPOTrainer``, reward = NDCG of the ranked lines) and Rank-GRPO
+    (``RankGRPOTrainer``, per-rank ``log_decay`` rewards) on the same prompts and budget;
   * IRanker RL (TRL ``GRPOTrainer``, step reward + format reward on elimination states), evaluated
     by full iterative elimination.
-The task: each list holds 4 passages ``[i] <colour> <grade>``; the grade word decides relevance
-(best 3, good 2, poor 1, bad 0), the colours are noise. The rule is visible in the text, so a policy
-can learn it from rewards alone. The policy is a randomly initialised 2-layer Llama-style LM (hidden
-64) with a BPE tokenizer trained on the task's text; before RL it is taught only the answer *format*
-by SFT on random orders (so it ranks at chance). Rank-GRPO's and GRPO's held-out NDCG curves are
-plotted against steps (``rl_learnability.png``).
+The task: each list holds 4 passages ``<colour> <grade>``; the grade word decides relevance (best 3,
+good 2, poor 1, bad 0), the colours are noise. The rule is visible in the text, so a policy can
+learn it from rewards alone. The policy is a randomly initialised 2-layer Llama-style LM (hidden 64)
+with a BPE tokenizer trained on the task's text. Before RL it gets a short SFT that teaches only the
+answer format: for ERank a *decoy* rule (score = the colour's index, unrelated to relevance, so it
+learns to read the document but ranks at chance); for the list answers random orders. Held-out NDCG
+curves (ERank GRPO; Rank-GRPO vs GRPO) are plotted against steps in ``rl_learnability.png``.
 
 Command (about 6 minutes on 2 cores, under the shared CPU lock):
     flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/rl_learnability.py
