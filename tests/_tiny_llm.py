@@ -40,3 +40,14 @@ def warm_up(model, tokenizer, rows, steps: int = 60, lr: float = 1e-2) -> None:
         loss.backward()
         optim.step()
     model.eval()
+
+
+def one_thread():
+    """Generator for a module fixture: tiny models are overhead-bound, and two OpenMP threads on a
+    busy 2-core machine spin far more than they compute (a 20-token generate: 10 s vs 0.15 s)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

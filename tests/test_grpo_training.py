@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from _tiny_llm import tiny, warm_up
+from _tiny_llm import one_thread, tiny, warm_up
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
@@ -19,6 +19,11 @@ from train.sft import CurriculumSFTConfig, erank_sft_examples, train_sft
 
 DOCS = ["red apple", "blue sky", "green tree"]
 LABELS = [2, 0, 1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_thread()
 
 
 def _config(cls, **kw):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _tiny_llm import tiny
+from _tiny_llm import one_thread, tiny
 from typer.testing import CliRunner
 
 from cli import app
@@ -13,6 +13,11 @@ from rankers import load_ranker
 from rankers.erank import ERankRanker
 from rankers.iranker import IRanker
 from rankers.listwise import ListwiseRanker
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_thread()
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,16 @@ import random
 
 import pytest
 import torch
-from _tiny_llm import tiny
+from _tiny_llm import one_thread, tiny
 
 import train.listwise_lipo
 from rankers.listwise import ListwiseRanker, listwise_prompt
 from train.listwise_lipo import ListwiseLiPOConfig, ListwiseLiPOTrainer, order_ndcg, order_text, permutation_responses
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_thread()
 
 
 def test_listwise_lipo_doctests_pass():

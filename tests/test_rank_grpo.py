@@ -6,9 +6,14 @@ import math
 
 import pytest
 import torch
-from _tiny_llm import tiny
+from _tiny_llm import one_thread, tiny
 
 from train.grpo.rank_grpo import rank_advantages, rank_grpo_loss, rank_rewards, token_rank_index
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_thread()
 
 
 def test_rank_advantages_normalise_each_rank_across_the_group():
