@@ -25,7 +25,7 @@ Weights: the trained MiniLM cross-encoder directory ``--model-dir`` when given; 
 bundled all-MiniLM-L6-v2 encoder with a fresh (seeded) one-logit head, which makes the nDCG@10
 column a sanity check of equal scores across engines, not a ranking-quality claim.
 
-Command (≈ 10 minutes on 2 cores, under the shared CPU lock; ``--max-minutes`` caps the timed loop):
+Command (≈ 7 minutes on 2 cores, under the shared CPU lock; ``--max-minutes`` caps the timed loop):
     flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/serving_latency.py
 Hardware: the machine recorded in the JSON; the CUDA path is not measured here (no GPU).
 """
@@ -70,7 +70,7 @@ class BenchConfig:
     tower_requests: int = 1000
     history_len: int = 50
     tower_threads: int = 1
-    max_minutes: float = 7.0
+    max_minutes: float = 5.0
 
 
 def matmul_peak_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
