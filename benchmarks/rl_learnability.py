@@ -11,8 +11,11 @@ The task: each list holds 4 passages ``<colour> <grade>``; the grade word decide
 good 2, poor 1, bad 0), the colours are noise. The rule is visible in the text, so a policy can
 learn it from rewards alone. The policy is a randomly initialised 2-layer Llama-style LM (hidden 64)
 with a BPE tokenizer trained on the task's text. Before RL it gets a short SFT that teaches only the
-answer format: for ERank a *decoy* rule (score = the colour's index, unrelated to relevance, so it
-learns to read the document but ranks at chance); for the list answers random orders. Held-out NDCG
+answer format: for ERank a *scrambled* mapping of the grade word to a score (best 2, good 4, poor 8,
+bad 6: it learns to read the document but ranks below chance), for the list answers random orders.
+Unlike ERank's one-token decision, the list answers need the model to bind each id to its passage
+(a pointer); a supervised check here taught that binding to the 2-layer model only 8% of the time
+after 400 SFT steps, so the list rows measure whether RL moves a policy with no binding at all. Held-out NDCG
 curves (ERank GRPO; Rank-GRPO vs GRPO) are plotted against steps in ``rl_learnability.png``.
 
 Command (about 6 minutes on 2 cores, under the shared CPU lock):
@@ -50,6 +53,7 @@ from train.sft import CurriculumSFTConfig, train_sft
 GRADES = {"best": 3, "good": 2, "poor": 1, "bad": 0}
 COLOURS = ["red", "blue", "green", "black", "white", "pink", "grey", "brown"]
 QUERY = "find the best item"
+SCRAMBLED = {"best": 2, "good": 4, "poor": 8, "bad": 6}  # ERank warm-up targets: a wrong order on purpose
 
 
 @dataclass
@@ -62,14 +66,14 @@ class BenchConfig:
     eval_lists: int = 64
     hidden: int = 64
     sft_steps: int = 200
-    erank_steps: int = 350
-    erank_lr: float = 3e-3
-    rl_steps: int = 100
-    eval_every: int = 25
+    erank_steps: int = 100
+    erank_lr: float = 2e-3
+    rl_steps: int = 80
+    eval_every: int = 20
     generations: int = 8
     prompts_per_step: int = 4
     lr: float = 2e-3
-    iranker_steps: int = 100
+    iranker_steps: int = 80
 
 
 def make_lists(n: int, items: int, rng: random.Random) -> list[tuple[str, list[str], list[int]]]:
@@ -155,15 +159,15 @@ def run(config: BenchConfig) -> tuple[list[dict], dict]:
     fresh, tok = tiny_causal_lm(corpus * 3, vocab_size=400, hidden=config.hidden, layers=2, seed=config.seed)
     rows: list[dict] = []
     curves: dict[str, list] = {}
-    colour = {c: i for i, c in enumerate(COLOURS)}
 
-    # 1) ERank GRPO. Warm-up SFT on a decoy rule (score = the colour's index, unrelated to relevance):
-    #    the policy learns the answer format and to read the document, and ranks at chance.
+    # 1) ERank GRPO. Warm-up SFT on a scrambled mapping of the grade word to a score (best 2, good 4,
+    #    poor 8, bad 6): the policy learns the answer format and to read the document, but ranks
+    #    below chance; RL must find the right order from the rewards alone.
     model = copy.deepcopy(fresh)
-    decoy = [{"prompt": erank_prompt(tok, q, x), "completion": str(colour[x.split()[0]]) + tok.eos_token} for q, d, _ in train for x in d]
+    decoy = [{"prompt": erank_prompt(tok, q, x), "completion": str(SCRAMBLED[x.split()[1]]) + tok.eos_token} for q, d, _ in train for x in d]
     sft_s = sft(model, tok, decoy, config, "erank")
     before = eval_erank(model, tok, held)
-    rows.append({"model": "decoy-sft (untrained ranking)", "task": "erank pointwise", "step": 0, "ndcg": before, "train_s": sft_s})
+    rows.append({"model": "scrambled-sft (untrained ranking)", "task": "erank pointwise", "step": 0, "ndcg": before, "train_s": sft_s})
     data = Dataset.from_list([
         {"prompt": erank_prompt(tok, q, x), "qid": str(i), "label": 10 * y / 3} for i, (q, d, ls) in enumerate(train) for x, y in zip(d, ls)
     ])  # a list's documents are contiguous and one list fills a generation batch (prompts_per_step = items)
@@ -171,7 +175,7 @@ def run(config: BenchConfig) -> tuple[list[dict], dict]:
     args = grpo_args(GRPOConfig, config, config.erank_steps, "/tmp/rankwise-learn-erank-grpo", beta=0.0, shuffle_dataset=False)
     args.learning_rate, args.lr_scheduler_type, args.max_completion_length = config.erank_lr, "linear", 3
     trainer = GRPOTrainer(model, reward_funcs=[erank_list_reward, erank_format_reward], args=args, train_dataset=data,
-                          processing_class=tok, callbacks=[EvalCurve(lambda m: eval_erank(m, tok, held), config.eval_every * 2, curve)])
+                          processing_class=tok, callbacks=[EvalCurve(lambda m: eval_erank(m, tok, held), config.eval_every, curve)])
     start = time.perf_counter()
     trainer.train()
     model.eval()
