@@ -37,7 +37,7 @@ from eval.datasets.beir import load_beir
 from eval.datasets.paths import cache_dir
 from eval.metrics import evaluate
 from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
-from rankers.bi_encoder_ranker import TrainableBiEncoder
+from rankers.bi_encoder_ranker import QueryTower, TrainableBiEncoder
 from rankers.first_stage.bm25 import BM25Retriever
 from rankers.fusion import fuse
 from rankers.model_dir import read_rankwise_json, write_rankwise_json
@@ -74,6 +74,14 @@ def _best_weight(first: pl.DataFrame, reranked: pl.DataFrame, qrels: dict) -> fl
     grid = [i / 20 for i in range(21)]
     scores = [evaluate(qrels, fuse(first, reranked, w), ["ndcg@10"])["ndcg@10"] for w in grid]
     return grid[max(range(len(grid)), key=lambda i: (scores[i], -abs(grid[i] - 0.5)))]
+
+
+def _fresh_adapter(start: TrainableBiEncoder) -> TrainableBiEncoder:
+    """A new identity adapter and scale on ``start``'s frozen towers (shared, with their cached vectors)."""
+    tower = QueryTower(start.model.encoder, adapter=True, train_encoder=False)
+    ranker = TrainableBiEncoder(tower, start.tokenizer, start.doc_encoder, start.doc_encoder_ref, start.max_length, start.doc_max_length)
+    ranker._pooled, ranker._doc_vectors = start._pooled, start._doc_vectors
+    return ranker
 
 
 def _dev_score(ranker, bm25_dev, dev_q, dev_qrels, doc_text) -> tuple[float, float]:
@@ -129,8 +137,7 @@ def run(cfg: BenchConfig) -> list[dict]:
         best = None
         for lr in cfg.lr_grid:  # chosen on the held-out train queries
             out = Path(cfg.models_dir) / f"{tag}-lr{lr:g}"
-            ranker = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length, query_adapter=True, train_encoder=False)
-            ranker._pooled, ranker._doc_vectors = start._pooled, start._doc_vectors  # same frozen towers: share vectors
+            ranker = _fresh_adapter(start)
             tcfg = CrossEncoderTrainerConfig(
                 str(out), objective=objective, curriculum=curriculum, max_steps=cfg.steps,
                 lists_per_step=cfg.lists_per_step, learning_rate=lr, seed=cfg.seed, log_every=20,
