@@ -34,14 +34,15 @@ def iranker_prompt(tokenizer: PreTrainedTokenizerBase, query: str, docs: Sequenc
 def parse_elimination(text: str, pool_size: int) -> int | None:
     """0-based pool index named by an answer, or None when it names no candidate.
 
-    The first capital letter standing alone or in brackets is read; a letter outside the pool is
-    mapped to the closest id in the pool (IRanker maps inexact answers to the closest candidate).
+    A bracketed id (``[C]``) anywhere in the answer is read first, else an answer that is a single
+    letter; a letter outside the pool is mapped to the closest id in the pool (IRanker maps inexact
+    answers to the closest candidate). Free text ("I think none") names no candidate.
 
     Example:
-        >>> parse_elimination("[C]", 4), parse_elimination(" b ", 4), parse_elimination("[Z]", 4), parse_elimination("?", 4)
+        >>> parse_elimination("[C]", 4), parse_elimination(" b. ", 4), parse_elimination("[Z]", 4), parse_elimination("I think", 4)
         (2, 1, 3, None)
     """
-    match = re.search(r"(?:^|[\[\s(])([A-Za-z])(?:$|[\]\s).,])", text.strip())
+    match = re.search(r"\[([A-Za-z])\]", text) or re.fullmatch(r"\s*([A-Za-z])[\s.,)]*", text)
     if match is None:
         return None
     index = CANDIDATE_IDS.index(match.group(1).upper())
