@@ -205,7 +205,8 @@ class RankGRPOTrainer(GRPOTrainer):
         Rank-GRPO: Training LLM-based Conversational Recommender Systems with Reinforcement Learning
         (Zhu et al., 2025), https://arxiv.org/abs/2510.20150. Differences from the paper: items are
         passage ids of a ranking prompt rather than movie titles; the loss is averaged over all
-        completion tokens of the batch.
+        completion tokens of the batch. TRL options that act inside its own ``_compute_loss``
+        (``loss_type``, entropy masking, vLLM importance-sampling correction) do not apply here.
 
     Args:
         reward_funcs: TRL reward functions; they are only logged (the advantage comes from the ranks).
