@@ -51,6 +51,7 @@ class BenchConfig:
     epochs: int | None = None
     max_minutes: float | None = None
     seeds: tuple[int, ...] = (42,)
+    sasrec_loss: str = "ce"
     force: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -61,7 +62,7 @@ def bench_name(dataset: str) -> str:
     )
 
 
-def build_model(name: str, data: SequenceData, preset: dict):  # noqa: ANN201 - a SequentialRecommender
+def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = "ce"):  # noqa: ANN201
     common = {
         "n_items": data.n_items,
         "hidden": preset["hidden"],
@@ -74,7 +75,7 @@ def build_model(name: str, data: SequenceData, preset: dict):  # noqa: ANN201 - 
     if name == "sasrec":
         from recsys.sasrec import SASRec, SASRecConfig
 
-        return SASRec(SASRecConfig(**common, **shared))
+        return SASRec(SASRecConfig(**common, **{**shared, "loss": sasrec_loss}))
     if name.startswith("rearec"):
         from recsys.rearec import ReaRec, ReaRecConfig
 
@@ -93,7 +94,7 @@ def build_model(name: str, data: SequenceData, preset: dict):  # noqa: ANN201 - 
 
 def _key(row: dict) -> tuple:
     """Rows are unique per (model, dataset, seed, budget): the same model may appear at two budgets."""
-    return row["model"], row["dataset"], row["seed"], row["budget"]
+    return row["model"], row.get("loss", "ce"), row["dataset"], row["seed"], row["budget"]
 
 
 def _load_rows(path: Path) -> list[dict]:
@@ -114,12 +115,13 @@ def run(config: BenchConfig) -> list[dict]:
     for model_name in config.models:
         for seed in config.seeds:
             budget = f"{epochs} epochs" + (f", cap {config.max_minutes} min" if config.max_minutes else "")
-            key = (model_name, config.dataset, seed, budget)
+            loss = {"hllm": "infonce-512"}.get(model_name, config.sasrec_loss if model_name == "sasrec" else "ce")
+            key = (model_name, loss, config.dataset, seed, budget)
             if not config.force and any(_key(r) == key for r in rows):
                 continue
             torch.manual_seed(seed)
             t0 = time.perf_counter()
-            model = build_model(model_name, data, preset)
+            model = build_model(model_name, data, preset, config.sasrec_loss)
             setup_s = time.perf_counter() - t0  # HLLM: item-LLM encoding of the catalog (cached on disk)
             trainer_cfg = RecTrainerConfig(
                 epochs=epochs, batch_size=preset["batch"], lr=1e-3, seed=seed, max_minutes=config.max_minutes,
@@ -131,6 +133,7 @@ def run(config: BenchConfig) -> list[dict]:
             eval_s = time.perf_counter() - t1
             row = {
                 "model": model_name,
+                "loss": loss,
                 "dataset": config.dataset,
                 "seed": seed,
                 "hr@10": metrics["hr@10"],
@@ -160,6 +163,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs for every model (default: preset)")
     parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap per row")
     parser.add_argument("--seeds", default="42")
+    parser.add_argument("--sasrec-loss", default="ce", choices=["ce", "sampled"],
+                        help="SASRec loss: full softmax, or 128 sampled negatives (the HSTU repo's setting)")
     parser.add_argument("--force", action="store_true", help="rerun rows already in the result file")
     args = parser.parse_args()
     cfg = BenchConfig(
@@ -168,6 +173,7 @@ def main() -> None:
         epochs=args.epochs,
         max_minutes=args.max_minutes,
         seeds=tuple(int(s) for s in args.seeds.split(",")),
+        sasrec_loss=args.sasrec_loss,
         force=args.force,
     )
     rows = run(cfg)
