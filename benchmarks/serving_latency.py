@@ -223,6 +223,7 @@ def run(cfg: BenchConfig) -> tuple[list[dict], dict]:
     with tempfile.TemporaryDirectory(prefix="rankwise-serving-") as tmp:
         rows, extra = rerank_rows(cfg, Path(tmp))
         rows += tower_rows(cfg, Path(tmp))
+    torch.set_num_threads(cfg.threads)  # the machine record names the reranking thread count
     return rows, extra
 
 
