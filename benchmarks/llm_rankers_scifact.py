@@ -73,6 +73,14 @@ def backbone_dir() -> Path:
     return path
 
 
+def save(rows: list[dict], config: BenchConfig) -> None:
+    """Write the JSON + PNG (called after every ranker, so a run stopped early keeps what it measured)."""
+    protocol = (f"SciFact test, {config.queries} queries sampled with seed {config.seed}; rerank BM25 top-{config.depth}; "
+                "SmolLM2-135M-Instruct fp32 on CPU; ERank SFT on SciFact train")
+    write_results("llm_rankers_scifact", rows, protocol, config=str(asdict(config)))
+    plot_bars(rows, ["model", "setting"], "ndcg@10", RESULTS_DIR / "llm_rankers_scifact.png", title=protocol[:90])
+
+
 def run(config: BenchConfig) -> list[dict]:
     torch.manual_seed(config.seed)
     test = load_beir("scifact", "test")
@@ -93,6 +101,7 @@ def run(config: BenchConfig) -> list[dict]:
         rows.append({"model": name, "dataset": "scifact", "setting": setting, **evaluate(qrels, reranked, METRICS),
                      "s_per_query": seconds / len(subset), **(extra or {})})
         print_table(rows[-1:], name)
+        save(rows, config)
 
     model, tok = load_causal_lm(path)
     if "erank-int" in wanted:
@@ -135,11 +144,7 @@ def main() -> None:
     config = BenchConfig(**{k.replace("-", "_"): v for k, v in vars(parser.parse_args()).items()})
     torch.set_num_threads(config.threads)
     rows = run(config)
-    protocol = (f"SciFact test, {config.queries} queries sampled with seed {config.seed}; rerank BM25 top-{config.depth}; "
-                "SmolLM2-135M-Instruct fp32 on CPU; ERank SFT on SciFact train")
-    print_table(rows, protocol)
-    write_results("llm_rankers_scifact", rows, protocol, config=str(asdict(config)))
-    plot_bars(rows, ["model", "setting"], "ndcg@10", RESULTS_DIR / "llm_rankers_scifact.png", title=protocol[:90])
+    print_table(rows, "llm_rankers_scifact")
 
 
 if __name__ == "__main__":
