@@ -5,9 +5,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXTRA_RANKERS: dict[str, str] = {"erank": "rankers.erank:ERankRanker"}
-"""Ranker kinds that ``rankers.RANKER_KINDS`` (the main registry) does not list yet."""
-
 def _recommenders() -> dict[str, str]:
     from recsys import MODEL_KINDS
 
@@ -19,10 +16,10 @@ RECOMMENDER_CLASSES: dict[str, str] = _recommenders()
 
 
 def ranker_classes() -> dict[str, str]:
-    """Ranker class per kind: ``rankers.RANKER_KINDS`` (read at call time) plus :data:`_EXTRA_RANKERS`."""
+    """Ranker class per kind: ``rankers.RANKER_KINDS``, read at call time (kinds registered later count)."""
     from rankers import RANKER_KINDS
 
-    return {**_EXTRA_RANKERS, **RANKER_KINDS}
+    return dict(RANKER_KINDS)
 
 
 def load_class(target: str) -> Any:
