@@ -159,11 +159,67 @@ def run(cfg: BenchConfig) -> list[dict]:
     return rows
 
 
+def diagnose(cfg: BenchConfig, rows: list[dict]) -> list[dict]:
+    """Split test queries by whether a relevant document of theirs is also a positive of some train
+    query (SciFact shares one corpus across splits), and re-score the saved models on each part.
+
+    Reads the models written by :func:`run` (adapter + scale of the dev-chosen lr) and the fusion
+    weights in ``rows``; returns extra rows with a ``subset`` field.
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    from rankers.bi_encoder_ranker import ADAPTER_FILE
+
+    train, test = load_beir("scifact", "train"), load_beir("scifact", "test")
+    doc_text = {d: test.doc_text(d) for d in test.corpus}
+    seen_docs = {d for rel in train.qrels.values() for d, g in rel.items() if g > 0}
+    subsets = {"positives-seen-in-train": {}, "positives-unseen-in-train": {}}
+    for q, rel in test.qrels.items():
+        seen = any(d in seen_docs for d, g in rel.items() if g > 0)
+        subsets["positives-seen-in-train" if seen else "positives-unseen-in-train"][q] = rel
+    bm25_test = BM25Retriever.from_corpus(doc_text).batch_search(test.queries, cfg.top_k)
+    start = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length, query_adapter=True, train_encoder=False)
+    out = []
+    for r in rows:
+        if r["model"] == "bm25":
+            run_df, name = bm25_test, r
+        else:
+            ranker = _fresh_adapter(start)
+            if r["objective"] != "untrained":
+                d = Path(cfg.models_dir) / f"{r['objective']}-{r['curriculum']}-lr{r['lr']:g}"
+                ranker.model.adapter.load_state_dict(load_file(str(d / ADAPTER_FILE)))
+                ranker.model.log_scale.data.fill_(float(torch.tensor(json.loads((d / "rankwise.json").read_text())["scale"]).log()))
+            run_df = _rerank(ranker, bm25_test, test.queries, doc_text)
+            if r["fusion"] == "zscore":
+                run_df = fuse(bm25_test, run_df, r["fusion_weight"])
+        for subset, qrels in subsets.items():
+            keep = {k: r[k] for k in ("dataset", "model", "objective", "curriculum", "fusion", "fusion_weight", "lr") if k in r}
+            out.append({**keep, "subset": subset, "queries": len(qrels), **evaluate(qrels, run_df, METRICS)})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=BenchConfig.steps)
     parser.add_argument("--only", nargs="*", help="objective[:curriculum] to run (default: all)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="add seen/unseen-positive test subsets for the models of an existing results file")
     args = parser.parse_args()
+    if args.diagnose:
+        import json
+
+        path = RESULTS_DIR / "objectives_scifact.json"
+        doc = json.loads(path.read_text())
+        cfg = BenchConfig()
+        rows = [r for r in doc["rows"] if "subset" not in r]
+        rows += diagnose(cfg, rows)
+        print_table([r for r in rows if "subset" in r], "test queries split by whether their positives were train positives")
+        extra = {k: v for k, v in doc.items() if k not in ("benchmark", "protocol", "machine", "rankwise_version", "date", "rows")}
+        write_results("objectives_scifact", rows, doc["protocol"] + "; rows with 'subset' split test queries by whether "
+                      "a relevant document of theirs is also a train positive (same corpus), scored by the same saved models", **extra)
+        return
     cfg = BenchConfig(steps=args.steps)
     if args.only:
         cfg.runs = [(s.split(":")[0], s.split(":")[1] if ":" in s else None) for s in args.only]
