@@ -17,8 +17,15 @@ Protocol: SciFact train queries with a relevant document are split by seed into 
 chosen on dev for every row (grid 0, 0.05, ..., 1), never on test. Anchors: BM25 (pyserini, k1 0.9,
 b 0.4) 0.6789 nDCG@10; the untrained fusion row is the baseline a trained reranker must beat.
 
-Command (about 10-15 minutes on 2 cores, under the shared CPU lock):
+Finding (2026-11-25 run): the pairwise objectives lift fused test nDCG@10 from 0.737 to ~0.81, but the
+gain is a *document prior*: 64% of SciFact test (query, relevant doc) pairs reuse a document that is a
+positive of some train query (one corpus for all splits), and the adapter's bias learns "cited in train".
+On the 104 test queries whose positives are all unseen in train, trained models are at or below the
+untrained fusion (0.74 vs 0.757). ``--diagnose`` adds those subset rows from the saved models.
+
+Command (about 3 minutes of training and evaluation on 2 cores, under the shared CPU lock):
     flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/objectives_scifact.py
+    flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/objectives_scifact.py --diagnose
 Hardware: the machine recorded in the JSON (2 CPU threads, no GPU).
 """
 
