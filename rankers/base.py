@@ -16,7 +16,7 @@ import polars as pl
 
 CANDIDATE_SCHEMA = {"qid": pl.String, "docid": pl.String, "score": pl.Float64, "rank": pl.Int64}
 
-__all__ = ["CANDIDATE_SCHEMA", "Hit", "Ranker", "rank_by_score", "candidates_from_hits"]
+__all__ = ["CANDIDATE_SCHEMA", "Hit", "Ranker", "rank_by_score", "candidates_from_hits", "group_candidates"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,14 @@ def rank_by_score(candidates: pl.DataFrame) -> pl.DataFrame:
         .with_columns(pl.int_range(1, pl.len() + 1).over("qid").cast(pl.Int64).alias("rank"))
         .select(list(CANDIDATE_SCHEMA))
     )
+
+
+def group_candidates(candidates: pl.DataFrame, top_k: int | None = None) -> list[tuple[str, list[str]]]:
+    """``[(qid, [docid, ...]), ...]`` in first-stage rank order, each cut to ``top_k``."""
+    return [
+        (qid, group["docid"].to_list()[: top_k or None])
+        for (qid,), group in candidates.sort(["qid", "rank"]).group_by(["qid"], maintain_order=True)
+    ]
 
 
 def candidates_from_hits(hits: Mapping[str, Sequence[Hit]]) -> pl.DataFrame:
@@ -96,8 +104,7 @@ class Ranker:
         """
         lookup = doc_text.__getitem__ if isinstance(doc_text, Mapping) else doc_text
         hits: dict[str, list[Hit]] = {}
-        for (qid,), group in candidates.sort(["qid", "rank"]).group_by(["qid"], maintain_order=True):
-            ids = group["docid"].to_list()[: top_k or None]
+        for qid, ids in group_candidates(candidates, top_k):
             hits[qid] = self.rerank(queries[qid], [lookup(d) for d in ids], docids=ids)
             if progress is not None:
                 progress(len(ids))

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rankers.base import Hit, Ranker, candidates_from_hits
+from rankers.base import Hit, Ranker, candidates_from_hits, group_candidates
 from rankers.llm import LLMRanker, chat_prompt, next_token_logprobs, single_token_id, truncate_text
 
 __all__ = ["IRanker", "iranker_prompt", "parse_elimination", "elimination_to_order", "CANDIDATE_IDS"]
@@ -141,10 +141,7 @@ class IRanker(LLMRanker, Ranker):
     ) -> pl.DataFrame:
         """Batch twin of :meth:`rerank`: every query's elimination steps share forward passes."""
         lookup = doc_text.__getitem__ if isinstance(doc_text, Mapping) else doc_text
-        qids, ids = [], []
-        for (qid,), group in candidates.sort(["qid", "rank"]).group_by(["qid"], maintain_order=True):
-            qids.append(qid)
-            ids.append(group["docid"].to_list()[: top_k or None])
+        qids, ids = zip(*group_candidates(candidates, top_k)) if candidates.height else ((), ())
         elim = self.eliminations([queries[q] for q in qids], [[lookup(d) for d in ds] for ds in ids])
         hits: dict[str, list[Hit]] = {}
         for qid, ds, el in zip(qids, ids, elim):
