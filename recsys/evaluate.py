@@ -85,9 +85,11 @@ def evaluate_full_ranking(
     model.sync_item_tower()
     histories, targets = data.history(split), data.targets(split)
     ranks = []
+    device = next(model.parameters(), torch.empty(0)).device  # CPU for parameter-free scorers
     for batch in iter_eval_batches(histories, targets, batch_size, model.config.max_len):
+        batch = {k: v.to(device) for k, v in batch.items()}
         scores = exclude_history(model.full_sort_predict(batch), batch["history"])
-        ranks.append(target_ranks(scores, batch["target"]))
+        ranks.append(target_ranks(scores, batch["target"]).cpu())
     model.train(was_training)
     out = rank_metrics(torch.cat(ranks).numpy(), ks)
     out["users"] = len(histories)
@@ -100,9 +102,11 @@ def top_k(model: torch.nn.Module, histories: list[np.ndarray], k: int = 10) -> t
     model.eval()
     model.sync_item_tower()
     idx, val = [], []
+    device = next(model.parameters(), torch.empty(0)).device  # CPU for parameter-free scorers
     for batch in iter_eval_batches(histories, None, 256, model.config.max_len):
+        batch = {k: v.to(device) for k, v in batch.items()}
         scores = exclude_history(model.full_sort_predict(batch), batch["history"])
         v, i = scores.topk(min(k, scores.shape[1]), dim=1)
-        idx.append(i + 1)
-        val.append(v)
+        idx.append(i.cpu() + 1)
+        val.append(v.cpu())
     return torch.cat(idx).numpy(), torch.cat(val).numpy()

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask, full_softmax_loss, index_of
+from recsys._seq import (
+    CausalEncoder,
+    SequentialRecommender,
+    causal_mask,
+    full_softmax_loss,
+    index_of,
+    init_id_embeddings,
+)
 
 __all__ = ["HCNConfig", "HCN"]
 
@@ -88,7 +95,7 @@ class _InterestExtractor(nn.Module):
     def forward(self, h: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         b, length, d = h.shape
         c = self.centres.expand(b, length, -1, -1)  # (B, L, M, D)
-        bias = torch.zeros(allowed.shape, dtype=h.dtype).masked_fill(~allowed, float("-inf"))[:, :, None]
+        bias = h.new_zeros(allowed.shape).masked_fill(~allowed, float("-inf"))[:, :, None]
         for q_proj, kv_proj, ln in zip(self.q, self.kv, self.ln):
             k, v = kv_proj(h).chunk(2, dim=-1)  # (B, L, D) each
             scores = torch.einsum("btmd,bsd->btms", q_proj(c), k) * d**-0.5 + bias  # (B, L, M, L)
@@ -140,9 +147,7 @@ class HCN(SequentialRecommender):
         self.short_to_long = nn.MultiheadAttention(d, config.n_heads, batch_first=True)
         self.ln_long, self.ln_short, self.ln_out = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.readout = nn.Linear(d, d, bias=False)
-        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        init_id_embeddings(self.item_emb, self.pos_emb)
 
     def _interests(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Interests at every position ``(B, L, M, D)`` and the behaviour states ``(B, L, D)``."""
@@ -192,11 +197,11 @@ class HCN(SequentialRecommender):
         if cfg.scoring == "max":
             e = table[target].unsqueeze(1)  # (N, 1, D)
             fit = F.cosine_similarity(inter, e, dim=-1) if cfg.similarity == "cosine" else (inter * e).sum(-1)
-            user = inter[torch.arange(len(target)), fit.argmax(1)]  # (N, D)
+            user = inter[torch.arange(len(target), device=target.device), fit.argmax(1)]  # (N, D)
         else:
             user = self._readout(inter, h[keep])  # (N, D)
         loss = full_softmax_loss(user, target, table, cfg.similarity, cfg.temperature)
         unit = F.normalize(inter, dim=-1)
         gram = unit @ unit.transpose(1, 2)  # (N, M, M)
-        off = ~torch.eye(cfg.n_interests, dtype=torch.bool)
+        off = ~torch.eye(cfg.n_interests, dtype=torch.bool, device=gram.device)
         return loss + cfg.diversity_weight * gram[:, off].pow(2).mean()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask
+from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask, init_id_embeddings
 
 __all__ = ["HLLMConfig", "HLLM", "bundled_item_llm"]
 
@@ -184,6 +184,7 @@ class HLLM(SequentialRecommender):
         self.pos_emb = nn.Embedding(config.max_len, config.hidden)
         self.emb_drop = nn.Dropout(config.dropout)
         self.encoder = CausalEncoder(config.hidden, config.n_layers, config.n_heads, config.dropout)
+        init_id_embeddings(None, self.pos_emb)  # positions N(0, 1/d): adapter outputs have norm < 1
         self.log_scale = nn.Parameter(torch.tensor(math.log(config.scale_init)))
         if config.item_mode == "finetune" and fresh:
             self.sync_item_tower()
@@ -241,15 +242,15 @@ class HLLM(SequentialRecommender):
         """InfoNCE with shared negatives and false-negative masking at every position with a target."""
         cfg = self.config
         item_seq, target = batch["item_seq"], batch["target"]
-        negatives = torch.randint(1, cfg.n_items + 1, (cfg.n_negatives,))  # (K,)
+        negatives = torch.randint(1, cfg.n_items + 1, (cfg.n_negatives,), device=item_seq.device)  # (K,)
         if self.item_llm is not None:
             # End-to-end: encode only the items this batch touches, with gradients through the LLM.
-            used = torch.unique(torch.cat([item_seq.flatten(), target.flatten(), negatives, torch.zeros(1).long()]))
+            used = torch.unique(torch.cat([item_seq.flatten(), target.flatten(), negatives, negatives.new_zeros(1)]))
             vectors = self.item_llm([self.item_texts[i - 1] for i in used[1:].tolist()])  # (U - 1, H)
             vectors = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # row 0 = padding
             local = self.adapter(vectors)  # (U, D)
-            remap = torch.zeros(cfg.n_items + 1, dtype=torch.long)
-            remap[used] = torch.arange(len(used))
+            remap = used.new_zeros(cfg.n_items + 1)
+            remap[used] = torch.arange(len(used), device=used.device)
             item_seq, target, negatives, table = remap[item_seq], remap[target], remap[negatives], local
         else:
             table = self.item_embeddings()
@@ -262,7 +263,7 @@ class HLLM(SequentialRecommender):
         logits = torch.cat([(h * pos).sum(-1, keepdim=True), h @ neg.T], 1) * scale  # (N, 1 + K)
         false_neg = (pos @ neg.T) > cfg.false_negative_cos  # (N, K), includes the target itself
         logits[:, 1:] = logits[:, 1:].masked_fill(false_neg, float("-inf"))
-        return F.cross_entropy(logits, torch.zeros(len(h), dtype=torch.long))
+        return F.cross_entropy(logits, target.new_zeros(len(h)))
 
     # -- directories --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, **extra: Any) -> Path:

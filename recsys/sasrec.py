@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask
+from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask, init_id_embeddings
 
 __all__ = ["SASRecConfig", "SASRec"]
 
@@ -66,6 +66,14 @@ class SASRec(SequentialRecommender):
         softmax losses (full, or sampled with uniform negatives on cosine/τ as in the HSTU repository)
         instead of binary cross-entropy with one negative; item table shared between input and output.
 
+    Initialisation matters (:func:`recsys._seq.init_id_embeddings`): items N(0, 0.02²) and positions
+    N(0, 1/d) as in the HSTU repository. An earlier version drew items with std d^-0.5 and positions
+    N(0, 1), 7× larger: on ML-1M valid HR@10 stayed at ≈ 0.045 for 10 epochs (0.23 with this init).
+    In the same sweep, with this init, layer order (pre-LN vs the paper's), the final LayerNorm,
+    gradient clipping, Adam β₂ and full vs sampled softmax each moved 10-epoch HR@10 by ≤ 0.012; with
+    the old init none of them lifted it above 0.07. (The initial loss above uniform, from each position
+    scoring its own input item highest, is not the cause: the HSTU layout starts there too.)
+
     Args:
         config: :class:`SASRecConfig`.
 
@@ -88,9 +96,7 @@ class SASRec(SequentialRecommender):
         self.pos_emb = nn.Embedding(config.max_len, config.hidden)
         self.emb_drop = nn.Dropout(config.dropout)
         self.encoder = CausalEncoder(config.hidden, config.n_layers, config.n_heads, config.dropout)
-        nn.init.normal_(self.item_emb.weight, std=config.hidden**-0.5)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        init_id_embeddings(self.item_emb, self.pos_emb)
 
     def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Input embeddings ``E[s]·√d + P`` with padding zeroed: ``(B, L)`` → ``(B, L, D)``."""

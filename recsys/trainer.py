@@ -74,7 +74,8 @@ class TrainLog:
 class RecTrainer:
     """Train any :class:`recsys._seq.SequentialRecommender` on a :class:`recsys.data.SequenceData`.
 
-    Each step calls ``model.calculate_loss(batch)`` with ``item_seq``/``target`` ``(B, L)`` and ``epoch``.
+    Each step calls ``model.calculate_loss(batch)`` with ``item_seq``/``target`` ``(B, L)`` and ``epoch``;
+    batches are moved to the device of the model's parameters (move the model first to train on a GPU).
 
     Example:
         >>> trainer = RecTrainer(model, data, RecTrainerConfig(epochs=1))  # doctest: +SKIP
@@ -93,6 +94,7 @@ class RecTrainer:
         if not windows:
             raise ValueError(f"{self.data.name}: no training windows (every user has fewer than 4 interactions)")
         params = [p for p in model.parameters() if p.requires_grad]
+        device = params[0].device
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
@@ -116,6 +118,7 @@ class RecTrainer:
                 model.train()
                 losses = []
                 for batch in iter_train_batches(windows, cfg.batch_size, model.config.max_len, rng):
+                    batch = {k: v.to(device) for k, v in batch.items()}
                     batch["epoch"] = epoch
                     loss = model.calculate_loss(batch)
                     opt.zero_grad(set_to_none=True)
