@@ -12,14 +12,28 @@ Command (CPU, under the shared lock; each row is written as soon as it finishes,
     flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset yelp_s3rec --epochs 10
 
 Results: ``benchmarks/results/recsys_<dataset>.json`` (+ ``.png``); ML-1M writes ``recsys_ml1m.json``.
-Hardware: the 2-core CPU build machine (recorded in the JSON); one seed per row (42) unless ``--seeds``.
+Hardware: the 2-core CPU build machine unless a row says otherwise; one seed per row (42) unless ``--seeds``.
 
-Status (2026-11-25, committed JSON): every row is short of convergence — the CPU budget allowed 8 epochs on
-Scientific and 2–9 on ML-1M. Known issue: our SASRec learns far more slowly per epoch than the HSTU
-reference curve (ML-1M HR@10 .041 after 9 sampled-softmax epochs vs their .231 at 10). At initialisation the
-full-softmax loss is 12.9, above the uniform log(3706) = 8.2: with tied input/output embeddings, the residual
-path and cosine/0.05, every position first scores its own input item at logit ≈ 20, and the first epochs are
-spent unlearning that. Untying the output table or a larger temperature at start are the next things to try.
+Command options: ``--epochs``, ``--max-minutes`` (cap per row), ``--seeds``, ``--sasrec-loss ce|sampled``,
+``--device cuda`` (rows record their device; a row is keyed by model, loss, budget, seed and device).
+
+Slow SASRec, fixed 2026-11-26: the id tables were initialised 7× too large (items std d^-0.5, so E·√d has
+std 1, and positions N(0, 1)); :func:`recsys._seq.init_id_embeddings` now follows the HSTU repository
+(items N(0, 0.02²), positions N(0, 1/d), truncated at 2σ). With Adam every weight moves ≈ lr per step
+whatever its scale, so the large tables turned 7× more slowly, and input vectors of norm ≈ 10 drowned the
+blocks' outputs in the residual stream. Sweep on ML-1M (one seed, sampled softmax, throwaway script on an
+H200; valid HR@10 after 10 epochs): old init .045; HSTU init .231 (test HR@10 .275 / NDCG@10 .150 after 30);
+item init alone .063, position init alone .084; with the old init, the paper's layer order .056 and no
+gradient clipping with β₂ = .98 .064; with the HSTU init, the paper's layer order + no clipping + β₂ = .98
+.225, no final LayerNorm .233, full softmax .230. The suspicion recorded here before (initial loss 12.9,
+above uniform 8.2, because every position first scores its own input item) is not the cause: the HSTU
+layout starts at 13.6 as well. HCN shares the fix; HLLM's positional table was N(0, 1) against adapter
+outputs of norm < 1 and now uses N(0, 1/d) too.
+
+Status (2026-11-26, committed JSON, CPU rows): ML-1M SASRec (full softmax) after 30 epochs HR@10 .274 /
+NDCG@10 .152 in 23 min (before the fix: .039 after 2 epochs, .041 after 9), on the plain-PyTorch reference
+curve measured on this machine (.275 at 30 epochs, .282 at 50, .289 at 60; ../shared/README.md): the .28
+anchor needs ≈ 50–60 epochs (40–46 min), which this run's budget did not include.
 """
 
 from __future__ import annotations
@@ -59,6 +73,7 @@ class BenchConfig:
     max_minutes: float | None = None
     seeds: tuple[int, ...] = (42,)
     sasrec_loss: str = "ce"
+    device: str = "cpu"
     force: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -100,8 +115,8 @@ def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = 
 
 
 def _key(row: dict) -> tuple:
-    """Rows are unique per (model, dataset, seed, budget): the same model may appear at two budgets."""
-    return row["model"], row.get("loss", "ce"), row["dataset"], row["seed"], row["budget"]
+    """Rows are unique per (model, loss, dataset, seed, budget, device): a model may appear at two budgets."""
+    return row["model"], row.get("loss", "ce"), row["dataset"], row["seed"], row["budget"], row.get("device", "cpu")
 
 
 def _load_rows(path: Path) -> list[dict]:
@@ -123,12 +138,12 @@ def run(config: BenchConfig) -> list[dict]:
         for seed in config.seeds:
             budget = f"{epochs} epochs" + (f", cap {config.max_minutes} min" if config.max_minutes else "")
             loss = {"hllm": "infonce-512"}.get(model_name, config.sasrec_loss if model_name == "sasrec" else "ce")
-            key = (model_name, loss, config.dataset, seed, budget)
+            key = (model_name, loss, config.dataset, seed, budget, config.device)
             if not config.force and any(_key(r) == key for r in rows):
                 continue
             torch.manual_seed(seed)
             t0 = time.perf_counter()
-            model = build_model(model_name, data, preset, config.sasrec_loss)
+            model = build_model(model_name, data, preset, config.sasrec_loss).to(config.device)
             setup_s = time.perf_counter() - t0  # HLLM: item-LLM encoding of the catalog (cached on disk)
             trainer_cfg = RecTrainerConfig(
                 epochs=epochs, batch_size=preset["batch"], lr=1e-3, seed=seed, max_minutes=config.max_minutes,
@@ -150,6 +165,7 @@ def run(config: BenchConfig) -> list[dict]:
                 "ndcg@200": metrics["ndcg@200"],
                 "epochs": log.epochs,
                 "budget": budget,
+                "device": config.device,
                 "train_s": round(log.train_s, 1),
                 "setup_s": round(setup_s, 1),
                 "eval_s": round(eval_s, 1),
@@ -159,7 +175,7 @@ def run(config: BenchConfig) -> list[dict]:
             print(json.dumps(row), flush=True)
             rows = [r for r in rows if _key(r) != key] + [row]
             rows.sort(key=lambda r: (r["budget"], ALL_MODELS.index(r["model"]) if r["model"] in ALL_MODELS else 99, r["seed"]))
-            write_results(name, rows, PROTOCOL, preset=json.dumps(preset))
+            write_results(name, rows, PROTOCOL, device=config.device, preset=json.dumps(preset))
     return rows
 
 
@@ -172,6 +188,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--sasrec-loss", default="ce", choices=["ce", "sampled"],
                         help="SASRec loss: full softmax, or 128 sampled negatives (the HSTU repo's setting)")
+    parser.add_argument("--device", default="cpu", help="torch device for training and evaluation (e.g. cuda)")
     parser.add_argument("--force", action="store_true", help="rerun rows already in the result file")
     args = parser.parse_args()
     cfg = BenchConfig(
@@ -181,6 +198,7 @@ def main() -> None:
         max_minutes=args.max_minutes,
         seeds=tuple(int(s) for s in args.seeds.split(",")),
         sasrec_loss=args.sasrec_loss,
+        device=args.device,
         force=args.force,
     )
     rows = run(cfg)

@@ -159,5 +159,6 @@ class ReaRec(SASRec):
             noisy = self.reason(last, cache, mask[:, :, -1:], noise_std=cfg.prl_noise_std)[-1][:, 0]  # (B, D)
             clean = states[-1][:, -1]  # (B, D)
             sim = score_matrix(clean, noisy, "cosine", cfg.temperature)  # (B, B)
-            loss = loss + cfg.prl_contrastive_weight * F.cross_entropy(sim, torch.arange(sim.shape[0], device=sim.device))
+            labels = torch.arange(sim.shape[0], device=sim.device)  # (B,): each window's own noisy twin
+            loss = loss + cfg.prl_contrastive_weight * F.cross_entropy(sim, labels)
         return loss

@@ -85,6 +85,16 @@ def test_save_and_load_roundtrip(kind, tmp_path):
     torch.testing.assert_close(loaded.full_sort_predict(batch), model.full_sort_predict(batch))
 
 
+@pytest.mark.parametrize("kind", ["sasrec-ce", "hcn-attention"])
+def test_id_tables_start_at_the_hstu_scale(kind):
+    """Items N(0, 0.02²), positions N(0, 1/d): 7× larger tables kept ML-1M SASRec near HR@10 0.045 for 10 epochs."""
+    model = _tiny(kind)
+    items, pos = model.item_emb.weight.detach(), model.pos_emb.weight.detach()
+    assert torch.all(items[0] == 0)
+    assert items[1:].abs().max() <= 0.04 and 0.012 < items[1:].std() < 0.025
+    assert pos.abs().max() <= 2 * D**-0.5 + 1e-6 and 0.5 * D**-0.5 < pos.std() < D**-0.5
+
+
 @pytest.mark.parametrize("objective", ["erl", "prl"])
 def test_rearec_with_zero_steps_is_sasrec(objective):
     cfg = {"n_items": N_ITEMS, "hidden": D, "max_len": L, "dropout": 0.0, "loss": "ce", "temperature": 0.07}
