@@ -73,6 +73,24 @@ class BenchConfig:
     models_dir: str = str(cache_dir() / "bench-objectives")
 
 
+def split_train_queries(qrels: dict, seed: int = 0, dev_fraction: float = 0.2) -> tuple[list[str], list[str]]:
+    """(fit, dev) query ids: train queries with a positive, shuffled by ``seed``, ``dev_fraction`` held out."""
+    qids = sorted(q for q, rel in qrels.items() if any(g > 0 for g in rel.values()))
+    random.Random(seed).shuffle(qids)
+    n_dev = round(dev_fraction * len(qids))
+    return sorted(qids[n_dev:]), sorted(qids[:n_dev])
+
+
+def positive_overlap_subsets(train_qrels: dict, test_qrels: dict) -> dict[str, dict]:
+    """Test qrels split by whether a relevant document of the query is also a train positive."""
+    seen_docs = {d for rel in train_qrels.values() for d, g in rel.items() if g > 0}
+    subsets: dict[str, dict] = {"positives-seen-in-train": {}, "positives-unseen-in-train": {}}
+    for q, rel in test_qrels.items():
+        seen = any(d in seen_docs for d, g in rel.items() if g > 0)
+        subsets["positives-seen-in-train" if seen else "positives-unseen-in-train"][q] = rel
+    return subsets
+
+
 def _rerank(ranker: TrainableBiEncoder, cands: pl.DataFrame, queries: dict, doc_text) -> pl.DataFrame:
     return ranker.rerank_candidates(cands, queries, doc_text)
 
@@ -114,10 +132,7 @@ def run(cfg: BenchConfig) -> list[dict]:
     test = load_beir("scifact", "test")
     doc_text = {d: train.doc_text(d) for d in train.corpus}
     bm25 = BM25Retriever.from_corpus(doc_text)
-    qids = sorted(q for q, rel in train.qrels.items() if any(g > 0 for g in rel.values()))
-    random.Random(cfg.seed).shuffle(qids)
-    n_dev = round(cfg.dev_fraction * len(qids))
-    dev_ids, fit_ids = sorted(qids[:n_dev]), sorted(qids[n_dev:])
+    fit_ids, dev_ids = split_train_queries(train.qrels, cfg.seed, cfg.dev_fraction)
     dev_q = {q: train.queries[q] for q in dev_ids}
     dev_qrels = {q: train.qrels[q] for q in dev_ids}
     bm25_dev = bm25.batch_search(dev_q, cfg.top_k)
@@ -181,11 +196,7 @@ def diagnose(cfg: BenchConfig, rows: list[dict]) -> list[dict]:
 
     train, test = load_beir("scifact", "train"), load_beir("scifact", "test")
     doc_text = {d: test.doc_text(d) for d in test.corpus}
-    seen_docs = {d for rel in train.qrels.values() for d, g in rel.items() if g > 0}
-    subsets = {"positives-seen-in-train": {}, "positives-unseen-in-train": {}}
-    for q, rel in test.qrels.items():
-        seen = any(d in seen_docs for d, g in rel.items() if g > 0)
-        subsets["positives-seen-in-train" if seen else "positives-unseen-in-train"][q] = rel
+    subsets = positive_overlap_subsets(train.qrels, test.qrels)
     bm25_test = BM25Retriever.from_corpus(doc_text).batch_search(test.queries, cfg.top_k)
     start = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length, query_adapter=True, train_encoder=False)
     out = []

@@ -68,6 +68,22 @@ def test_cross_encoder_trains_and_reloads(tmp_path, lists, objective, curriculum
     assert torch.allclose(torch.tensor(reloaded.score(q, docs)), torch.tensor(ce.score(q, docs)), atol=1e-5)
 
 
+def test_bf16_autocast_trains_with_fp32_weights_and_fp32_scores(tmp_path, lists):
+    ce = CrossEncoder.from_pretrained(_tiny_dir(tmp_path, head=True), max_length=48)
+    before = _params(ce.model)
+    cfg = CrossEncoderTrainerConfig(str(tmp_path / "out"), objective="listnet", max_steps=2, lists_per_step=4,
+                                    learning_rate=1e-3, bf16=True, progress=False, log_every=1)
+    trainer = CrossEncoderTrainer(ce, lists, cfg)
+    from train.data import collate_lists
+
+    scores = trainer.list_scores(collate_lists(lists[:4]))
+    assert scores.dtype == torch.float32 and scores.shape == (4, 4)
+    summary = trainer.train()
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in summary["history"])
+    assert all(p.dtype == torch.float32 for p in ce.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, _params(ce.model)))
+
+
 def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, lists):
     start = _tiny_dir(tmp_path, head=True)
 

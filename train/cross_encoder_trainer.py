@@ -65,6 +65,8 @@ class CrossEncoderTrainerConfig:
         keep_checkpoints: how many recent checkpoints to keep.
         log_every: steps between progress-bar/loss-log updates.
         seed: torch/python seeds (the data stream has its own seed).
+        bf16: run the model's forward under bfloat16 autocast (weights and optimiser stay fp32); on a
+            GPU this roughly halves the step time, on CPU it needs AVX-512 BF16 to pay off.
         progress: show a progress bar.
     """
 
@@ -83,6 +85,7 @@ class CrossEncoderTrainerConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
+    bf16: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -152,22 +155,29 @@ class CrossEncoderTrainer:
         self.history: list[dict[str, float]] = []
 
     def list_scores(self, batch: ListBatch) -> torch.Tensor:
-        """Model scores for every real candidate, padded with 0. Shapes: returns ``(B, L)``."""
+        """fp32 model scores for every real candidate, padded with 0, on the model's device.
+
+        Shapes: returns ``(B, L)``.
+        """
         queries = [q for q, docs in zip(batch.queries, batch.docs) for _ in docs]
-        flat = self.ranker.logits(queries, [d for docs in batch.docs for d in docs])  # (N,)
-        scores = torch.zeros(batch.mask.shape, dtype=flat.dtype)
-        return scores.masked_scatter(batch.mask, flat)
+        device = next(self.ranker.model.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+            flat = self.ranker.logits(queries, [d for docs in batch.docs for d in docs])  # (N,)
+        scores = torch.zeros(batch.mask.shape, dtype=torch.float32, device=flat.device)
+        return scores.masked_scatter(batch.mask.to(flat.device), flat.float())
 
     def compute_loss(self, batch: ListBatch) -> torch.Tensor:
         """The objective on one batch at the current step (curriculum weights included)."""
+        scores = self.list_scores(batch)
+        labels, mask = batch.labels.to(scores.device), batch.mask.to(scores.device)
         weights = None
         if self.schedule is not None:
             weights = curriculum_weights(
-                self.config.curriculum, self.schedule, self.step, batch.labels, batch.mask,
-                batch.first_stage_ranks, batch.first_stage_scores,
+                self.config.curriculum, self.schedule, self.step, labels, mask,
+                batch.first_stage_ranks.to(scores.device), batch.first_stage_scores.to(scores.device),
             )
         progress = self.step / self.config.max_steps
-        return self.objective(self.list_scores(batch), batch.labels, batch.mask, weights=weights, progress=progress)
+        return self.objective(scores, labels, mask, weights=weights, progress=progress)
 
     def save_checkpoint(self, directory: Path, with_state: bool = True) -> None:
         """``save_pretrained`` + ``rankwise.json`` (objective, step) (+ optimiser state for resuming)."""

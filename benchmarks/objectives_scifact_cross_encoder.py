@@ -1,0 +1,420 @@
+"""Ranking objectives on SciFact with the MiniLM cross-encoder: one model fine-tuned per objective.
+
+What it measures: nDCG@10 / R@10 / MRR@10 on SciFact test (all 300 queries, BM25 top-100 reranked)
+of the bundled all-MiniLM-L6-v2 weights fine-tuned as a cross-encoder (``[CLS] q [SEP] d [SEP]`` ->
+new one-logit head, max length 256) with each objective of ``train/losses`` — pointwise BCE, RankNet,
+ListNet, ListMLE, LambdaLoss, LiPO-λ, RankList — and with the BM25 reciprocal-rank curriculum for
+LiPO-λ and RankList; same seed, steps, lists and BM25 hard negatives for every row. Each reranker is
+reported alone and fused with BM25 (z-score fusion, weight chosen on held-out train queries), and on
+the test queries whose positives are / are not train positives (SciFact shares one corpus across
+splits, so a model can learn a document prior: see ``objectives_scifact.py``).
+
+Why three steps: training 9 cross-encoders and scoring 46k pairs each costs about 4 hours on this
+2-core CPU (shared README: ≈ 4–5 pairs/s training, a full test rerank ≈ 23 minutes) but a few
+minutes on a GPU, while BM25 (pyserini, Java) and the evaluation run here. So:
+
+    # 1. here: BM25 hard negatives and candidates + the start weights -> a self-contained bundle
+    .venv/bin/python benchmarks/objectives_scifact_cross_encoder.py prepare --bundle .bundle
+    # 2. anywhere with torch + transformers (CUDA if present): train every run, score dev and test
+    python benchmarks/objectives_scifact_cross_encoder.py train --bundle .bundle --out OUT
+    # 3. here: metrics, fusion weight chosen on dev, seen/unseen subsets -> results JSON + PNG
+    .venv/bin/python benchmarks/objectives_scifact_cross_encoder.py report --scores OUT --hardware "..."
+
+Step 2 imports only torch, transformers and ``train/`` (``rankers.base`` needs polars at import;
+where polars is not installed a stand-in module is enough, nothing of it is called there).
+Protocol, split and seed are those of ``objectives_scifact.py`` (80% of SciFact train queries with a
+positive for training, 20% held out to choose the fusion weight; never test).
+Results: ``benchmarks/results/objectives_scifact_cross_encoder.json`` (+ ``.png``); the hardware that
+trained is recorded in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RUNS = ["lipo", "ranklist", "pointwise", "lambdaloss", "listnet", "listmle", "ranknet", "lipo:bm25-rr", "ranklist:bm25-rr"]
+"""Training order: the headline objectives first, so a run cut short still returns them."""
+
+BUNDLE_FILE = "scifact_lists.json.gz"
+START_DIR = "start-model"
+SCORES_FILE = "scores.npz"
+LOG_FILE = "train_log.json"
+MODEL_PARTS = "lipo-model.tar.part-"
+
+
+@dataclass
+class TrainConfig:
+    """The budget of step 2, identical for every objective."""
+
+    steps: int = 250
+    lists_per_step: int = 16
+    list_size: int = 16
+    learning_rate: float = 5e-5
+    max_length: int = 256
+    seed: int = 0
+    bf16: bool = True
+    score_batch: int = 256
+    runs: list[str] = field(default_factory=lambda: list(RUNS))
+    budget_s: float | None = None  # lower ``steps`` (the same for every run) so all runs fit this many seconds
+    limit_queries: int | None = None  # smoke tests: cap fit/dev/test queries
+
+
+# -- 1. prepare (here: BM25 through pyserini) ------------------------------------------------------
+def prepare(bundle: Path, top_k: int = 100, seed: int = 0, fp16_weights: bool = True) -> Path:
+    """Write the bundle: queries, train qrels, BM25 top-``k`` of every fit/dev/test query, the texts of
+    every document they name, and the start weights (fp16 safetensors halve the transfer size)."""
+    from objectives_scifact import split_train_queries
+    from safetensors.torch import load_file, save_file
+
+    from eval.datasets.beir import load_beir
+    from rankers.bi_encoder import default_encoder_path
+    from rankers.first_stage.bm25 import BM25Retriever
+
+    train, test = load_beir("scifact", "train"), load_beir("scifact", "test")
+    doc_text = {d: train.doc_text(d) for d in train.corpus}
+    bm25 = BM25Retriever.from_corpus(doc_text)
+    fit_ids, dev_ids = split_train_queries(train.qrels, seed)
+    splits = {"fit": {q: train.queries[q] for q in fit_ids}, "dev": {q: train.queries[q] for q in dev_ids},
+              "test": dict(test.queries)}
+    hits = {name: {q: [[h.docid, h.score, h.rank] for h in bm25.search(text, top_k)] for q, text in qs.items()}
+            for name, qs in splits.items()}
+    needed = {d for per in hits.values() for hs in per.values() for d, _, _ in hs}
+    needed |= {d for q in fit_ids for d in train.qrels[q]}
+    doc = {
+        "queries": splits, "bm25": hits, "top_k": top_k, "seed": seed,
+        "qrels": {"train": train.qrels, "test": test.qrels},
+        "docs": {d: doc_text[d] for d in sorted(needed) if d in doc_text},
+    }
+    bundle.mkdir(parents=True, exist_ok=True)
+    with gzip.open(bundle / BUNDLE_FILE, "wt", encoding="utf-8") as f:
+        json.dump(doc, f)
+    src, dst = default_encoder_path(), bundle / START_DIR
+    dst.mkdir(exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (src / name).is_file():
+            shutil.copy(src / name, dst / name)
+    weights = load_file(str(src / "model.safetensors"))
+    save_file({k: v.half() if fp16_weights and v.is_floating_point() else v for k, v in weights.items()},
+              str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return bundle
+
+
+# -- 2. train and score (anywhere: torch + transformers) ------------------------------------------
+def _load_bundle(bundle: Path, limit: int | None) -> dict:
+    with gzip.open(bundle / BUNDLE_FILE, "rt", encoding="utf-8") as f:
+        doc = json.load(f)
+    if limit:
+        for name, qs in doc["queries"].items():
+            doc["queries"][name] = dict(list(qs.items())[:limit])
+    return doc
+
+
+def _pairs(doc: dict, split: str) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Flattened (qid, docid, query, doc text) of ``split``'s BM25 candidates, in bundle order."""
+    qids, docids, queries, texts = [], [], [], []
+    for q, text in doc["queries"][split].items():
+        for d, _, _ in doc["bm25"][split][q]:
+            qids.append(q), docids.append(d), queries.append(text), texts.append(doc["docs"][d])
+    return qids, docids, queries, texts
+
+
+@torch.inference_mode()
+def score_pairs(ranker, queries: list[str], texts: list[str], batch: int, bf16: bool) -> np.ndarray:
+    """Scores of ``(queries[i], texts[i])`` in fixed-size batches: ``(N,)`` float32."""
+    ranker.model.eval()
+    device = next(ranker.model.parameters()).device
+    out = []
+    for i in range(0, len(queries), batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(ranker.logits(queries[i:i + batch], texts[i:i + batch]).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _fresh_model(bundle: Path, cfg: TrainConfig, device: str):
+    from rankers.cross_encoder import CrossEncoder
+
+    ce = CrossEncoder.from_pretrained(bundle / START_DIR, max_length=cfg.max_length, dtype=torch.float32)
+    ce.model.to(device)
+    return ce
+
+
+def _save_parts(ranker, out: Path, part_mb: int = 15) -> list[str]:
+    """The trained weights as fp16 safetensors in a tar cut into ``part_mb`` MB files (transfer limits)."""
+    import io
+    import tarfile
+
+    from safetensors.torch import save as save_bytes
+
+    state = {k: v.detach().half().cpu().contiguous() for k, v in ranker.model.state_dict().items()}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in (("model.safetensors", save_bytes(state, metadata={"format": "pt"})),
+                           ("rankwise.json", json.dumps({"kind": "cross-encoder", "max_length": ranker.max_length}).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    blob, size, names = raw.getvalue(), part_mb * 1024 * 1024, []
+    for i in range(0, len(blob), size):
+        names.append(f"{MODEL_PARTS}{i // size:02d}")
+        (out / names[-1]).write_bytes(blob[i:i + size])
+    return names
+
+
+def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str) -> dict:
+    """Train one model per run of ``cfg.runs``, score dev and test after each; results are rewritten
+    to ``out`` after every run so a job cut short keeps what finished."""
+    from train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
+    from train.data import HardNegativeLists
+    from rankers.base import Hit
+
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rankwise-objectives-"))  # model dirs stay out of ``out``
+    doc = _load_bundle(bundle, cfg.limit_queries)
+    by_text = {doc["queries"]["fit"][q]: doc["bm25"]["fit"][q] for q in doc["queries"]["fit"]}
+    lists = HardNegativeLists(
+        doc["queries"]["fit"], doc["qrels"]["train"], doc["docs"],
+        lambda query, k: [Hit(d, s, r) for d, s, r in by_text[query][:k]],
+        list_size=cfg.list_size, negatives_from=doc["top_k"], epochs=None, seed=cfg.seed,
+    )
+    pairs = {split: _pairs(doc, split) for split in ("dev", "test")}
+    scores: dict[str, np.ndarray] = {f"{s}_{k}": np.asarray(v) for s, p in pairs.items() for k, v in zip(("qid", "docid"), p[:2])}
+    log = {"config": asdict(cfg), "device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+           "torch": torch.__version__, "runs": {}}
+
+    def flush() -> None:
+        np.savez_compressed(out / SCORES_FILE, **scores)
+        (out / LOG_FILE).write_text(json.dumps(log, indent=1))
+
+    torch.manual_seed(cfg.seed)
+    untrained = _fresh_model(bundle, cfg, device)
+    t0 = time.perf_counter()
+    for split, (_, _, queries, texts) in pairs.items():
+        scores[f"untrained_{split}"] = score_pairs(untrained, queries, texts, cfg.score_batch, cfg.bf16)
+    score_s = time.perf_counter() - t0
+    if cfg.budget_s:  # time a few steps, then give every run the same number of steps
+        probe = CrossEncoderTrainerConfig(str(work / "probe"), max_steps=6, lists_per_step=cfg.lists_per_step,
+                                          bf16=cfg.bf16, progress=False)
+        t0 = time.perf_counter()
+        CrossEncoderTrainer(untrained, lists, probe).train()
+        step_s = (time.perf_counter() - t0) / 6
+        fit = int((cfg.budget_s / len(cfg.runs) - score_s) / step_s)
+        log["budget"] = {"budget_s": cfg.budget_s, "step_s": round(step_s, 3), "score_s": round(score_s, 1),
+                         "steps_asked": cfg.steps, "steps_fitting": fit}
+        cfg.steps = max(50, min(cfg.steps, fit))
+        log["config"]["steps"] = cfg.steps
+        print(f"step {step_s:.3f}s, scoring {score_s:.1f}s -> {cfg.steps} steps per run", flush=True)
+    del untrained
+    flush()
+    for run in cfg.runs:
+        objective, _, curriculum = run.partition(":")
+        ranker = _fresh_model(bundle, cfg, device)
+        tcfg = CrossEncoderTrainerConfig(
+            str(work / run.replace(":", "-")), objective=objective, curriculum=curriculum or None, max_steps=cfg.steps,
+            lists_per_step=cfg.lists_per_step, learning_rate=cfg.learning_rate, seed=cfg.seed, bf16=cfg.bf16,
+            log_every=25, progress=False,
+        )
+        trainer = CrossEncoderTrainer(ranker, lists, tcfg)
+        t0 = time.perf_counter()
+        summary = trainer.train()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for split, (_, _, queries, texts) in pairs.items():
+            scores[f"{run}_{split}"] = score_pairs(ranker, queries, texts, cfg.score_batch, cfg.bf16)
+        log["runs"][run] = {"train_s": round(train_s, 1), "score_s": round(time.perf_counter() - t1, 1),
+                            "steps": summary["steps"], "history": summary["history"]}
+        print(f"{run}: {train_s:.1f}s, loss {summary['history'][0]['loss']:.4f} -> {summary['final_loss']:.4f}", flush=True)
+        if run == "lipo":
+            log["runs"][run]["weights"] = _save_parts(ranker, out)
+            if device != "cpu":
+                first = sorted(doc["queries"]["test"])[:27]
+                timed = [(doc["queries"]["test"][q], [doc["docs"][d] for d, _, _ in doc["bm25"]["test"][q]]) for q in first]
+                log["serving"] = time_engines(Path(tcfg.output_dir), timed, device, cfg.max_length)
+                print(json.dumps(log["serving"]), flush=True)
+        flush()
+        shutil.rmtree(work / run.replace(":", "-"), ignore_errors=True)
+        del ranker, trainer
+    return log
+
+
+def unpack_model(scores_dir: Path, bundle: Path, dest: Path) -> Path:
+    """Rebuild the trained LiPO-λ cross-encoder from its parts as an fp32 rankwise model directory."""
+    import io
+    import tarfile
+
+    from rankers.cross_encoder import CrossEncoder
+
+    blob = b"".join(p.read_bytes() for p in sorted(scores_dir.glob(f"{MODEL_PARTS}*")))
+    if not blob:
+        raise FileNotFoundError(f"{scores_dir}: no {MODEL_PARTS}* files")
+    work = Path(tempfile.mkdtemp(prefix="rankwise-unpack-"))
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extract("model.safetensors", work)
+        meta = json.load(tar.extractfile("rankwise.json"))
+    for f in (bundle / START_DIR).iterdir():
+        if f.name != "model.safetensors":
+            shutil.copy(f, work / f.name)
+    ce = CrossEncoder.from_pretrained(work, max_length=meta["max_length"], dtype=torch.float32)
+    ce.save_pretrained(dest, training={"objective": "lipo", "source": "benchmarks/objectives_scifact_cross_encoder.py"})
+    shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def time_engines(model_dir: Path, lists: list[tuple[str, list[str]]], device: str, max_length: int) -> dict:
+    """Rerank latency of one query's candidates on ``device`` (the GPU half of ``serving_latency.py``):
+    PyTorch eager fp32, PyTorch under bf16 autocast, sentence-transformers ``CrossEncoder.predict``,
+    all in one batch per query, interleaved query by query; plus which onnxruntime providers exist."""
+    import onnxruntime as ort
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    from rankers.cross_encoder import CrossEncoder
+
+    ours = CrossEncoder.from_pretrained(model_dir, max_length=max_length, batch_size=len(lists[0][1]), dtype=torch.float32)
+    ours.model.to(device).eval()
+    st = STCrossEncoder(str(model_dir), device=device, max_length=max_length)
+
+    def bf16(q: str, docs: list[str]) -> np.ndarray:
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+            return ours.score(q, docs)
+
+    engines = {
+        "pytorch-fp32": ours.score,
+        "pytorch-bf16-autocast": bf16,
+        "sentence-transformers": lambda q, docs: st.predict([(q, d) for d in docs], batch_size=len(docs), show_progress_bar=False),
+    }
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for i, (q, docs) in enumerate(lists):
+        for name, fn in engines.items():
+            torch.cuda.synchronize() if device.startswith("cuda") else None
+            t0 = time.perf_counter()
+            fn(q, docs)
+            torch.cuda.synchronize() if device.startswith("cuda") else None
+            if i >= 3:  # warm-up queries are not timed
+                times[name].append(time.perf_counter() - t0)
+    out = {"queries_timed": len(lists) - 3, "docs_per_query": len(lists[0][1]), "onnxruntime": ort.__version__,
+           "onnxruntime_providers": ort.get_available_providers(), "engines": {}}
+    for name, ts in times.items():
+        med = float(np.median(ts))
+        out["engines"][name] = {"median_ms": round(1000 * med, 2), "p99_ms": round(1000 * float(np.quantile(ts, 0.99)), 2),
+                                "docs_per_s": round(len(lists[0][1]) / med, 1)}
+    return out
+
+
+# -- 3. report (here) ----------------------------------------------------------------------------
+def report(scores_dir: Path, bundle: Path, hardware: str) -> list[dict]:
+    """Metrics of every run alone and fused with BM25 (weight chosen on dev), on all test queries and
+    on the seen/unseen-positive subsets; writes the results JSON and PNG."""
+    import polars as pl
+    from objectives_scifact import METRICS, positive_overlap_subsets
+
+    from eval.metrics import evaluate
+    from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+    from rankers.fusion import fuse
+
+    doc = _load_bundle(bundle, None)
+    log = json.loads((scores_dir / LOG_FILE).read_text())
+    data = np.load(scores_dir / SCORES_FILE)
+    qrels_test = doc["qrels"]["test"]
+    qrels_dev = {q: doc["qrels"]["train"][q] for q in doc["queries"]["dev"]}
+
+    def frame(split: str, values: np.ndarray) -> pl.DataFrame:
+        df = pl.DataFrame({"qid": data[f"{split}_qid"], "docid": data[f"{split}_docid"], "score": values.astype(np.float64)})
+        return df.with_columns(pl.col("score").rank("ordinal", descending=True).over("qid").cast(pl.Int64).alias("rank"))
+
+    bm25 = {}
+    for s in ("dev", "test"):
+        score = {(q, d): sc for q, hits in doc["bm25"][s].items() for d, sc, _ in hits}
+        bm25[s] = frame(s, np.asarray([score[q, d] for q, d in zip(data[f"{s}_qid"], data[f"{s}_docid"])]))
+    subsets = {"all": qrels_test, **positive_overlap_subsets(doc["qrels"]["train"], qrels_test)}
+    grid = [i / 20 for i in range(21)]
+    rows = []
+
+    def add(name: dict, run_test: pl.DataFrame, extra: dict) -> None:
+        for subset, qrels in subsets.items():
+            rows.append({"dataset": "scifact", **name, "subset": subset, "queries": len(qrels), **evaluate(qrels, run_test, METRICS), **extra})
+
+    add({"model": "bm25", "objective": "none", "curriculum": "none", "fusion": "none"}, bm25["test"], {})
+    for run in ["untrained", *log["runs"]]:
+        if f"{run}_test" not in data:
+            continue
+        objective, _, curriculum = run.partition(":")
+        dev, test = frame("dev", data[f"{run}_dev"]), frame("test", data[f"{run}_test"])
+        dev_ndcg = [evaluate(qrels_dev, fuse(bm25["dev"], dev, w), ["ndcg@10"])["ndcg@10"] for w in grid]
+        w = grid[max(range(len(grid)), key=lambda i: (dev_ndcg[i], -abs(grid[i] - 0.5)))]
+        info = log["runs"].get(run, {})
+        extra = {"train_s": info.get("train_s", 0.0), "steps": info.get("steps", 0),
+                 "final_loss": info["history"][-1]["loss"] if info.get("history") else None}
+        name = {"model": "cross-encoder", "objective": objective, "curriculum": curriculum or "none"}
+        add({**name, "fusion": "none"}, test, extra)
+        add({**name, "fusion": "zscore", "fusion_weight": w}, fuse(bm25["test"], test, w), {**extra, "dev_ndcg@10_fused": dev_ndcg[grid.index(w)]})
+    cfg = log["config"]
+    protocol = (
+        f"SciFact test (300 queries), BM25 top-{doc['top_k']} reranked by all-MiniLM-L6-v2 fine-tuned as a cross-encoder "
+        f"(new head, max length {cfg['max_length']}); every objective with seed {cfg['seed']}, {cfg['steps']} steps x "
+        f"{cfg['lists_per_step']} lists x {cfg['list_size']} candidates (positives + sampled BM25 top-{doc['top_k']} negatives), "
+        f"AdamW lr {cfg['learning_rate']}, 10% warm-up, linear decay, bf16 autocast={cfg['bf16']}, on 80% of SciFact train "
+        "queries; z-score BM25 fusion weight chosen on the other 20% (never test); subsets split test queries by whether a "
+        "relevant document is also a train positive (one shared corpus); one seed"
+    )
+    shown = [r for r in rows if r["subset"] == "all"]
+    print_table(shown, f"cross-encoder objectives on SciFact - {protocol}")
+    print_table([r for r in rows if r["subset"] != "all" and r["fusion"] != "none" or r["model"] == "bm25"], "by subset")
+    write_results("objectives_scifact_cross_encoder", rows, protocol, hardware=hardware, device_log={
+        "device": log["device"], "gpu": log["gpu"], "torch": log["torch"],
+        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "weights"} for k, v in log["runs"].items()},
+        "missing_runs": [r for r in cfg["runs"] if r not in log["runs"]],
+        "serving_on_device": log.get("serving")})
+    plot_bars([r for r in shown if r["fusion"] == "zscore" or r["model"] == "bm25"], ["objective", "curriculum", "fusion"],
+              "ndcg@10", RESULTS_DIR / "objectives_scifact_cross_encoder.png",
+              title="SciFact test nDCG@10: MiniLM cross-encoder per objective, fused with BM25")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("prepare", help="BM25 lists/candidates + start weights -> bundle (needs pyserini)")
+    p.add_argument("--bundle", type=Path, required=True)
+    t = sub.add_parser("train", help="train every objective and score dev/test (torch + transformers only)")
+    t.add_argument("--bundle", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    t.add_argument("--steps", type=int, default=TrainConfig.steps)
+    t.add_argument("--runs", default=",".join(RUNS), help="objective[:curriculum], comma separated")
+    t.add_argument("--limit-queries", type=int, default=None, help="smoke test: first N queries of each split")
+    t.add_argument("--max-length", type=int, default=TrainConfig.max_length)
+    t.add_argument("--lists-per-step", type=int, default=TrainConfig.lists_per_step)
+    t.add_argument("--no-bf16", action="store_true")
+    t.add_argument("--budget-s", type=float, default=None, help="fit every run in this many seconds (fewer steps, same for all)")
+    r = sub.add_parser("report", help="metrics, fusion on dev, subsets -> results JSON + PNG")
+    r.add_argument("--scores", type=Path, required=True)
+    r.add_argument("--bundle", type=Path, required=True)
+    r.add_argument("--hardware", required=True, help="what ran step 2, e.g. 'NVIDIA H200 (lent device)'")
+    r.add_argument("--unpack", type=Path, default=None, help="also rebuild the LiPO-λ model as an fp32 directory here")
+    args = parser.parse_args()
+    if args.step == "prepare":
+        print(prepare(args.bundle))
+    elif args.step == "train":
+        cfg = TrainConfig(steps=args.steps, runs=args.runs.split(","), limit_queries=args.limit_queries,
+                          max_length=args.max_length, lists_per_step=args.lists_per_step, bf16=not args.no_bf16,
+                          budget_s=args.budget_s)
+        train_all(args.bundle, args.out, cfg, args.device)
+    else:
+        report(args.scores, args.bundle, args.hardware)
+        if args.unpack:
+            print(unpack_model(args.scores, args.bundle, args.unpack))
+
+
+if __name__ == "__main__":
+    main()
