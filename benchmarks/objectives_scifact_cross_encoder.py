@@ -56,7 +56,7 @@ MODEL_PARTS = "lipo-model.tar.part-"
 class TrainConfig:
     """The budget of step 2, identical for every objective."""
 
-    steps: int = 250
+    steps: int = 150
     lists_per_step: int = 16
     list_size: int = 16
     learning_rate: float = 5e-5
