@@ -4,7 +4,7 @@ recommender user tower latency for a length-50 history.
 What it measures (one run, same weights, same pairs, same 2 CPU threads):
 - Reranking the BM25 top-100 of a fixed subset of SciFact test queries (the first ``n_queries``
   judged queries by id) with a MiniLM-L6 cross-encoder (max length 256, batch 32) through
-  PyTorch eager (``rankers.cross_encoder.CrossEncoder``), onnxruntime fp32 and onnxruntime dynamic
+  PyTorch eager (``rankers.cross_encoder.CrossEncoder``, fp32 and under bf16 autocast), onnxruntime fp32 and onnxruntime dynamic
   int8 (``serving.onnx_ranker.OnnxRanker``, length-bucketed) and sentence-transformers
   ``CrossEncoder.predict`` (the peer library, logits without activation). Engines are interleaved
   query by query so machine noise hits them alike. Per engine: median and p99 latency per query,
@@ -25,9 +25,20 @@ Weights: the trained MiniLM cross-encoder directory ``--model-dir`` when given; 
 bundled all-MiniLM-L6-v2 encoder with a fresh (seeded) one-logit head, which makes the nDCG@10
 column a sanity check of equal scores across engines, not a ranking-quality claim.
 
+Finding (2026-11-26, trained LiPO-λ MiniLM cross-encoder from ``objectives_scifact_cross_encoder.py``, 19
+queries): fp32 ONNX equals PyTorch and sentence-transformers (nDCG@10 0.6014, |Δscore| < 1e-5) at ≈ 1.0× their
+speed, 0.70–0.75 of the fp32 FLOP ceiling, so fp32 cannot reach 2×. Dynamic int8 reaches 1.67× but costs
+0.040 nDCG@10 (0.5612) even with per-channel weight scales and fp32 attention products (per-tensor int8 over
+every MatMul cost 0.122 on 17 queries), far outside the 0.005 budget: activations quantised per tensor at run time
+are too coarse for this trained head. PyTorch bf16 autocast (AVX-512 BF16) gives 1.81× at −0.019. On a fresh
+head (the earlier run) int8 noise is the size of the score spread, which hid this. Next: static int8 calibrated
+on SciFact train pairs, or quantisation-aware fine-tuning.
+
 Command (≈ 7 minutes on 2 cores, under the shared CPU lock; ``--max-minutes`` caps the timed loop):
     flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/serving_latency.py
-Hardware: the machine recorded in the JSON; the CUDA path is not measured here (no GPU).
+Hardware: the machine recorded in the JSON. GPU: PyTorch timings on a lent H200 are in
+``objectives_scifact_cross_encoder.json`` (``device_log.serving_on_device``); the onnxruntime CUDA provider was
+not measured (see ``CUDA_NOTE``).
 """
 
 from __future__ import annotations
@@ -54,6 +65,14 @@ from serving.onnx_ranker import OnnxRanker
 
 PROTOCOL = ("SciFact test, first n_queries judged queries by id, BM25 (k1 0.9, b 0.4) top-100 reranked per query; "
             "cross-encoder max length 256, batch 32, 2 threads; latency = wall time of one query's 100 docs")
+
+
+CUDA_NOTE = (
+    "onnxruntime CUDAExecutionProvider not measured: the lent GPU machine (NVIDIA H200) has CPU-only onnxruntime 1.30 "
+    "and the onnxruntime-gpu 1.31.1 wheel (255 MB, CUDA 13) exceeds its 64 MiB per-call transfer limit; the provider "
+    "path is tested for its CPU fallback only. PyTorch on that H200 (trained LiPO model, 100 docs per query in one batch, "
+    "24 queries): see benchmarks/results/objectives_scifact_cross_encoder.json, key device_log.serving_on_device"
+)
 
 
 @dataclass
@@ -121,8 +140,13 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
     pt = CrossEncoder.from_pretrained(src, max_length=cfg.max_length, batch_size=cfg.batch_size)
     pt.model.eval()
     st = STCrossEncoder(str(src), max_length=cfg.max_length, activation_fn=torch.nn.Identity(), device="cpu")
+    def bf16(query: str, texts: list[str]) -> np.ndarray:  # AVX-512 BF16 CPUs run this ~2x faster than fp32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return pt.score(query, texts)
+
     engines = {
         "pytorch-eager": pt.score,
+        "pytorch-bf16-autocast": bf16,
         "onnx-fp32": OnnxRanker(work / "onnx-fp32", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
         "onnx-int8": OnnxRanker(work / "onnx-int8", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
         "sentence-transformers": lambda q, d: st.predict([(q, x) for x in d], batch_size=cfg.batch_size, show_progress_bar=False),
@@ -183,7 +207,7 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
         "gflop_per_pair": gflop, "matmul_peak_gflops": peak, "fp32_ceiling_docs_per_s": ceiling,
         "export_fp32_s": export_s, "export_parity_fp32_max_abs_diff": fp32.fp32_parity_max_abs_diff,
         "export_parity_int8_max_abs_diff": int8.parity_max_abs_diff,
-        "cuda": "not measured: no GPU on this machine; the CUDA provider path is tested for its CPU fallback only",
+        "cuda": CUDA_NOTE,
     }
     return rows, extra
 
