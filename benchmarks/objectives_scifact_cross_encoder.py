@@ -375,9 +375,9 @@ def report(scores_dir: Path, bundle: Path, hardware: str) -> list[dict]:
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "weights"} for k, v in log["runs"].items()},
         "missing_runs": [r for r in cfg["runs"] if r not in log["runs"]],
         "serving_on_device": log.get("serving")})
-    plot_bars([r for r in shown if r["fusion"] == "zscore" or r["model"] == "bm25"], ["objective", "curriculum", "fusion"],
+    plot_bars([r for r in shown if r["fusion"] == "zscore" or r["model"] == "bm25"], ["model", "objective", "curriculum"],
               "ndcg@10", RESULTS_DIR / "objectives_scifact_cross_encoder.png",
-              title="SciFact test nDCG@10: MiniLM cross-encoder per objective, fused with BM25")
+              title="SciFact test nDCG@10, MiniLM cross-encoder + BM25 fusion")
     return rows
 
 
