@@ -105,7 +105,7 @@ def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = 
     if name.startswith("rearec"):
         from recsys.rearec import ReaRec, ReaRecConfig
 
-        return ReaRec(ReaRecConfig(**common, **shared, reasoning_steps=2, objective=name.split("-")[1]))
+        return ReaRec(ReaRecConfig(**common, **{**shared, "loss": sasrec_loss}, reasoning_steps=2, objective=name.split("-")[1]))
     if name == "hcn":
         from recsys.hcn import HCN, HCNConfig
 
@@ -141,7 +141,8 @@ def run(config: BenchConfig) -> list[dict]:
     for model_name in config.models:
         for seed in config.seeds:
             budget = f"{epochs} epochs" + (f", cap {config.max_minutes} min" if config.max_minutes else "")
-            loss = {"hllm": "infonce-512"}.get(model_name, config.sasrec_loss if model_name == "sasrec" else "ce")
+            same_backbone = model_name == "sasrec" or model_name.startswith("rearec")
+            loss = {"hllm": "infonce-512"}.get(model_name, config.sasrec_loss if same_backbone else "ce")
             key = (model_name, loss, config.dataset, seed, budget, config.device)
             if not config.force and any(_key(r) == key for r in rows):
                 continue
@@ -191,7 +192,7 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap per row")
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--sasrec-loss", default="ce", choices=["ce", "sampled"],
-                        help="SASRec loss: full softmax, or 128 sampled negatives (the HSTU repo's setting)")
+                        help="SASRec and ReaRec loss: full softmax, or 128 sampled negatives (the HSTU repo's setting)")
     parser.add_argument("--device", default="cpu", help="torch device for training and evaluation (e.g. cuda)")
     parser.add_argument("--force", action="store_true", help="rerun rows already in the result file")
     args = parser.parse_args()

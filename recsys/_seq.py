@@ -32,6 +32,7 @@ __all__ = [
     "TransformerBlock",
     "CausalEncoder",
     "score_matrix",
+    "NextItemLogits",
     "full_softmax_loss",
     "sampled_softmax_loss",
     "SequentialRecommender",
@@ -233,6 +234,48 @@ def full_softmax_loss(
     return F.cross_entropy(logits, target - 1)
 
 
+class NextItemLogits:
+    """Logits of the next item for positions with a target: over the whole catalog (``n_negatives=0``)
+    or over the target plus ``n_negatives`` uniform random negatives shared by every call (so several
+    user states of one position, e.g. ReaRec's reasoning steps, are scored against the same items).
+
+    A sampled negative equal to the target gets logit ``MASKED`` (finite, so ``p · log p`` stays 0).
+
+    Shapes:
+        target: ``(N,)`` in ``1..n_items``; item_table: ``(n_items + 1, D)``; ``logits(h, τ)``: h
+        ``(N, D)`` → ``(N, C)`` with ``C = n_items`` or ``1 + n_negatives``; ``labels``: ``(N,)``.
+    """
+
+    MASKED = -1e4
+
+    def __init__(
+        self, target: torch.Tensor, item_table: torch.Tensor, n_negatives: int, similarity: Literal["dot", "cosine"]
+    ) -> None:
+        self.similarity = similarity
+        if n_negatives <= 0:
+            self.items, self.clash = item_table[1:], None  # (n_items, D)
+            self.labels = target - 1
+            return
+        n_items = item_table.shape[0] - 1
+        negatives = torch.randint(1, n_items + 1, (target.shape[0], n_negatives), device=target.device)  # (N, K)
+        self.items = item_table[torch.cat([target[:, None], negatives], dim=1)]  # (N, 1 + K, D)
+        self.clash = torch.cat([torch.zeros_like(target[:, None], dtype=torch.bool), negatives == target[:, None]], 1)
+        self.labels = torch.zeros_like(target)
+        if similarity == "cosine":
+            self.items = F.normalize(self.items, dim=-1)
+
+    def logits(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+        if self.clash is None:
+            return score_matrix(hidden, self.items, self.similarity, temperature)
+        h = F.normalize(hidden, dim=-1) if self.similarity == "cosine" else hidden
+        out = (self.items @ h.unsqueeze(-1)).squeeze(-1) / temperature  # (N, 1 + K)
+        return out.masked_fill(self.clash, self.MASKED)
+
+    def loss(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Cross-entropy of the true next item. Shapes: hidden ``(N, D)`` → ``()``."""
+        return F.cross_entropy(self.logits(hidden, temperature), self.labels)
+
+
 def sampled_softmax_loss(
     hidden: torch.Tensor,
     target: torch.Tensor,
@@ -249,16 +292,7 @@ def sampled_softmax_loss(
     Shapes:
         hidden: ``(N, D)``; target: ``(N,)``; item_table: ``(n_items + 1, D)``; returns ``()``.
     """
-    n_items = item_table.shape[0] - 1
-    negatives = torch.randint(1, n_items + 1, (hidden.shape[0], n_negatives), device=hidden.device)  # (N, K)
-    cand = torch.cat([target[:, None], negatives], dim=1)  # (N, 1 + K)
-    h, e = hidden, item_table[cand]  # (N, D), (N, 1 + K, D)
-    if similarity == "cosine":
-        h, e = F.normalize(h, dim=-1), F.normalize(e, dim=-1)
-    logits = (e @ h.unsqueeze(-1)).squeeze(-1) / temperature  # (N, 1 + K)
-    clash = torch.cat([torch.zeros_like(target[:, None], dtype=torch.bool), negatives == target[:, None]], 1)
-    logits = logits.masked_fill(clash, float("-inf"))
-    return F.cross_entropy(logits, torch.zeros_like(target))
+    return NextItemLogits(target, item_table, n_negatives, similarity).loss(hidden, temperature)
 
 
 class SequentialRecommender(nn.Module):

@@ -17,13 +17,18 @@ def _tiny(kind: str):
         "sasrec-sampled": lambda: SASRec(SASRecConfig(**common, loss="sampled", n_negatives=8)),
         "rearec-erl": lambda: ReaRec(ReaRecConfig(**common, reasoning_steps=2, objective="erl")),
         "rearec-prl": lambda: ReaRec(ReaRecConfig(**common, reasoning_steps=2, objective="prl", prl_warmup_epochs=0)),
+        "rearec-erl-sampled": lambda: ReaRec(ReaRecConfig(**common, reasoning_steps=2, objective="erl", loss="sampled",
+                                                          n_negatives=8)),
+        "rearec-prl-sampled": lambda: ReaRec(ReaRecConfig(**common, reasoning_steps=2, objective="prl", loss="sampled",
+                                                          n_negatives=8, prl_warmup_epochs=0)),
         "hcn-attention": lambda: HCN(HCNConfig(**common, n_interests=3, short_len=3)),
         "hcn-max": lambda: HCN(HCNConfig(**common, n_interests=3, scoring="max")),
         "hllm-frozen": lambda: HLLM(HLLMConfig(**common, n_negatives=16, max_text_len=16), item_texts=TEXTS),
     }[kind]()
 
 
-KINDS = ["sasrec-ce", "sasrec-sampled", "rearec-erl", "rearec-prl", "hcn-attention", "hcn-max", "hllm-frozen"]
+KINDS = ["sasrec-ce", "sasrec-sampled", "rearec-erl", "rearec-prl", "rearec-erl-sampled", "rearec-prl-sampled",
+         "hcn-attention", "hcn-max", "hllm-frozen"]
 
 
 def _batch() -> dict:
@@ -174,3 +179,24 @@ def test_user_tower_exports_to_onnx_with_dynamic_batch_and_length(kind, tmp_path
     seq = torch.tensor([[0, 0, 0, 7, 3, 4, 5, 9], [1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 1, 2]])
     out = ort.InferenceSession(str(path)).run(None, {"item_seq": seq.numpy()})[0]
     assert np.abs(out - model.encode_users(seq).detach().numpy()).max() < 1e-4
+
+
+def test_next_item_logits_full_and_sampled_match_hand_computation():
+    from recsys._seq import NextItemLogits, full_softmax_loss
+
+    torch.manual_seed(0)
+    table, hidden, target = torch.randn(11, 4), torch.randn(3, 4), torch.tensor([2, 5, 5])
+    full = NextItemLogits(target, table, 0, "dot")
+    assert torch.allclose(full.loss(hidden, 0.5), full_softmax_loss(hidden, target, table, "dot", 0.5))
+    torch.manual_seed(1)
+    sampled = NextItemLogits(target, table, 6, "cosine")
+    torch.manual_seed(1)
+    negatives = torch.randint(1, 11, (3, 6))
+    cand = torch.cat([target[:, None], negatives], 1)
+    expect = torch.nn.functional.normalize(table[cand], dim=-1) @ torch.nn.functional.normalize(hidden, dim=-1)[:, :, None]
+    expect = (expect[..., 0] / 0.1).masked_fill(torch.cat([torch.zeros(3, 1, dtype=torch.bool), negatives == target[:, None]], 1), -1e4)
+    got = sampled.logits(hidden, 0.1)
+    assert got.shape == (3, 7) and torch.allclose(got, expect, atol=1e-5)
+    assert torch.equal(sampled.labels, torch.zeros(3, dtype=torch.long))
+    p = got.log_softmax(-1)
+    assert torch.isfinite((p.exp() * p).sum())  # masked clashes give p·log p = 0, not NaN
