@@ -32,10 +32,11 @@ outputs of norm < 1 and now uses N(0, 1/d) too.
 
 Status (2026-11-26, committed JSON, CPU rows): ML-1M SASRec (full softmax) after 30 epochs HR@10 .274 /
 NDCG@10 .152 in 23 min (before the fix: .039 after 2 epochs, .041 after 9), on the plain-PyTorch reference
-curve measured on this machine (.275 at 30 epochs, .282 at 50, .289 at 60; ../shared/README.md): the .28
-anchor needs ≈ 50–60 epochs (≈ 40–46 min at 46 s per epoch), which this run's budget did not include. ReaRec on ML-1M costs
+curve measured on this machine (.275 at 30 epochs, .282 at 50, .289 at 60; ../shared/README.md); after 60 epochs
+(40 min) HR@10 .2786 / NDCG@10 .1564, one seed (target .28 / .155). ReaRec on ML-1M costs
 ≈ 7 min per CPU epoch (SASRec ≈ 50 s): under a 7-minute cap ERL and PRL finished 1 epoch (HR@10 .038 each,
-SASRec after 5 epochs .177), so ML-1M has no ReaRec-vs-SASRec comparison yet. Scientific, 40 epochs each,
+SASRec after 5 epochs .177), so ML-1M has no ReaRec-vs-SASRec comparison yet (the K + 1 full softmaxes and
+ERL's KL dominate the step; ``--sasrec-loss sampled`` makes ReaRec's step 1.6× faster on CPU). Scientific, 40 epochs each,
 HR@10 / NDCG@10: SASRec .107 / .077, ReaRec-ERL .106 / .075, ReaRec-PRL .101 / .072, HCN-style .095 / .066,
 HLLM (frozen MiniLM) .080 / .045 — with the fixed backbone neither ReaRec objective nor HLLM beats SASRec.
 """
