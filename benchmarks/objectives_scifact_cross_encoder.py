@@ -20,7 +20,9 @@ minutes on a GPU, while BM25 (pyserini, Java) and the evaluation run here. So:
     # 3. here: metrics, fusion weight chosen on dev, seen/unseen subsets -> results JSON + PNG
     .venv/bin/python benchmarks/objectives_scifact_cross_encoder.py report --scores OUT --hardware "..."
 
-Step 2 imports only torch, transformers and ``train/`` (``rankers.base`` needs polars at import;
+Step 2 resumes: pointed at an ``--out`` that holds an earlier job's scores (same recipe and
+candidates, checked), it trains only the runs not yet there, e.g. ``--runs ranklist:bm25-rr``, and
+records per run the hardware that trained it. Step 2 imports only torch, transformers and ``train/`` (``rankers.base`` needs polars at import;
 where polars is not installed a stand-in module is enough, nothing of it is called there).
 Protocol, split and seed are those of ``objectives_scifact.py`` (80% of SciFact train queries with a
 positive for training, 20% held out to choose the fusion weight; never test).
@@ -170,6 +172,30 @@ def _save_parts(ranker, out: Path, part_mb: int = 15) -> list[str]:
     return names
 
 
+def _resume(out: Path, cfg: TrainConfig, scores: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+    """The log and scores of an earlier ``train`` into ``out``, checked to share this job's recipe and
+    candidates. The earlier job's step count wins (its ``--budget-s`` fixed it); ``cfg.runs`` is widened
+    so the log lists every run asked for, old and new."""
+    log = json.loads((out / LOG_FILE).read_text())
+    free = ("runs", "budget_s", "steps")
+    old = {k: v for k, v in log["config"].items() if k not in free}
+    new = {k: v for k, v in asdict(cfg).items() if k not in free}
+    if old != new:
+        diff = ", ".join(f"{k}: {old.get(k)} vs {new[k]}" for k in new if old.get(k) != new[k])
+        raise SystemExit(f"{out / LOG_FILE}: config differs from this job ({diff}); use another --out")
+    saved = dict(np.load(out / SCORES_FILE))
+    for key in ("dev_qid", "dev_docid", "test_qid", "test_docid"):
+        if not np.array_equal(saved[key], scores[key]):
+            raise SystemExit(f"{out / SCORES_FILE}: field {key} differs from this bundle's candidates; use another --out")
+    for run in log["runs"]:  # runs logged before per-run hardware was recorded ran on the job's hardware
+        for k in ("device", "gpu", "torch"):
+            log["runs"][run].setdefault(k, log.get(k))
+    cfg.steps, cfg.budget_s = log["config"]["steps"], None
+    cfg.runs = list(dict.fromkeys([*log["config"]["runs"], *cfg.runs]))
+    log["config"]["runs"] = cfg.runs
+    return log, saved
+
+
 def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str) -> dict:
     """Train one model per run of ``cfg.runs``, score dev and test after each; results are rewritten
     to ``out`` after every run so a job cut short keeps what finished."""
@@ -188,8 +214,12 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str) -> dict:
     )
     pairs = {split: _pairs(doc, split) for split in ("dev", "test")}
     scores: dict[str, np.ndarray] = {f"{s}_{k}": np.asarray(v) for s, p in pairs.items() for k, v in zip(("qid", "docid"), p[:2])}
-    log = {"config": asdict(cfg), "device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-           "torch": torch.__version__, "runs": {}}
+    hardware = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+                "torch": torch.__version__}
+    log = {"config": asdict(cfg), **hardware, "runs": {}}
+    if (out / LOG_FILE).exists():  # resume: keep what an earlier job (maybe on other hardware) finished
+        log, scores = _resume(out, cfg, scores)
+        print(f"resuming in {out}: {', '.join(log['runs']) or 'no runs'} done", flush=True)
 
     def flush() -> None:
         np.savez_compressed(out / SCORES_FILE, **scores)
@@ -199,7 +229,8 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str) -> dict:
     untrained = _fresh_model(bundle, cfg, device)
     t0 = time.perf_counter()
     for split, (_, _, queries, texts) in pairs.items():
-        scores[f"untrained_{split}"] = score_pairs(untrained, queries, texts, cfg.score_batch, cfg.bf16)
+        if f"untrained_{split}" not in scores:
+            scores[f"untrained_{split}"] = score_pairs(untrained, queries, texts, cfg.score_batch, cfg.bf16)
     score_s = time.perf_counter() - t0
     if cfg.budget_s:  # time a few steps, then give every run the same number of steps
         probe = CrossEncoderTrainerConfig(str(work / "probe"), max_steps=6, lists_per_step=cfg.lists_per_step,
@@ -215,13 +246,13 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str) -> dict:
         print(f"step {step_s:.3f}s, scoring {score_s:.1f}s -> {cfg.steps} steps per run", flush=True)
     del untrained
     flush()
-    for run in cfg.runs:
+    for run in [r for r in cfg.runs if r not in log["runs"]]:
         objective, _, curriculum = run.partition(":")
         ranker = _fresh_model(bundle, cfg, device)
         tcfg = CrossEncoderTrainerConfig(
             str(work / run.replace(":", "-")), objective=objective, curriculum=curriculum or None, max_steps=cfg.steps,
             lists_per_step=cfg.lists_per_step, learning_rate=cfg.learning_rate, seed=cfg.seed, bf16=cfg.bf16,
-            log_every=25, progress=False,
+            log_every=25, progress=True,
         )
         trainer = CrossEncoderTrainer(ranker, lists, tcfg)
         t0 = time.perf_counter()
@@ -233,7 +264,7 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str) -> dict:
         for split, (_, _, queries, texts) in pairs.items():
             scores[f"{run}_{split}"] = score_pairs(ranker, queries, texts, cfg.score_batch, cfg.bf16)
         log["runs"][run] = {"train_s": round(train_s, 1), "score_s": round(time.perf_counter() - t1, 1),
-                            "steps": summary["steps"], "history": summary["history"]}
+                            "steps": summary["steps"], "history": summary["history"], **hardware}
         print(f"{run}: {train_s:.1f}s, loss {summary['history'][0]['loss']:.4f} -> {summary['final_loss']:.4f}", flush=True)
         if run == "lipo":
             log["runs"][run]["weights"] = _save_parts(ranker, out)
