@@ -53,6 +53,7 @@ def export(
     quantize: Quantize = typer.Option(Quantize.none, "--quantize", help="int8: onnxruntime dynamic quantisation (QInt8 weights)."),
     fp16: bool = typer.Option(False, "--fp16", help="Float16 weights with float32 inputs/outputs (for CUDA serving)."),
     tolerance: float = typer.Option(1e-3, "--tolerance", help="Max allowed fp32 |ONNX - PyTorch| on the parity inputs."),
+    fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fuse a BERT-family encoder's attention/LayerNorm/GELU into onnxruntime ops (inputs right-padded)."),
     part: Part = typer.Option(Part.model, "--part", help="model: the scorer / user tower; item-tower: HLLM item text -> vector."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
 ) -> None:
@@ -79,7 +80,7 @@ def export(
     try:
         result = export_model(
             model_dir, output, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,
-            tolerance=tolerance, part=part.value,
+            tolerance=tolerance, part=part.value, fuse=fuse,
         )
     except (ModelDirError, ExportParityError, ValueError) as err:
         _fail(str(err))

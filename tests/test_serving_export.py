@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -52,9 +54,29 @@ def test_export_int8_and_fp16_record_their_distance_and_shrink_the_file(ce_dir, 
     assert result.precision == meta["precision"] == precision
     assert meta["parity_max_abs_diff"] == pytest.approx(result.parity_max_abs_diff)
     assert 0 < result.parity_max_abs_diff < 0.05  # really measured (not bit-identical), still close
-    assert (out / "model.onnx").stat().st_size < 0.6 * (ce_onnx / "model.onnx").stat().st_size
+    ops = Counter(n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node)
+    if precision == "int8":  # fused QKV projections and the other weight MatMuls run on int8; embeddings stay fp32
+        assert ops["QAttention"] == 2 and ops["MatMulInteger"] == 2 * 3 and ops["EmbedLayerNormalization"] == 1
+        assert "QEmbedLayerNormalization" not in ops and ops["MatMul"] == 2  # pooler and one-logit head
+    else:
+        assert (out / "model.onnx").stat().st_size < 0.6 * (ce_onnx / "model.onnx").stat().st_size
     scores = OnnxRanker(out, device="cpu").score("what is bm25", [d for _, d in PARITY_PAIRS])
     assert np.isfinite(scores).all() and scores.shape == (len(PARITY_PAIRS),)
+
+
+def test_export_fuses_bert_attention_and_can_skip_it(ce_dir, ce_onnx, tmp_path):
+    meta = json.loads((ce_onnx / "serving.json").read_text())
+    assert meta["fused_ops"]["Attention"] == 2 and meta["fused_ops"]["SkipLayerNormalization"] == 4
+    fused_ops = Counter(n.op_type for n in onnx.load(str(ce_onnx / "model.onnx")).graph.node)
+    assert fused_ops["Attention"] == 2 and "Softmax" not in fused_ops  # softmax lives inside the fused op
+    export_model(ce_dir, tmp_path / "plain", fuse=False)
+    assert json.loads((tmp_path / "plain" / "serving.json").read_text())["fused_ops"] is None
+    plain_ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "plain" / "model.onnx")).graph.node)
+    assert "Attention" not in plain_ops and plain_ops["Softmax"] == 2
+    # Right-padded batches of mixed lengths: the fused graph's per-row lengths equal the plain mask.
+    docs = [d for _, d in PARITY_PAIRS] + ["x", "bone density " * 40]
+    np.testing.assert_allclose(OnnxRanker(ce_onnx, device="cpu", batch_size=8).score("vitamin d", docs),
+                               OnnxRanker(tmp_path / "plain", device="cpu", batch_size=8).score("vitamin d", docs), atol=1e-5)
 
 
 def test_export_fails_loudly_when_the_graph_disagrees(ce_dir, tmp_path, monkeypatch):
