@@ -22,7 +22,13 @@ minutes on a GPU, while BM25 (pyserini, Java) and the evaluation run here. So:
 
 Step 2 resumes: pointed at an ``--out`` that holds an earlier job's scores (same recipe and
 candidates, checked), it trains only the runs not yet there, e.g. ``--runs ranklist:bm25-rr``, and
-records per run the hardware that trained it. Step 2 imports only torch, transformers and ``train/`` (``rankers.base`` needs polars at import;
+records per run the hardware that trained it. The committed table's scores and training log are in
+``benchmarks/results/objectives_scifact_cross_encoder/`` (8 of 9 runs; RankList + bm25-rr is missing):
+
+    cp -r benchmarks/results/objectives_scifact_cross_encoder OUT
+    python benchmarks/objectives_scifact_cross_encoder.py train --bundle .bundle --out OUT --runs ranklist:bm25-rr
+
+Step 2 imports only torch, transformers and ``train/`` (``rankers.base`` needs polars at import;
 where polars is not installed a stand-in module is enough, nothing of it is called there).
 Protocol, split and seed are those of ``objectives_scifact.py`` (80% of SciFact train queries with a
 positive for training, 20% held out to choose the fusion weight; never test).
