@@ -412,6 +412,7 @@ def _fuse_encoder(path: Path, config: Any, work: Path) -> tuple[Path, dict[str, 
     ``BiasGelu``. ``Attention`` takes its mask as per-row lengths, so inputs must be right-padded (as
     the saved tokenizer pads). Returns the fused graph and its fused-op counts, or ``None`` when not
     every layer's attention fused (the caller keeps the plain graph)."""
+    import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 
     quiet = logging.getLogger("onnxruntime.transformers")
@@ -422,8 +423,10 @@ def _fuse_encoder(path: Path, config: Any, work: Path) -> tuple[Path, dict[str, 
     finally:
         quiet.setLevel(level)
     counts = {op: n for op, n in model.get_fused_operator_statistics().items() if n}
-    if counts.get("Attention", 0) != config.num_hidden_layers:
-        return None
+    inputs = [i.name for i in model.model.graph.input]
+    original = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+    if counts.get("Attention", 0) != config.num_hidden_layers or inputs != original:
+        return None  # partial fusion, or the fused graph dropped an input (e.g. an unused token_type_ids)
     fused = work / "fused.onnx"
     model.save_model_to_file(str(fused), use_external_data_format=_has_external_data(work))
     return fused, counts
@@ -485,8 +488,9 @@ def export_model(
         fuse: fuse a BERT-family encoder's attention, LayerNorms and GELU into onnxruntime's
             contrib ops (:func:`_fuse_encoder`; CPU and CUDA providers) before quantising; the
             fused graph must pass the same parity check, else the plain graph is kept. Not applied
-            with ``fp16``. On the SciFact MiniLM cross-encoder this is 1.2x faster in fp32 and
-            1.4x in int8 (``benchmarks/serving_latency.py``).
+            with ``fp16``. On the SciFact MiniLM cross-encoder (``benchmarks/serving_latency.py``)
+            fusion adds only 2% in fp32 over the plain eager-attention trace, but int8 on the fused
+            graph (QAttention, fp32 embeddings) runs 2.3x sentence-transformers' speed.
 
     Returns:
         An :class:`ExportResult` (also written, with more fields, to ``serving.json``).
@@ -542,11 +546,16 @@ def export_model(
         if fuse and graph.encoder_config is not None and not fp16:
             fused = _fuse_encoder(fp32, graph.encoder_config, work)
             if fused is not None:
-                fused_diff = float(np.abs(_run_onnx(fused[0], graph.parity) - reference).max())
+                try:
+                    fused_diff = float(np.abs(_run_onnx(fused[0], graph.parity) - reference).max())
+                except Exception as err:  # a contrib op that this onnxruntime build cannot run
+                    fused_diff, why = float("inf"), f"does not run ({err})"
+                else:
+                    why = f"is off by {fused_diff:.3g} > {tolerance:g}"
                 if fused_diff <= tolerance:
                     (fp32, fusion), fp32_diff = fused, fused_diff
                 else:
-                    log.warning("fused graph of %s is off by %.3g > %g; exporting the plain graph", model_dir, fused_diff, tolerance)
+                    log.warning("fused graph of %s %s; exporting the plain graph", model_dir, why)
         chosen, precision = fp32, "fp32"
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -79,6 +79,23 @@ def test_export_fuses_bert_attention_and_can_skip_it(ce_dir, ce_onnx, tmp_path):
                                OnnxRanker(tmp_path / "plain", device="cpu", batch_size=8).score("vitamin d", docs), atol=1e-5)
 
 
+def test_export_keeps_the_plain_graph_when_the_fused_one_disagrees(ce_dir, tmp_path, monkeypatch, caplog):
+    other = tiny_cross_encoder_dir(tmp_path / "other")
+    export_model(other, tmp_path / "other-onnx", fuse=False)
+    model = CrossEncoder.from_pretrained(other)  # same graph with the head negated: a wrong "fusion"
+    with torch.no_grad():
+        model.model.classifier.weight.mul_(-1)
+    model.save_pretrained(tmp_path / "flipped")
+    export_model(tmp_path / "flipped", tmp_path / "flipped-onnx", fuse=False)
+    monkeypatch.setattr(export_mod, "_fuse_encoder", lambda *_: (tmp_path / "flipped-onnx" / "model.onnx", {"Attention": 2}))
+    with caplog.at_level(logging.WARNING, logger="rankwise.serving"):
+        export_model(other, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "serving.json").read_text())["fused_ops"] is None
+    assert any("exporting the plain graph" in r.getMessage() for r in caplog.records)
+    np.testing.assert_allclose(OnnxRanker(tmp_path / "out", device="cpu").score("q", ["a", "b c"]),
+                               OnnxRanker(tmp_path / "other-onnx", device="cpu").score("q", ["a", "b c"]), atol=1e-6)
+
+
 def test_export_fails_loudly_when_the_graph_disagrees(ce_dir, tmp_path, monkeypatch):
     class ShapeBranch(torch.nn.Module):
         def forward(self, input_ids, attention_mask):  # traced with batch 2: the branch is frozen
