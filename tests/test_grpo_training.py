@@ -130,3 +130,21 @@ def test_curriculum_sft_weights_samples_and_changes_weights():
     trainer = train_sft(model, tok, rows, config)
     assert _changed(model, before)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_sft_model_copies_run_their_own_weights():
+    # bf16 SFT must not leave accelerate's forward wrapper behind: a deepcopy (one policy per RL run)
+    # would otherwise keep computing with the original's weights, and RL would seem not to learn.
+    import copy
+
+    model, tok = tiny(seed=5)
+    rows = [{"prompt": erank_prompt(tok, "q", "red apple"), "completion": "7" + tok.eos_token}] * 4
+    config = CurriculumSFTConfig(output_dir="/tmp/rankwise-test-sft-copy", max_steps=1, per_device_train_batch_size=2, bf16=True,
+                                 use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True)
+    train_sft(model, tok, rows, config)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(torch.randn_like(p))
+    ids = tok("red apple", return_tensors="pt")["input_ids"]
+    assert not torch.allclose(twin(input_ids=ids).logits, model(input_ids=ids).logits)

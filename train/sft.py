@@ -141,4 +141,7 @@ def train_sft(
     data = Dataset.from_list([{k: r[k] for k in keep} for r in rows])
     trainer = CurriculumSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
     trainer.train()
+    # Mixed precision (TRL's default bf16) leaves accelerate's autocast wrapper as ``model.forward``,
+    # bound to this object: a deepcopy of the model would keep running the original's weights.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     return trainer
