@@ -9,16 +9,18 @@ What it measures: NDCG (full list, linear gain) on held-out synthetic lists befo
     by full iterative elimination.
 The task: each list holds 4 passages ``<colour> <grade>``; the grade word decides relevance (best 3,
 good 2, poor 1, bad 0), the colours are noise. The rule is visible in the text, so a policy can
-learn it from rewards alone. The policy is a randomly initialised 2-layer Llama-style LM (hidden 64)
-with a BPE tokenizer trained on the task's text. Before RL it gets a short SFT that teaches only the
-answer format: for ERank a *scrambled* mapping of the grade word to a score (best 2, good 4, poor 8,
-bad 6: it learns to read the document but ranks below chance), for the list answers random orders.
-Unlike ERank's one-token decision, the list answers need the model to bind each id to its passage
-(a pointer); a supervised check here taught that binding to the 2-layer model only 8% of the time
-after 400 SFT steps, so the list rows measure whether RL moves a policy with no binding at all. Held-out NDCG
-curves (ERank GRPO; Rank-GRPO vs GRPO) are plotted against steps in ``rl_learnability.png``.
+learn it from rewards alone. The policies are randomly initialised Llama-style LMs with a BPE tokenizer
+trained on the task's text. Before RL each gets a short SFT on a *decoy* relevance, the scrambled
+grades best 2, good 4, poor 8, bad 6: ERank (2 layers, hidden 64) learns to emit the decoy score of
+a passage; the list answers and IRanker (one 4-layer, hidden-128 model) learn to rank by the decoy
+(poor, bad, good, best) and to eliminate by it ("best" first). So every policy reads the document,
+knows the answer format and, for lists, points from a grade word to its passage id, but ranks below
+chance; RL must find the true order from the rewards. The list answers need that pointer (id to
+passage): a 2-layer, 64-wide model never learned it (8% exact orders after 400 SFT steps), the
+4-layer, 128-wide one reaches 92% exact decoy orders after 800 steps on 2,000 lists. Held-out NDCG
+curves (ERank GRPO; Rank-GRPO vs GRPO; IRanker GRPO) are plotted against steps in ``rl_learnability.png``.
 
-Command (about 6 minutes on 2 cores, under the shared CPU lock):
+Command (about 25 minutes on 2 cores, under the shared CPU lock):
     flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/rl_learnability.py
 Hardware: recorded in the JSON. Seeds fixed (``--seed``).
 """
@@ -66,14 +68,19 @@ class BenchConfig:
     eval_lists: int = 64
     hidden: int = 64
     sft_steps: int = 200
+    list_layers: int = 4  # the list answers need a pointer from id to passage: 2 layers x 64 never learned it
+    list_hidden: int = 128
+    list_sft_lists: int = 2000
+    list_sft_steps: int = 800
     erank_steps: int = 100
     erank_lr: float = 2e-3
     rl_steps: int = 80
     eval_every: int = 20
     generations: int = 8
     prompts_per_step: int = 4
-    lr: float = 2e-3
+    lr: float = 5e-4  # list trainers (2e-3 peaked at step 20, then fell back)
     iranker_steps: int = 80
+    iranker_lr: float = 2.5e-4  # 5e-4 peaked at step 30, then drifted below chance
 
 
 def make_lists(n: int, items: int, rng: random.Random) -> list[tuple[str, list[str], list[int]]]:
@@ -90,11 +97,27 @@ def lines(order: list[int]) -> str:
     return "".join(f"[{i + 1}]\n" for i in order)
 
 
-def eval_lists(model, tok, lists) -> float:
-    """Mean NDCG of the greedy ranked-lines answers (parsed and repaired) on ``lists``."""
+def scrambled(docs: list[str]) -> list[float]:
+    """The decoy grades of ``docs`` (best 2, good 4, poor 8, bad 6): the warm-up's wrong relevance."""
+    return [SCRAMBLED[d.split()[1]] for d in docs]
+
+
+def decoy_order(docs: list[str]) -> list[int]:
+    """0-based order of ``docs`` by the decoy grades, highest first (poor, bad, good, best)."""
+    decoy = scrambled(docs)
+    return sorted(range(len(docs)), key=lambda i: -decoy[i])
+
+
+def list_answers(model, tok, lists) -> list[list[int]]:
+    """Greedy ranked-lines answers on ``lists``, parsed and repaired to 0-based orders."""
     prompts = [listwise_prompt(tok, q, d, "lines") for q, d, _ in lists]
     texts = generate(model, tok, prompts, max_new_tokens=4 * len(lists[0][1]) + 2, batch_size=32)
-    return sum(order_ndcg(parse_permutation(t, len(l[2])), l[2]) for t, l in zip(texts, lists)) / len(lists)
+    return [parse_permutation(t, len(l[2])) for t, l in zip(texts, lists)]
+
+
+def eval_lists(model, tok, lists) -> float:
+    """Mean NDCG of the greedy ranked-lines answers on ``lists``."""
+    return sum(order_ndcg(o, l[2]) for o, l in zip(list_answers(model, tok, lists), lists)) / len(lists)
 
 
 def eval_iranker(model, tok, lists) -> float:
@@ -135,11 +158,11 @@ def eval_erank(model, tok, lists) -> float:
     return total / len(lists)
 
 
-def sft(model, tok, rows, config: BenchConfig, name: str) -> float:
+def sft(model, tok, rows, config: BenchConfig, name: str, steps: int | None = None, **kw) -> float:
     """Warm-up SFT; returns seconds."""
-    args = CurriculumSFTConfig(output_dir=f"/tmp/rankwise-learn-{name}", max_steps=config.sft_steps, per_device_train_batch_size=16,
-                               learning_rate=3e-3, lr_scheduler_type="constant", use_cpu=True, report_to="none",
-                               save_strategy="no", logging_steps=50, disable_tqdm=True, seed=config.seed)
+    opts = {"per_device_train_batch_size": 16, "learning_rate": 3e-3, "lr_scheduler_type": "constant"} | kw
+    args = CurriculumSFTConfig(output_dir=f"/tmp/rankwise-learn-{name}", max_steps=steps or config.sft_steps, use_cpu=True,
+                               report_to="none", save_strategy="no", logging_steps=100, disable_tqdm=True, seed=config.seed, **opts)
     start = time.perf_counter()
     train_sft(model, tok, rows, args)
     model.eval()
@@ -184,17 +207,26 @@ def run(config: BenchConfig) -> tuple[list[dict], dict]:
                  "best_ndcg": max(v for _, v in curve), "train_s": time.perf_counter() - start})
     print_table(rows[-2:], "erank")
 
-    # 2) ranked lines (listwise answer, one id per line): format-only SFT on random orders, then
-    #    sequence-level GRPO vs Rank-GRPO with the same prompts, samples, steps and learning rate.
-    base = copy.deepcopy(fresh)
-    fmt = [{"prompt": listwise_prompt(tok, q, d, "lines"), "completion": lines(rng.sample(range(len(d)), len(d))) + tok.eos_token}
-           for q, d, _ in train]
-    states = [s for q, d, l in train for s in iranker_states(tok, q, d, l, rng)]
-    fmt += [{"prompt": s["prompt"], "completion": f"[{'ABCD'[rng.randrange(len(s['labels']))]}]" + tok.eos_token} for s in states[: len(train)]]
-    sft_s = sft(base, tok, fmt, config, "format")
+    # 2) ranked lines (listwise answer, one id per line) and IRanker eliminations. Warm-up SFT on the
+    #    decoy grades as an order (poor > bad > good > best) and as eliminations (drop "best" first):
+    #    the policy learns the format, to read the grade word and to point from it to its passage id,
+    #    but ranks below chance; RL must find the right order from the rewards. Then sequence-level
+    #    GRPO vs Rank-GRPO with the same prompts, samples, steps and learning rate, and IRanker GRPO.
+    base, list_tok = tiny_causal_lm(corpus * 3, vocab_size=400, hidden=config.list_hidden, layers=config.list_layers, seed=config.seed)
+    assert list_tok.get_vocab() == tok.get_vocab()  # the tokenizer depends on the corpus only
+    warm = make_lists(config.list_sft_lists, config.items, rng)
+    decoy = [{"prompt": listwise_prompt(tok, q, d, "lines"), "completion": lines(decoy_order(d)) + tok.eos_token} for q, d, _ in warm]
+    decoy += [{"prompt": s["prompt"], "completion": f"[{'ABCD'[min(range(len(s['labels'])), key=s['labels'].__getitem__)]}]" + tok.eos_token}
+              for q, d, _ in warm for s in iranker_states(tok, q, d, scrambled(d), rng)]
+    sft_s = sft(base, tok, decoy, config, "decoy", steps=config.list_sft_steps, per_device_train_batch_size=32,
+                learning_rate=2e-3, lr_scheduler_type="cosine", warmup_steps=50)
+    answers = list_answers(base, tok, held)
+    decoy_exact = sum(a == decoy_order(d) for a, (_, d, _) in zip(answers, held)) / len(held)
     before_list, before_ir = eval_lists(base, tok, held), eval_iranker(base, tok, held)
-    rows.append({"model": "format-sft (untrained ranking)", "task": "ranked lines", "step": 0, "ndcg": before_list, "train_s": sft_s})
-    rows.append({"model": "format-sft (untrained ranking)", "task": "iranker elimination", "step": 0, "ndcg": before_ir, "train_s": sft_s})
+    rows.append({"model": "decoy-sft (wrong ranking)", "task": "ranked lines", "step": 0, "ndcg": before_list,
+                 "decoy_exact_orders": decoy_exact, "train_s": sft_s})
+    rows.append({"model": "decoy-sft (wrong ranking)", "task": "iranker elimination", "step": 0, "ndcg": before_ir, "train_s": sft_s})
+    states = [s for q, d, l in train for s in iranker_states(tok, q, d, l, rng)]
     list_data = Dataset.from_list([{"prompt": listwise_prompt(tok, q, d, "lines"), "labels": l} for q, d, l in train])
     for name, cls, cfg_cls, extra in [
         ("grpo", GRPOTrainer, GRPOConfig, {"beta": 0.0}),
@@ -218,13 +250,19 @@ def run(config: BenchConfig) -> tuple[list[dict], dict]:
 
     # 3) IRanker RL on single elimination states, evaluated by full elimination
     model = copy.deepcopy(base)
+    curve = [(0, before_ir)]
+    args = grpo_args(GRPOConfig, config, config.iranker_steps, "/tmp/rankwise-learn-iranker", beta=0.0)
+    args.learning_rate = config.iranker_lr
     trainer = GRPOTrainer(model, reward_funcs=[iranker_step_reward, iranker_format_reward], train_dataset=Dataset.from_list(states),
-                          processing_class=tok, args=grpo_args(GRPOConfig, config, config.iranker_steps, "/tmp/rankwise-learn-iranker", beta=0.0))
+                          processing_class=tok, args=args,
+                          callbacks=[EvalCurve(lambda m: eval_iranker(m, tok, held), config.eval_every, curve)])
     start = time.perf_counter()
     trainer.train()
     model.eval()
     step_rewards = [h["rewards/iranker_step_reward/mean"] for h in trainer.state.log_history if "rewards/iranker_step_reward/mean" in h]
+    curves["iranker-grpo"] = curve
     rows.append({"model": "iranker-grpo", "task": "iranker elimination", "step": config.iranker_steps, "ndcg": eval_iranker(model, tok, held),
+                 "best_ndcg": max(v for _, v in curve),
                  "first_reward": step_rewards[0], "last_reward": step_rewards[-1], "train_s": time.perf_counter() - start})
     # chance level: the expected NDCG of a uniformly random order of these lists
     chance = sum(order_ndcg(rng.sample(range(config.items), config.items), l) for _, _, l in held for _ in range(20)) / (20 * len(held))
@@ -238,9 +276,10 @@ def plot(curves: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     panels = [(["erank-grpo"], "ERank GRPO (pointwise, listwise-derived reward)"),
-              (["grpo", "rank-grpo"], "ranked lines: Rank-GRPO vs sequence-level GRPO")]
+              (["grpo", "rank-grpo"], "ranked lines: Rank-GRPO vs sequence-level GRPO"),
+              (["iranker-grpo"], "IRanker GRPO (step + format reward)")]
     for ax, (names, title) in zip(axes, panels):
         for name in names:
             curve = curves.get(name, [])
@@ -249,7 +288,8 @@ def plot(curves: dict, path) -> None:
         ax.set_ylabel("held-out NDCG")
         ax.set_title(title, fontsize=10)
         ax.legend()
-    fig.suptitle("synthetic lists (grade word decides relevance), tiny 2-layer LM", fontsize=10)
+    fig.suptitle("synthetic lists (grade word decides relevance); ERank: 2-layer LM, lists and IRanker: 4-layer LM "
+                 "after decoy-order SFT; chance 0.80", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -263,7 +303,9 @@ def main() -> None:
     torch.set_num_threads(1)  # a tiny model is overhead-bound: one thread is fastest (and kind to shared cores)
     rows, curves = run(config)
     protocol = (f"synthetic lists of {config.items} passages (grade word decides relevance), {config.eval_lists} held-out lists; "
-                "tiny random Llama (2 layers) after format-only SFT; NDCG over the full list")
+                f"tiny random Llama: ERank {2} layers x {config.hidden} after SFT on a scrambled grade->score map, list answers and "
+                f"IRanker {config.list_layers} layers x {config.list_hidden} after SFT on the same scrambled grades as an order; "
+                "NDCG over the full list")
     print_table(rows, protocol)
     flat_curves = {f"curve_{n}": " ".join(f"{s}:{v:.4f}" for s, v in c) for n, c in curves.items()}
     write_results("rl_learnability", rows, protocol, config=str(asdict(config)), **flat_curves)
