@@ -416,7 +416,8 @@ def _fuse_encoder(path: Path, config: Any, work: Path) -> tuple[Path, dict[str, 
     from onnxruntime.transformers.optimizer import optimize_model
 
     quiet = logging.getLogger("onnxruntime.transformers")
-    level, quiet.level = quiet.level, logging.ERROR
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         model = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
                                hidden_size=config.hidden_size, opt_level=0)
