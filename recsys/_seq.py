@@ -241,34 +241,48 @@ class NextItemLogits:
 
     A sampled negative equal to the target gets logit ``MASKED`` (finite, so ``p · log p`` stays 0).
 
+    Sampled logits of a small catalog (``N · n_items ≤ FULL_MATRIX_MAX``, e.g. ML-1M's 3,706 items) are
+    read from the full score matrix: one ``(N, D) @ (D, n_items)`` product and a column gather, ≈ 5×
+    faster on CPU than gathering ``(N, 1 + K, D)`` item rows, whose backward scatters N·(1 + K) rows
+    into the table. Both give the same loss.
+
     Shapes:
         target: ``(N,)`` in ``1..n_items``; item_table: ``(n_items + 1, D)``; ``logits(h, τ)``: h
         ``(N, D)`` → ``(N, C)`` with ``C = n_items`` or ``1 + n_negatives``; ``labels``: ``(N,)``.
     """
 
     MASKED = -1e4
+    FULL_MATRIX_MAX = 150_000_000
 
     def __init__(
         self, target: torch.Tensor, item_table: torch.Tensor, n_negatives: int, similarity: Literal["dot", "cosine"]
     ) -> None:
         self.similarity = similarity
+        self.columns: torch.Tensor | None = None  # (N, 1 + K) catalog columns of the sampled items
         if n_negatives <= 0:
             self.items, self.clash = item_table[1:], None  # (n_items, D)
             self.labels = target - 1
             return
         n_items = item_table.shape[0] - 1
         negatives = torch.randint(1, n_items + 1, (target.shape[0], n_negatives), device=target.device)  # (N, K)
-        self.items = item_table[torch.cat([target[:, None], negatives], dim=1)]  # (N, 1 + K, D)
+        sampled = torch.cat([target[:, None], negatives], dim=1)  # (N, 1 + K)
         self.clash = torch.cat([torch.zeros_like(target[:, None], dtype=torch.bool), negatives == target[:, None]], 1)
         self.labels = torch.zeros_like(target)
+        if target.shape[0] * n_items <= self.FULL_MATRIX_MAX:
+            self.items, self.columns = item_table[1:], sampled - 1  # (n_items, D)
+            return
+        self.items = item_table[sampled]  # (N, 1 + K, D)
         if similarity == "cosine":
             self.items = F.normalize(self.items, dim=-1)
 
     def logits(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
         if self.clash is None:
             return score_matrix(hidden, self.items, self.similarity, temperature)
-        h = F.normalize(hidden, dim=-1) if self.similarity == "cosine" else hidden
-        out = (self.items @ h.unsqueeze(-1)).squeeze(-1) / temperature  # (N, 1 + K)
+        if self.columns is not None:
+            out = score_matrix(hidden, self.items, self.similarity, temperature).gather(1, self.columns)
+        else:
+            h = F.normalize(hidden, dim=-1) if self.similarity == "cosine" else hidden
+            out = (self.items @ h.unsqueeze(-1)).squeeze(-1) / temperature  # (N, 1 + K)
         return out.masked_fill(self.clash, self.MASKED)
 
     def loss(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -181,7 +181,7 @@ def test_user_tower_exports_to_onnx_with_dynamic_batch_and_length(kind, tmp_path
     assert np.abs(out - model.encode_users(seq).detach().numpy()).max() < 1e-4
 
 
-def test_next_item_logits_full_and_sampled_match_hand_computation():
+def test_next_item_logits_full_and_sampled_match_hand_computation(monkeypatch):
     from recsys._seq import NextItemLogits, full_softmax_loss
 
     torch.manual_seed(0)
@@ -189,14 +189,21 @@ def test_next_item_logits_full_and_sampled_match_hand_computation():
     full = NextItemLogits(target, table, 0, "dot")
     assert torch.allclose(full.loss(hidden, 0.5), full_softmax_loss(hidden, target, table, "dot", 0.5))
     torch.manual_seed(1)
-    sampled = NextItemLogits(target, table, 6, "cosine")
-    torch.manual_seed(1)
     negatives = torch.randint(1, 11, (3, 6))
     cand = torch.cat([target[:, None], negatives], 1)
     expect = torch.nn.functional.normalize(table[cand], dim=-1) @ torch.nn.functional.normalize(hidden, dim=-1)[:, :, None]
     expect = (expect[..., 0] / 0.1).masked_fill(torch.cat([torch.zeros(3, 1, dtype=torch.bool), negatives == target[:, None]], 1), -1e4)
-    got = sampled.logits(hidden, 0.1)
-    assert got.shape == (3, 7) and torch.allclose(got, expect, atol=1e-5)
-    assert torch.equal(sampled.labels, torch.zeros(3, dtype=torch.long))
-    p = got.log_softmax(-1)
-    assert torch.isfinite((p.exp() * p).sum())  # masked clashes give p·log p = 0, not NaN
+    grads = []
+    for full_matrix_max in (NextItemLogits.FULL_MATRIX_MAX, 0):  # column gather of the full matrix, then row gather
+        monkeypatch.setattr(NextItemLogits, "FULL_MATRIX_MAX", full_matrix_max)
+        torch.manual_seed(1)
+        leaf = table.clone().requires_grad_()
+        sampled = NextItemLogits(target, leaf, 6, "cosine")
+        assert (sampled.columns is None) == (full_matrix_max == 0)
+        got = sampled.logits(hidden, 0.1)
+        assert got.shape == (3, 7) and torch.allclose(got, expect, atol=1e-5)
+        assert torch.equal(sampled.labels, torch.zeros(3, dtype=torch.long))
+        p = got.log_softmax(-1)
+        assert torch.isfinite((p.exp() * p).sum())  # masked clashes give p·log p = 0, not NaN
+        grads.append(torch.autograd.grad(sampled.loss(hidden, 0.1), leaf)[0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
