@@ -202,9 +202,10 @@ def _resume(out: Path, cfg: TrainConfig, scores: dict[str, np.ndarray]) -> tuple
     return log, saved
 
 
-def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str) -> dict:
+def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_models: Path | None = None) -> dict:
     """Train one model per run of ``cfg.runs``, score dev and test after each; results are rewritten
-    to ``out`` after every run so a job cut short keeps what finished."""
+    to ``out`` after every run so a job cut short keeps what finished. ``save_models``: also keep each
+    trained model as a cross-encoder directory ``save_models/<objective>[-<curriculum>]`` (fp32)."""
     from train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
     from train.data import HardNegativeLists
     from rankers.base import Hit
@@ -280,6 +281,9 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str) -> dict:
                 log["serving"] = time_engines(Path(tcfg.output_dir), timed, device, cfg.max_length)
                 print(json.dumps(log["serving"]), flush=True)
         flush()
+        if save_models:
+            ranker.save_pretrained(save_models / run.replace(":", "-"), training={"objective": objective, "curriculum": curriculum or None,
+                                                                                   "source": "benchmarks/objectives_scifact_cross_encoder.py"})
         shutil.rmtree(work / run.replace(":", "-"), ignore_errors=True)
         del ranker, trainer
     return log
@@ -434,6 +438,7 @@ def main() -> None:
     t.add_argument("--lists-per-step", type=int, default=TrainConfig.lists_per_step)
     t.add_argument("--no-bf16", action="store_true")
     t.add_argument("--budget-s", type=float, default=None, help="fit every run in this many seconds (fewer steps, same for all)")
+    t.add_argument("--save-models", type=Path, default=None, help="also keep every trained model as a directory here")
     r = sub.add_parser("report", help="metrics, fusion on dev, subsets -> results JSON + PNG")
     r.add_argument("--scores", type=Path, required=True)
     r.add_argument("--bundle", type=Path, required=True)
@@ -446,7 +451,7 @@ def main() -> None:
         cfg = TrainConfig(steps=args.steps, runs=args.runs.split(","), limit_queries=args.limit_queries,
                           max_length=args.max_length, lists_per_step=args.lists_per_step, bf16=not args.no_bf16,
                           budget_s=args.budget_s)
-        train_all(args.bundle, args.out, cfg, args.device)
+        train_all(args.bundle, args.out, cfg, args.device, args.save_models)
     else:
         report(args.scores, args.bundle, args.hardware)
         if args.unpack:
