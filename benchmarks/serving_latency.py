@@ -280,6 +280,79 @@ def tower_rows(cfg: BenchConfig, work: Path) -> list[dict]:
     return rows
 
 
+CUDA_PROTOCOL = ("SciFact test, first n_queries judged queries by id, BM25 (k1 0.9, b 0.4) top-100 from the "
+                 "objectives_scifact_cross_encoder bundle, reranked per query in one batch of 100 on the GPU; "
+                 "max length 256; latency = wall time of one query's 100 docs incl. tokenisation; 3 warm-up queries")
+
+
+def cuda_rows(bundle: Path, model_dir: Path, n_queries: int, work: Path, device: str = "cuda") -> tuple[list[dict], dict]:
+    """The GPU run: the same cross-encoder through PyTorch fp32, PyTorch bf16 autocast,
+    sentence-transformers and onnxruntime's CUDAExecutionProvider (fp32 fused graph, fp16 graph), one
+    batch of 100 docs per query, engines interleaved query by query, then nDCG@10 of every engine.
+
+    Needs only torch, transformers, sentence-transformers and onnxruntime-gpu (no Java: the BM25
+    candidates come from the bundle written by ``objectives_scifact_cross_encoder.py prepare``).
+    ``device="cpu"`` runs the same path on the CPU (the smoke test). Each row names the provider that ran."""
+    import onnxruntime as ort
+    from objectives_scifact_cross_encoder import _load_bundle
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    doc = _load_bundle(bundle, None)
+    qrels = doc["qrels"]["test"]
+    qids = sorted(qrels)[:n_queries]
+    lists = {q: [d for d, _, _ in doc["bm25"]["test"][q]] for q in qids}
+    queries = doc["queries"]["test"]
+    exports = {"onnx-fp32": export_model(model_dir, work / "onnx-fp32"),
+               "onnx-fp16": export_model(model_dir, work / "onnx-fp16", fp16=True)}
+    pt = CrossEncoder.from_pretrained(model_dir, max_length=256, batch_size=100, dtype=torch.float32)
+    pt.model.to(device).eval()
+    st = STCrossEncoder(str(model_dir), max_length=256, activation_fn=torch.nn.Identity(), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def bf16(query: str, texts: list[str]) -> np.ndarray:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return pt.score(query, texts)
+
+    onnx = {name: OnnxRanker(work / name, device=device, batch_size=100, max_tokens=None) for name in exports}
+    engines = {"pytorch-eager": pt.score, "pytorch-bf16-autocast": bf16,
+               "sentence-transformers": lambda q, d: st.predict([(q, x) for x in d], batch_size=100, show_progress_bar=False),
+               **{name: r.score for name, r in onnx.items()}}
+    lat: dict[str, list[float]] = {e: [] for e in engines}
+    scores: dict[str, dict[str, dict[str, float]]] = {e: {} for e in engines}
+    for n, qid in enumerate(qids):
+        texts = [doc["docs"][d] for d in lists[qid]]
+        for name, score in engines.items():
+            sync()
+            t = time.perf_counter()
+            s = np.asarray(score(queries[qid], texts), dtype=np.float64)
+            sync()
+            if n >= 3:
+                lat[name].append(time.perf_counter() - t)
+            scores[name][qid] = dict(zip(lists[qid], s.tolist()))
+    ref = scores["pytorch-eager"]
+    judged = {q: qrels[q] for q in qids}
+    bm25 = {q: {d: s for d, s, _ in doc["bm25"]["test"][q]} for q in qids}
+    rows = [{"engine": "bm25", "model": "pyserini", "dataset": "scifact", "setting": f"{len(qids)} queries",
+             "ndcg@10": evaluate(judged, bm25, ["ndcg@10"])["ndcg@10"]}]
+    st_dps = 100 / float(np.median(lat["sentence-transformers"]))
+    for name in engines:
+        p50 = float(np.median(lat[name]))
+        metrics = evaluate(judged, scores[name], ["ndcg@10", "recall@10", "mrr@10"])
+        rows.append({
+            "engine": name, "model": "minilm-l6-cross-encoder", "dataset": "scifact",
+            "setting": f"{len(qids)} queries x top-100, {len(lat[name])} timed",
+            "provider": onnx[name].session.providers[0] if name in onnx else f"torch-{device}",
+            "p50_ms": 1000 * p50, "p99_ms": 1000 * _pct(lat[name], 99), "docs_per_s": 100 / p50,
+            "speedup_vs_st": 100 / p50 / st_dps,
+            "max_abs_diff_vs_pytorch": max(abs(scores[name][q][d] - ref[q][d]) for q in qids for d in ref[q]),
+            **metrics, "ndcg@10_minus_pytorch": metrics["ndcg@10"] - evaluate(judged, ref, ["ndcg@10"])["ndcg@10"],
+        })
+    extra = {"gpu": torch.cuda.get_device_name() if device == "cuda" else None, "torch": torch.__version__, "onnxruntime": ort.__version__,
+             "onnxruntime_providers": " ".join(ort.get_available_providers()), "weights": f"trained: {model_dir.name}",
+             **{f"export_parity_{k}_max_abs_diff": v.parity_max_abs_diff for k, v in exports.items()}}
+    return rows, extra
+
+
 def run(cfg: BenchConfig) -> tuple[list[dict], dict]:
     """All rows (reranking engines, then user towers) and the run-level fields."""
     with tempfile.TemporaryDirectory(prefix="rankwise-serving-") as tmp:
@@ -298,7 +371,22 @@ def main() -> None:
                         help="stop timing new queries after this many minutes (at least 8 queries)")
     parser.add_argument("--quality-queries", type=int, default=BenchConfig.quality_queries,
                         help="judged test queries for the fp32-vs-int8 nDCG@10 comparison (0: skip)")
+    parser.add_argument("--cuda-bundle", type=Path, default=None,
+                        help="GPU run instead: BM25 candidates from this objectives_scifact_cross_encoder bundle, "
+                             "--model-dir required; writes serving_latency_cuda.json")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON and PNG go")
     args = parser.parse_args()
+    if args.cuda_bundle:
+        if not args.model_dir:
+            parser.error("--cuda-bundle needs --model-dir")
+        with tempfile.TemporaryDirectory(prefix="rankwise-serving-cuda-") as tmp:
+            rows, extra = cuda_rows(args.cuda_bundle, Path(args.model_dir), args.n_queries, Path(tmp))
+        print_table(rows, f"serving_latency_cuda — {CUDA_PROTOCOL}")
+        print(json.dumps(extra))
+        write_results("serving_latency_cuda", rows, CUDA_PROTOCOL, results_dir=args.results_dir, device="cuda", **extra)
+        plot_bars([r for r in rows if "docs_per_s" in r], "engine", "docs_per_s", args.results_dir / "serving_latency_cuda.png",
+                  title=f"MiniLM cross-encoder on {extra['gpu']}, SciFact BM25 top-100, docs/s")
+        return
     cfg = BenchConfig(n_queries=args.n_queries, model_dir=args.model_dir, tower_requests=args.tower_requests,
                       max_minutes=args.max_minutes, quality_queries=args.quality_queries)
     rows, extra = run(cfg)
@@ -306,8 +394,8 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r))
     print({k: v for k, v in extra.items() if k != "queries"})
-    write_results("serving_latency", rows, PROTOCOL, config=asdict(cfg), **extra)
-    plot_bars([r for r in rows if "p50_ms" in r and "docs_per_s" in r], "engine", "docs_per_s", RESULTS_DIR / "serving_latency.png",
+    write_results("serving_latency", rows, PROTOCOL, results_dir=args.results_dir, config=asdict(cfg), **extra)
+    plot_bars([r for r in rows if "p50_ms" in r and "docs_per_s" in r], "engine", "docs_per_s", args.results_dir / "serving_latency.png",
               title=f"MiniLM cross-encoder, SciFact BM25 top-100, docs/s (fp32 ceiling {extra['fp32_ceiling_docs_per_s']:.1f})")
 
 
