@@ -23,10 +23,14 @@ minutes on a GPU, while BM25 (pyserini, Java) and the evaluation run here. So:
 Step 2 resumes: pointed at an ``--out`` that holds an earlier job's scores (same recipe and
 candidates, checked), it trains only the runs not yet there, e.g. ``--runs ranklist:bm25-rr``, and
 records per run the hardware that trained it. The committed table's scores and training log are in
-``benchmarks/results/objectives_scifact_cross_encoder/`` (8 of 9 runs; RankList + bm25-rr is missing):
+``benchmarks/results/objectives_scifact_cross_encoder/``: 8 runs from one H200 job (cut by the device's time
+limit), the ninth (RankList + bm25-rr) from a later H200 job resumed on a copy of that folder:
 
     cp -r benchmarks/results/objectives_scifact_cross_encoder OUT
     python benchmarks/objectives_scifact_cross_encoder.py train --bundle .bundle --out OUT --runs ranklist:bm25-rr
+
+``--save-models DIR`` also keeps each trained model as a cross-encoder directory (``serving_latency.py
+--cuda-bundle`` timed the RankList + bm25-rr one that way).
 
 Step 2 imports only torch, transformers and ``train/`` (``rankers.base`` needs polars at import;
 where polars is not installed a stand-in module is enough, nothing of it is called there).

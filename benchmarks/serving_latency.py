@@ -45,9 +45,17 @@ int8 ``MatMulNBits`` (per-row activation blocks) cut the error 4× but ran at on
 Command (≈ 40 minutes on 2 cores, under the shared CPU lock: ~9 timed, ~30 for the 300-query quality check;
 ``--max-minutes`` caps the timed loop, ``--quality-queries 0`` skips the check):
     flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/serving_latency.py
-Hardware: the machine recorded in the JSON. GPU: PyTorch timings on a lent H200 are in
-``objectives_scifact_cross_encoder.json`` (``device_log.serving_on_device``); the onnxruntime CUDA provider was
-not measured (see ``CUDA_NOTE``).
+Hardware: the machine recorded in the JSON.
+
+GPU (``--cuda-bundle BUNDLE --model-dir DIR``, writes ``serving_latency_cuda.json``): the same reranking on a
+GPU from the candidates of the ``objectives_scifact_cross_encoder.py`` bundle (no Java there), one batch of
+100 docs per query, engines interleaved: PyTorch fp32, PyTorch bf16 autocast, sentence-transformers and
+onnxruntime's CUDAExecutionProvider on the fused fp32 graph and on the fp16 graph, all 300 test queries
+timed and scored. Finding (2026-11-26, lent NVIDIA H200, onnxruntime-gpu 1.31.1 for CUDA 13 using the CUDA
+and cuDNN libraries of torch 2.11+cu130, RankList + bm25-rr model): ONNX fp32 4,810 docs/s and fp16 5,591
+docs/s, 2.45× and 2.85× sentence-transformers (1,964), nDCG@10 within 0.0002 and 0.0013 of PyTorch fp32;
+PyTorch bf16 autocast 1.50× at −0.0047. Command on the GPU machine (the onnxruntime-gpu wheel installed):
+    python benchmarks/serving_latency.py --cuda-bundle .bundle --model-dir DIR --n-queries 300
 """
 
 from __future__ import annotations
@@ -76,12 +84,7 @@ PROTOCOL = ("SciFact test, first n_queries judged queries by id, BM25 (k1 0.9, b
             "cross-encoder max length 256, batch 32, 2 threads; latency = wall time of one query's 100 docs")
 
 
-CUDA_NOTE = (
-    "onnxruntime CUDAExecutionProvider not measured: the lent GPU machine (NVIDIA H200) has CPU-only onnxruntime 1.30 "
-    "and the onnxruntime-gpu 1.31.1 wheel (255 MB, CUDA 13) exceeds its 64 MiB per-call transfer limit; the provider "
-    "path is tested for its CPU fallback only. PyTorch on that H200 (trained LiPO model, 100 docs per query in one batch, "
-    "24 queries): see benchmarks/results/objectives_scifact_cross_encoder.json, key device_log.serving_on_device"
-)
+CUDA_NOTE = "onnxruntime CUDAExecutionProvider: see serving_latency_cuda.json (serving_latency.py --cuda-bundle on a GPU)"
 
 
 @dataclass
