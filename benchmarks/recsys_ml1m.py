@@ -46,6 +46,19 @@ ML-1M on a lent NVIDIA H200 (``--device cuda``, same preset and full softmax, 60
 trains in ≈ 25 s, ReaRec-ERL ≈ 80 s, PRL ≈ 91 s. HR@10 / NDCG@10, seeds 42, 1, 2: SASRec .2805 / .1561, .2816 /
 .1574, .2806 / .1588 (mean .2809 / .1574: the .28 / .155 target is met on every seed); ReaRec-ERL .2743 / .1517,
 .2892 / .1603, .2747 / .1521 (mean .2794 / .1547, within seed noise of SASRec); PRL (seed 42) .2510 / .1344.
+
+Yelp (S3Rec split, 30,431 users, 20,033 items; 2-core CPU shared with another job, seed 42): SASRec 10 epochs
+HR@10 .0353 / NDCG@10 .0180 (25 min); ReaRec-ERL managed 2 epochs under the same 25-minute cap (≈ 20 min per
+epoch: three full softmaxes over 20k items plus ERL's pairwise KL), .0125 / .0057, against SASRec after the same
+2 epochs .0137 / .0070. So Yelp has an equal-epoch comparison only at 2 epochs, where ERL is below SASRec; PRL
+was not run. A fair Yelp table needs a GPU (ML-1M's ERL took 80 s on the H200).
+
+HLLM on Scientific, an ad-hoc probe (not this script; seed 42, 40 epochs, same preset): frozen MiniLM text
+vectors through the linear adapter .0803 / .0454; with 4,096 shared negatives instead of 512 .0866 / .0506;
+with a learned id vector added to each adapted text vector (a hybrid, not the paper) .1044 / .0711, close to
+SASRec's .1071 / .0765. Most of the gap is item discrimination: a linear map of fixed text vectors cannot
+separate items whose texts embed alike. The paper's gains come from fine-tuning 1B+ item LLMs end to end
+(``item_mode="finetune"`` here), which does not fit this CPU.
 """
 
 from __future__ import annotations
