@@ -279,11 +279,6 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
         print(f"{run}: {train_s:.1f}s, loss {summary['history'][0]['loss']:.4f} -> {summary['final_loss']:.4f}", flush=True)
         if run == "lipo":
             log["runs"][run]["weights"] = _save_parts(ranker, out)
-            if device != "cpu":
-                first = sorted(doc["queries"]["test"])[:27]
-                timed = [(doc["queries"]["test"][q], [doc["docs"][d] for d, _, _ in doc["bm25"]["test"][q]]) for q in first]
-                log["serving"] = time_engines(Path(tcfg.output_dir), timed, device, cfg.max_length)
-                print(json.dumps(log["serving"]), flush=True)
         flush()
         if save_models:
             ranker.save_pretrained(save_models / run.replace(":", "-"), training={"objective": objective, "curriculum": curriculum or None,
@@ -314,46 +309,6 @@ def unpack_model(scores_dir: Path, bundle: Path, dest: Path) -> Path:
     ce.save_pretrained(dest, training={"objective": "lipo", "source": "benchmarks/objectives_scifact_cross_encoder.py"})
     shutil.rmtree(work, ignore_errors=True)
     return dest
-
-
-def time_engines(model_dir: Path, lists: list[tuple[str, list[str]]], device: str, max_length: int) -> dict:
-    """Rerank latency of one query's candidates on ``device`` (the GPU half of ``serving_latency.py``):
-    PyTorch eager fp32, PyTorch under bf16 autocast, sentence-transformers ``CrossEncoder.predict``,
-    all in one batch per query, interleaved query by query; plus which onnxruntime providers exist."""
-    import onnxruntime as ort
-    from sentence_transformers import CrossEncoder as STCrossEncoder
-
-    from rankers.cross_encoder import CrossEncoder
-
-    ours = CrossEncoder.from_pretrained(model_dir, max_length=max_length, batch_size=len(lists[0][1]), dtype=torch.float32)
-    ours.model.to(device).eval()
-    st = STCrossEncoder(str(model_dir), device=device, max_length=max_length)
-
-    def bf16(q: str, docs: list[str]) -> np.ndarray:
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
-            return ours.score(q, docs)
-
-    engines = {
-        "pytorch-fp32": ours.score,
-        "pytorch-bf16-autocast": bf16,
-        "sentence-transformers": lambda q, docs: st.predict([(q, d) for d in docs], batch_size=len(docs), show_progress_bar=False),
-    }
-    times: dict[str, list[float]] = {name: [] for name in engines}
-    for i, (q, docs) in enumerate(lists):
-        for name, fn in engines.items():
-            torch.cuda.synchronize() if device.startswith("cuda") else None
-            t0 = time.perf_counter()
-            fn(q, docs)
-            torch.cuda.synchronize() if device.startswith("cuda") else None
-            if i >= 3:  # warm-up queries are not timed
-                times[name].append(time.perf_counter() - t0)
-    out = {"queries_timed": len(lists) - 3, "docs_per_query": len(lists[0][1]), "onnxruntime": ort.__version__,
-           "onnxruntime_providers": ort.get_available_providers(), "engines": {}}
-    for name, ts in times.items():
-        med = float(np.median(ts))
-        out["engines"][name] = {"median_ms": round(1000 * med, 2), "p99_ms": round(1000 * float(np.quantile(ts, 0.99)), 2),
-                                "docs_per_s": round(len(lists[0][1]) / med, 1)}
-    return out
 
 
 # -- 3. report (here) ----------------------------------------------------------------------------
@@ -418,8 +373,7 @@ def report(scores_dir: Path, bundle: Path, hardware: str) -> list[dict]:
     write_results("objectives_scifact_cross_encoder", rows, protocol, hardware=hardware, device_log={
         "device": log["device"], "gpu": log["gpu"], "torch": log["torch"],
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "weights"} for k, v in log["runs"].items()},
-        "missing_runs": [r for r in cfg["runs"] if r not in log["runs"]],
-        "serving_on_device": log.get("serving")})
+        "missing_runs": [r for r in cfg["runs"] if r not in log["runs"]]})
     plot_bars([r for r in shown if r["fusion"] == "zscore" or r["model"] == "bm25"], ["model", "objective", "curriculum"],
               "ndcg@10", RESULTS_DIR / "objectives_scifact_cross_encoder.png",
               title="SciFact test nDCG@10, MiniLM cross-encoder + BM25 fusion")
