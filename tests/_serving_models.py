@@ -13,8 +13,11 @@ import torch
 from rankers.base import Ranker
 
 
-def tiny_cross_encoder_dir(directory: Path, max_length: int = 48) -> Path:
-    """A 2-layer, 32-wide BERT cross-encoder with the bundled MiniLM tokenizer, saved as a rankwise dir."""
+def tiny_cross_encoder_dir(directory: Path, max_length: int = 48, initializer_range: float = 0.02) -> Path:
+    """A 2-layer, 32-wide BERT cross-encoder with the bundled MiniLM tokenizer, saved as a rankwise dir.
+
+    ``initializer_range``: std of the random weights; BERT's 0.02 gives near-zero logits, larger
+    values give scores spread like a trained model's (for tests of score error)."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from rankers.bi_encoder import default_encoder_path
@@ -24,7 +27,7 @@ def tiny_cross_encoder_dir(directory: Path, max_length: int = 48) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(default_encoder_path()))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, num_labels=1,
+        intermediate_size=64, max_position_embeddings=128, num_labels=1, initializer_range=initializer_range,
     )
     CrossEncoder(BertForSequenceClassification(config), tokenizer, max_length=max_length).save_pretrained(directory)
     return directory

@@ -8,8 +8,10 @@ import torch.nn.functional as F
 
 from train.losses import OBJECTIVES, LambdaLoss, LiPOLambdaLoss, ListMLELoss, ListNetLoss, PointwiseBCELoss, RankListLoss, RankNetLoss, make_objective, policy_scores, sequence_log_probs
 
-RANKING = [n for n in OBJECTIVES if n != "pointwise"]
+PER_CANDIDATE = ("pointwise", "distill-mse")  # defined on each candidate: degenerate lists still count
+RANKING = [n for n in OBJECTIVES if n not in PER_CANDIDATE]
 ALL = list(OBJECTIVES)
+RELEVANCE = [n for n in OBJECTIVES if n != "distill-mse"]  # distill-mse regresses onto teacher scores, not relevance
 
 
 def _batch(seed: int = 0, b: int = 3, length: int = 6):
@@ -70,7 +72,7 @@ def test_better_ordered_list_has_lower_loss(name):
     assert loss(good, labels).item() < loss(bad, labels).item()
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", RELEVANCE)
 def test_gradient_raises_relevant_and_lowers_irrelevant(name):
     scores = torch.zeros(1, 4, requires_grad=True)
     labels = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
@@ -93,6 +95,18 @@ def test_per_list_weights_scale_each_list(name):
 def test_pointwise_bce_hand_value():
     value = PointwiseBCELoss()(torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 0.0]]))
     assert value.item() == pytest.approx((math.log(2) + math.log(1 + math.exp(2))) / 2, rel=1e-6)
+
+
+def test_score_distillation_mse_hand_value_with_padding_and_list_weights():
+    scores = torch.tensor([[1.0, 2.0, 9.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[0.0, 2.0, -9.0], [1.0, -1.0, 3.0]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    loss = make_objective("distill-mse")
+    assert loss(scores, teacher, mask).item() == pytest.approx(((1 + 0) / 2 + (1 + 1 + 9) / 3) / 2)
+    weighted = loss(scores, teacher, mask, weights=torch.tensor([2.0, 0.0]))
+    assert weighted.item() == pytest.approx(2 * 0.5 / 2)
+    weighted.backward()  # the padded candidate and the zero-weight list get no gradient
+    assert scores.grad[0, 2] == 0 and (scores.grad[1] == 0).all() and scores.grad[0, 0] > 0
 
 
 def test_ranknet_hand_value():

@@ -21,6 +21,7 @@ class Objective(str, Enum):
     ranknet = "ranknet"
     lambdaloss = "lambdaloss"
     pointwise = "pointwise"
+    distill_mse = "distill-mse"
 
 
 class Curriculum(str, Enum):
@@ -61,6 +62,8 @@ def cross_encoder_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --output."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the model and the list stream."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained model whose logits become the labels (needed by --objective distill-mse)."),
+    int8_aware: bool = typer.Option(False, "--int8-aware", help="Train through the simulation of `rankwise export --quantize int8` (quantisation-aware; cross-encoder only)."),
 ) -> None:
     """Fine-tune a reranker on a BEIR train split with BM25 hard negatives and one objective.
 
@@ -69,6 +72,7 @@ def cross_encoder_cmd(
         rankwise train cross-encoder --dataset scifact --objective ranklist --curriculum bm25-rr --output models/ce-rl
         rankwise train cross-encoder --objective listnet --architecture bi-encoder --max-length 128 --output models/bi-listnet
         rankwise train cross-encoder --objective lipo --output models/ce-lipo --save-steps 50 --resume
+        rankwise train cross-encoder --objective distill-mse --teacher models/ce-lipo --model models/ce-lipo --int8-aware --lr 1e-5 --output models/ce-lipo-int8qat
     """
     from eval.datasets.beir import load_beir
     from train.cross_encoder_trainer import CrossEncoderTrainerConfig, train_on_beir
@@ -79,16 +83,22 @@ def cross_encoder_cmd(
         _fail(f"--dataset {dataset}: {err}")
     if model is not None and not Path(model).exists() and "/" not in model:
         _fail(f"--model {model}: no such folder (give a local folder or an org/name hub id)")
+    if (objective is Objective.distill_mse) != (teacher is not None):
+        _fail("--objective distill-mse and --teacher go together: the teacher's logits are the labels")
+    if teacher is not None and not (teacher / "rankwise.json").is_file():
+        _fail(f"--teacher {teacher}: not a rankwise model directory (no rankwise.json)")
+    if int8_aware and architecture is not Architecture.cross_encoder:
+        _fail(f"--int8-aware: only the cross-encoder architecture is exported with --quantize int8, not {architecture.value}")
     try:
         config = CrossEncoderTrainerConfig(
             output_dir=str(output), objective=objective.value, max_steps=max_steps, lists_per_step=lists_per_step,
             learning_rate=learning_rate, curriculum=curriculum.value if curriculum else None,
-            save_steps=save_steps, seed=seed,
+            save_steps=save_steps, seed=seed, int8_aware=int8_aware,
         )
     except ValueError as err:
         _fail(str(err))
     summary = train_on_beir(
         dataset, config, model=model, architecture=architecture.value, max_length=max_length, list_size=list_size,
-        data_dir=data_dir, resume=resume, data_seed=seed,
+        data_dir=data_dir, resume=resume, data_seed=seed, teacher=teacher,
     )
     typer.echo(f"trained {summary['steps']} steps in {summary['train_s']:.1f}s, final loss {summary['final_loss']:.4f} -> {output}")

@@ -8,6 +8,7 @@ linear warm-up/decay and gradient clipping. Checkpoints are ``save_pretrained`` 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -27,6 +28,7 @@ from torch import nn
 from train.curriculum import HEURISTICS, CurriculumSchedule, curriculum_weights
 from train.data import ListBatch, TrainingList, collate_lists
 from train.losses import OBJECTIVES, RankingLoss, make_objective
+from train.quantization_aware import simulate_onnx_int8
 
 __all__ = ["CrossEncoderTrainerConfig", "CrossEncoderTrainer", "TrainableRanker", "ARCHITECTURES", "load_trainable", "train_on_beir"]
 
@@ -67,6 +69,10 @@ class CrossEncoderTrainerConfig:
         seed: torch/python seeds (the data stream has its own seed).
         bf16: run the model's forward under bfloat16 autocast (weights and optimiser stay fp32); on a
             GPU this roughly halves the step time, on CPU it needs AVX-512 BF16 to pay off.
+        int8_aware: run the model's encoder-layer Linears through the simulation of the int8 ONNX
+            export (:func:`train.quantization_aware.simulate_onnx_int8`), for a model to be served
+            with ``rankwise export --quantize int8``; usually with ``objective="distill-mse"`` and the
+            fp32 model as the trainer's ``teacher``.
         progress: show a progress bar.
     """
 
@@ -86,6 +92,7 @@ class CrossEncoderTrainerConfig:
     log_every: int = 10
     seed: int = 0
     bf16: bool = False
+    int8_aware: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -119,6 +126,9 @@ class CrossEncoderTrainer:
             with ``epochs=None``); it must be deterministic for :meth:`train` to resume exactly.
         config: the run's settings (default: ``CrossEncoderTrainerConfig("rankwise-model")``).
         objective: an objective instance (default: built from ``config.objective``).
+        teacher: a frozen ranker whose fp32 logits replace the lists' labels (score distillation,
+            e.g. ``objective="distill-mse"``); the student then trains without dropout, so that it
+            matches the teacher's deterministic scores. ``None``: labels are the qrels.
 
     Example:
         >>> trainer = CrossEncoderTrainer(ce, lists, CrossEncoderTrainerConfig("out", objective="lipo"))  # doctest: +SKIP
@@ -131,8 +141,12 @@ class CrossEncoderTrainer:
         train_lists: Iterable[TrainingList],
         config: CrossEncoderTrainerConfig | None = None,
         objective: RankingLoss | None = None,
+        teacher: TrainableRanker | None = None,
     ) -> None:
         self.ranker = model
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.model.eval().requires_grad_(False)
         self.train_lists = train_lists
         self.config = config or CrossEncoderTrainerConfig("rankwise-model")
         self.objective = objective or make_objective(self.config.objective, **self.config.objective_kwargs)
@@ -154,15 +168,17 @@ class CrossEncoderTrainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
 
-    def list_scores(self, batch: ListBatch) -> torch.Tensor:
-        """fp32 model scores for every real candidate, padded with 0, on the model's device.
+    def list_scores(self, batch: ListBatch, ranker: TrainableRanker | None = None) -> torch.Tensor:
+        """fp32 scores of ``ranker`` (default: the trained model) for every real candidate, padded
+        with 0, on its device.
 
         Shapes: returns ``(B, L)``.
         """
+        ranker = ranker or self.ranker
         queries = [q for q, docs in zip(batch.queries, batch.docs) for _ in docs]
-        device = next(self.ranker.model.parameters()).device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
-            flat = self.ranker.logits(queries, [d for docs in batch.docs for d in docs])  # (N,)
+        device = next(ranker.model.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.bf16 and ranker is self.ranker):
+            flat = ranker.logits(queries, [d for docs in batch.docs for d in docs])  # (N,)
         scores = torch.zeros(batch.mask.shape, dtype=torch.float32, device=flat.device)
         return scores.masked_scatter(batch.mask.to(flat.device), flat.float())
 
@@ -170,6 +186,10 @@ class CrossEncoderTrainer:
         """The objective on one batch at the current step (curriculum weights included)."""
         scores = self.list_scores(batch)
         labels, mask = batch.labels.to(scores.device), batch.mask.to(scores.device)
+        if self.teacher is not None:
+            with torch.inference_mode():
+                labels = self.list_scores(batch, self.teacher).to(scores.device)
+            labels = labels.clone()  # an ordinary tensor for the objective's autograd graph
         weights = None
         if self.schedule is not None:
             weights = curriculum_weights(
@@ -183,13 +203,20 @@ class CrossEncoderTrainer:
         """``save_pretrained`` + ``rankwise.json`` (objective, step) (+ optimiser state for resuming)."""
         directory.mkdir(parents=True, exist_ok=True)
         self.ranker.save_pretrained(
-            directory, training={**self.objective.get_config_dict(), "curriculum": self.config.curriculum, "step": self.step},
+            directory, training={**self.objective.get_config_dict(), "curriculum": self.config.curriculum, "step": self.step,
+                                 **self._distillation_record()},
         )
         if with_state:
             torch.save(
                 {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "history": self.history},
                 directory / STATE_FILE,
             )
+
+    def _distillation_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"int8_aware": True} if self.config.int8_aware else {}
+        if self.teacher is not None:
+            record["teacher"] = str(getattr(self.teacher.model, "name_or_path", "") or type(self.teacher.model).__name__)
+        return record
 
     def resume(self, checkpoint: Path) -> None:
         """Load optimiser/scheduler/step from ``checkpoint`` (the model must already hold its weights)."""
@@ -215,36 +242,38 @@ class CrossEncoderTrainer:
         stream = iter(self.train_lists)
         for _ in range(self.step * cfg.lists_per_step):  # skip what the resumed run has seen
             next(stream)
-        self.ranker.model.train()
+        self.ranker.model.train(self.teacher is None)  # distillation: no dropout, match the teacher exactly
+        simulation = simulate_onnx_int8(self.ranker.model) if cfg.int8_aware else contextlib.nullcontext()
         bar = None
         if cfg.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {cfg.objective}", unit="step")
         start, running = time.perf_counter(), []
-        while self.step < cfg.max_steps:
-            lists = list(itertools.islice(stream, cfg.lists_per_step))
-            if not lists:
-                break
-            loss = self.compute_loss(collate_lists(lists))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(self.ranker.model.parameters(), cfg.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
-            running.append(float(loss.detach()))
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                self.history.append({"step": self.step, "loss": float(np.mean(running))})
-                running = []
+        with simulation:  # the int8 simulation ends with the loop, even on an error
+            while self.step < cfg.max_steps:
+                lists = list(itertools.islice(stream, cfg.lists_per_step))
+                if not lists:
+                    break
+                loss = self.compute_loss(collate_lists(lists))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(self.ranker.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                running.append(float(loss.detach()))
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    self.history.append({"step": self.step, "loss": float(np.mean(running))})
+                    running = []
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}")
                 if bar is not None:
-                    bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}")
-            if bar is not None:
-                bar.update(1)
-            if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < cfg.max_steps:
-                self.save_checkpoint(out / f"checkpoint-{self.step}")
-                self._prune(out)
+                    bar.update(1)
+                if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < cfg.max_steps:
+                    self.save_checkpoint(out / f"checkpoint-{self.step}")
+                    self._prune(out)
         if bar is not None:
             bar.close()
         self.ranker.model.eval()
@@ -292,11 +321,13 @@ def train_on_beir(
     query_ids: Iterable[str] | None = None,
     resume: bool = False,
     data_seed: int = 0,
+    teacher: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train on a BEIR dataset's ``train`` split with BM25 hard negatives; returns the summary.
 
     ``query_ids`` restricts training to those queries (e.g. to hold some out); ``resume`` continues
-    from the newest checkpoint in ``config.output_dir`` when there is one.
+    from the newest checkpoint in ``config.output_dir`` when there is one; ``teacher`` (a saved
+    model of the same architecture) makes the labels its logits (score distillation).
     """
     from eval.datasets.beir import load_beir
     from rankers.first_stage.bm25 import BM25Retriever
@@ -311,7 +342,8 @@ def train_on_beir(
     )
     checkpoint = CrossEncoderTrainer.latest_checkpoint(config.output_dir) if resume else None
     ranker = load_trainable(architecture, checkpoint or model, max_length)
-    trainer = CrossEncoderTrainer(ranker, lists, config)
+    teacher_ranker = load_trainable(architecture, teacher, max_length) if teacher is not None else None
+    trainer = CrossEncoderTrainer(ranker, lists, config, teacher=teacher_ranker)
     if checkpoint is not None:
         trainer.resume(checkpoint)
     return trainer.train()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from train.losses._base import RankingLoss
+from train.losses.distillation import ScoreDistillationMSELoss
 from train.losses.lambdaloss import LambdaLoss
 from train.losses.lipo import LiPOLambdaLoss, policy_scores, sequence_log_probs
 from train.losses.listmle import ListMLELoss
@@ -19,7 +20,7 @@ from train.losses.ranknet import RankNetLoss
 
 __all__ = [
     "OBJECTIVES", "make_objective", "RankingLoss", "PointwiseBCELoss", "RankNetLoss", "ListNetLoss", "ListMLELoss",
-    "LambdaLoss", "LiPOLambdaLoss", "RankListLoss", "policy_scores", "sequence_log_probs",
+    "LambdaLoss", "LiPOLambdaLoss", "RankListLoss", "ScoreDistillationMSELoss", "policy_scores", "sequence_log_probs",
 ]
 
 OBJECTIVES: dict[str, type[RankingLoss]] = {
@@ -30,6 +31,7 @@ OBJECTIVES: dict[str, type[RankingLoss]] = {
     "lambdaloss": LambdaLoss,
     "lipo": LiPOLambdaLoss,
     "ranklist": RankListLoss,
+    "distill-mse": ScoreDistillationMSELoss,  # labels = a teacher's logits (trainer `teacher=`)
 }
 
 
