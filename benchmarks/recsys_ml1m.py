@@ -15,7 +15,9 @@ Results: ``benchmarks/results/recsys_<dataset>.json`` (+ ``.png``); ML-1M writes
 Hardware: the 2-core CPU build machine unless a row says otherwise; one seed per row (42) unless ``--seeds``.
 
 Command options: ``--epochs``, ``--max-minutes`` (cap per row), ``--seeds``, ``--sasrec-loss ce|sampled``,
-``--device cuda`` (rows record their device; a row is keyed by model, loss, budget, seed and device).
+``--similarity cosine|dot`` (cosine / 0.05 as in HSTU, the default; dot / 0.07 as in the ReaRec paper, for
+SASRec, ReaRec and HCN alike), ``--device cuda`` (rows record their device; a row is keyed by model, loss,
+similarity, budget, seed and device).
 
 Slow SASRec, fixed 2026-11-26: the id tables were initialised 7× too large (items std d^-0.5, so E·√d has
 std 1, and positions N(0, 1)); :func:`recsys._seq.init_id_embeddings` now follows the HSTU repository
@@ -101,6 +103,7 @@ class BenchConfig:
     max_minutes: float | None = None
     seeds: tuple[int, ...] = (42,)
     sasrec_loss: str = "ce"
+    similarity: str = "cosine"  # cosine / 0.05 (HSTU), or dot / 0.07 (the ReaRec paper's scoring)
     device: str = "cpu"
     force: bool = False
     extra: dict = field(default_factory=dict)
@@ -112,7 +115,10 @@ def bench_name(dataset: str) -> str:
     )
 
 
-def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = "ce"):  # noqa: ANN201
+SCORING = {"cosine": {"similarity": "cosine", "temperature": 0.05}, "dot": {"similarity": "dot", "temperature": 0.07}}
+
+
+def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = "ce", similarity: str = "cosine"):  # noqa: ANN201
     common = {
         "n_items": data.n_items,
         "hidden": preset["hidden"],
@@ -121,7 +127,7 @@ def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = 
         "dropout": preset["dropout"],
         "max_len": preset["max_len"],
     }
-    shared = {"loss": "ce", "similarity": "cosine", "temperature": 0.05}
+    shared = {"loss": "ce", **SCORING[similarity]}
     if name == "sasrec":
         from recsys.sasrec import SASRec, SASRecConfig
 
@@ -143,8 +149,9 @@ def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = 
 
 
 def _key(row: dict) -> tuple:
-    """Rows are unique per (model, loss, dataset, seed, budget, device): a model may appear at two budgets."""
-    return row["model"], row.get("loss", "ce"), row["dataset"], row["seed"], row["budget"], row.get("device", "cpu")
+    """Rows are unique per (model, loss, similarity, dataset, seed, budget, device): a model may appear at two budgets."""
+    return (row["model"], row.get("loss", "ce"), row.get("similarity", "cosine"), row["dataset"], row["seed"], row["budget"],
+            row.get("device", "cpu"))
 
 
 def _load_rows(path: Path) -> list[dict]:
@@ -167,12 +174,12 @@ def run(config: BenchConfig) -> list[dict]:
             budget = f"{epochs} epochs" + (f", cap {config.max_minutes} min" if config.max_minutes else "")
             same_backbone = model_name == "sasrec" or model_name.startswith("rearec")
             loss = {"hllm": "infonce-512"}.get(model_name, config.sasrec_loss if same_backbone else "ce")
-            key = (model_name, loss, config.dataset, seed, budget, config.device)
+            key = (model_name, loss, config.similarity, config.dataset, seed, budget, config.device)
             if not config.force and any(_key(r) == key for r in rows):
                 continue
             torch.manual_seed(seed)
             t0 = time.perf_counter()
-            model = build_model(model_name, data, preset, config.sasrec_loss).to(config.device)
+            model = build_model(model_name, data, preset, config.sasrec_loss, config.similarity).to(config.device)
             setup_s = time.perf_counter() - t0  # HLLM: item-LLM encoding of the catalog (cached on disk)
             trainer_cfg = RecTrainerConfig(
                 epochs=epochs, batch_size=preset["batch"], lr=1e-3, seed=seed, max_minutes=config.max_minutes,
@@ -185,6 +192,7 @@ def run(config: BenchConfig) -> list[dict]:
             row = {
                 "model": model_name,
                 "loss": loss,
+                "similarity": config.similarity,
                 "dataset": config.dataset,
                 "seed": seed,
                 "hr@10": metrics["hr@10"],
@@ -217,6 +225,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--sasrec-loss", default="ce", choices=["ce", "sampled"],
                         help="SASRec and ReaRec loss: full softmax, or 128 sampled negatives (the HSTU repo's setting)")
+    parser.add_argument("--similarity", default="cosine", choices=list(SCORING),
+                        help="scoring of SASRec, ReaRec and HCN: cosine / 0.05 (HSTU), or dot / 0.07 (the ReaRec paper)")
     parser.add_argument("--device", default="cpu", help="torch device for training and evaluation (e.g. cuda)")
     parser.add_argument("--force", action="store_true", help="rerun rows already in the result file")
     args = parser.parse_args()
@@ -227,13 +237,14 @@ def main() -> None:
         max_minutes=args.max_minutes,
         seeds=tuple(int(s) for s in args.seeds.split(",")),
         sasrec_loss=args.sasrec_loss,
+        similarity=args.similarity,
         device=args.device,
         force=args.force,
     )
     rows = run(cfg)
     name = bench_name(cfg.dataset)
     print_table(rows, f"{name} — {PROTOCOL}")
-    plot_bars(rows, ("model", "seed", "budget", "device"), "ndcg@10", RESULTS_DIR / f"{name}.png",
+    plot_bars(rows, ("model", "similarity", "seed", "budget", "device"), "ndcg@10", RESULTS_DIR / f"{name}.png",
               title=f"{cfg.dataset}: NDCG@10 ({PROTOCOL})")
 
 

@@ -17,6 +17,7 @@ class Quantize(str, Enum):
 
     none = "none"
     int8 = "int8"
+    int8_blockwise = "int8-blockwise"
 
 
 class Part(str, Enum):
@@ -50,7 +51,7 @@ def _fail(message: str) -> None:
 def export(
     model_dir: Path = typer.Option(..., "--model-dir", help="A rankwise model directory (rankwise.json names its kind)."),
     output: Path = typer.Option(..., "--output", help="Export directory: model.onnx, tokenizer / item vectors, serving.json."),
-    quantize: Quantize = typer.Option(Quantize.none, "--quantize", help="int8: onnxruntime dynamic quantisation (QInt8 weights)."),
+    quantize: Quantize = typer.Option(Quantize.none, "--quantize", help="int8: onnxruntime dynamic quantisation (QInt8 weights, per-tensor activations; fastest on CPU). int8-blockwise: MatMulNBits, 8-bit weights and activations per block of 128 (closer to fp32, slower)."),
     fp16: bool = typer.Option(False, "--fp16", help="Float16 weights with float32 inputs/outputs (for CUDA serving)."),
     tolerance: float = typer.Option(1e-3, "--tolerance", help="Max allowed fp32 |ONNX - PyTorch| on the parity inputs."),
     fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fuse a BERT-family encoder's attention/LayerNorm/GELU into onnxruntime ops (inputs right-padded)."),
@@ -75,8 +76,8 @@ def export(
     from rankers.model_dir import ModelDirError
     from serving.export import ExportParityError, export_model
 
-    if quantize is Quantize.int8 and fp16:
-        _fail("--quantize int8 and --fp16 exclude each other")
+    if quantize is not Quantize.none and fp16:
+        _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
     try:
         result = export_model(
             model_dir, output, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,

@@ -142,6 +142,8 @@ def test_cli_export_and_rerank_documented_flags(inputs, ce_onnx, tmp_path):
     res = runner.invoke(app, ["export", "--model-dir", str(src), "--output", str(tmp_path / "onnx"), "--quantize", "int8", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["precision"] == "int8"
+    res = runner.invoke(app, ["export", "--model-dir", str(src), "--output", str(tmp_path / "nbits"), "--quantize", "int8-blockwise", "--fp16"])
+    assert res.exit_code == 1 and "--quantize int8-blockwise and --fp16 exclude each other" in res.output
     args = ["rerank", "--model", str(ce_onnx), "--candidates", str(inputs["candidates"]), "--corpus", str(inputs["corpus"]),
             "--queries", str(inputs["queries"]), "--output", str(tmp_path / "ce.trec"), "--top-k", "3", "--json"]
     res = runner.invoke(app, args)

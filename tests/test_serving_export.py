@@ -46,10 +46,10 @@ def test_export_cross_encoder_matches_pytorch_on_real_pairs(ce_dir, ce_onnx):
     np.testing.assert_allclose(onnx_ranker.score(query, docs), ce.score(query, docs), atol=1e-5)
 
 
-@pytest.mark.parametrize("precision", ["int8", "fp16"])
+@pytest.mark.parametrize("precision", ["int8", "int8-blockwise", "fp16"])
 def test_export_int8_and_fp16_record_their_distance_and_shrink_the_file(ce_dir, ce_onnx, tmp_path, precision):
     out = tmp_path / precision
-    result = export_model(ce_dir, out, quantize="int8" if precision == "int8" else None, fp16=precision == "fp16")
+    result = export_model(ce_dir, out, quantize=None if precision == "fp16" else precision, fp16=precision == "fp16")
     meta = json.loads((out / "serving.json").read_text())
     assert result.precision == meta["precision"] == precision
     assert meta["parity_max_abs_diff"] == pytest.approx(result.parity_max_abs_diff)
@@ -58,10 +58,25 @@ def test_export_int8_and_fp16_record_their_distance_and_shrink_the_file(ce_dir, 
     if precision == "int8":  # fused QKV projections and the other weight MatMuls run on int8; embeddings stay fp32
         assert ops["QAttention"] == 2 and ops["MatMulInteger"] == 2 * 3 and ops["EmbedLayerNormalization"] == 1
         assert "QEmbedLayerNormalization" not in ops and ops["MatMul"] == 2  # pooler and one-logit head
+    elif precision == "int8-blockwise":  # attention output and FFN MatMuls; the fused QKV projection stays fp32
+        assert ops["MatMulNBits"] == 2 * 3 and ops["Attention"] == 2 and "DynamicQuantizeLinear" not in ops
     else:
         assert (out / "model.onnx").stat().st_size < 0.6 * (ce_onnx / "model.onnx").stat().st_size
     scores = OnnxRanker(out, device="cpu").score("what is bm25", [d for _, d in PARITY_PAIRS])
     assert np.isfinite(scores).all() and scores.shape == (len(PARITY_PAIRS),)
+
+
+def test_blockwise_int8_is_closer_to_fp32_than_per_tensor_int8(tmp_path):
+    """Per-block activation scales beat one scale per tensor on a model with spread-out scores."""
+    src = tiny_cross_encoder_dir(tmp_path / "model", initializer_range=0.2)
+    docs = [d for _, d in PARITY_PAIRS] + [f"bone density and vitamin d trial {i} " * (i + 1) for i in range(12)]
+    ref = CrossEncoder.from_pretrained(src).score("vitamin d and bones", docs)
+    error = {}
+    for quantize in ("int8", "int8-blockwise"):
+        export_model(src, tmp_path / quantize, quantize=quantize)
+        scores = OnnxRanker(tmp_path / quantize, device="cpu").score("vitamin d and bones", docs)
+        error[quantize] = float(np.abs(scores - ref).mean())
+    assert 0 < error["int8-blockwise"] < error["int8"]
 
 
 def test_export_fuses_bert_attention_and_can_skip_it(ce_dir, ce_onnx, tmp_path):
