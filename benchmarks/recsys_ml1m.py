@@ -6,17 +6,18 @@ Protocol: leave-one-out, full ranking over all items, the user's history exclude
 
 Anchor: the HSTU repository's SASRec row on ML-1M, HR@10 .2853 / NDCG@10 .1603 (target ≥ .28 / .155).
 
-Command (CPU, under the shared lock; each row is written as soon as it finishes, reruns skip done rows):
+Commands (CPU ones under the shared lock, the last on a GPU; each row is written as soon as it finishes, reruns skip done rows):
     flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset ml-1m --models sasrec,rearec-erl,rearec-prl
     flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset amazon2018_scientific
     flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset yelp_s3rec --epochs 10
+    python benchmarks/recsys_ml1m.py --dataset yelp_s3rec --epochs 20 --max-minutes 2 --device cuda --seeds 42,1,2
 
 Results: ``benchmarks/results/recsys_<dataset>.json`` (+ ``.png``); ML-1M writes ``recsys_ml1m.json``.
 Hardware: the 2-core CPU build machine unless a row says otherwise; one seed per row (42) unless ``--seeds``.
 
 Command options: ``--epochs``, ``--max-minutes`` (cap per row), ``--seeds``, ``--sasrec-loss ce|sampled``,
 ``--similarity cosine|dot`` (cosine / 0.05 as in HSTU, the default; dot / 0.07 as in the ReaRec paper, for
-SASRec, ReaRec and HCN alike), ``--device cuda`` (rows record their device; a row is keyed by model, loss,
+SASRec, ReaRec and HCN alike), ``--device cuda`` (rows record their device and hardware; a row is keyed by model, loss,
 similarity, budget, seed and device).
 
 Slow SASRec, fixed 2026-11-26: the id tables were initialised 7× too large (items std d^-0.5, so E·√d has
@@ -52,11 +53,12 @@ trains in ≈ 25 s, ReaRec-ERL ≈ 80 s, PRL ≈ 91 s. HR@10 / NDCG@10, seeds 42
 .1574, .2806 / .1588 (mean .2809 / .1574: the .28 / .155 target is met on every seed); ReaRec-ERL .2743 / .1517,
 .2892 / .1603, .2747 / .1521 (mean .2794 / .1547, within seed noise of SASRec); PRL (seed 42) .2510 / .1344.
 
-Yelp (S3Rec split, 30,431 users, 20,033 items; 2-core CPU shared with another job, seed 42): SASRec 10 epochs
-HR@10 .0353 / NDCG@10 .0180 (25 min); ReaRec-ERL managed 2 epochs under the same 25-minute cap (≈ 20 min per
-epoch: three full softmaxes over 20k items plus ERL's pairwise KL), .0125 / .0057, against SASRec after the same
-2 epochs .0137 / .0070. So Yelp has an equal-epoch comparison only at 2 epochs, where ERL is below SASRec; PRL
-was not run. A fair Yelp table needs a GPU (ML-1M's ERL took 80 s on the H200).
+Yelp (S3Rec split, 30,431 users, 20,033 items) on a lent H200, 20 epochs, seeds 42, 1, 2 (2026-11-26):
+SASRec mean HR@10 / NDCG@10 .0362 / .0183 (16 s a run); ReaRec-ERL .0384 / .0195 (55 s), above SASRec on every
+seed; PRL (seeds 42, 2) .0348 / .0173; HCN-style (seed 42) .0347 / .0175; HLLM (frozen MiniLM over name +
+categories, 2-core CPU) .0131 / .0068. The earlier CPU rows (10 epochs, and ERL capped at 2 epochs) stay in
+the file. Scientific with ``--similarity dot`` on the H200, 3 seeds: SASRec .1085 / .0772, ReaRec-ERL
+.1051 / .0741 (the cosine order holds).
 
 HLLM on Scientific, an ad-hoc probe (not this script; seed 42, 40 epochs, same preset): frozen MiniLM text
 vectors through the linear adapter .0803 / .0454; with 4,096 shared negatives instead of 512 .0866 / .0506;
@@ -77,7 +79,7 @@ from pathlib import Path
 import torch
 
 from eval.datasets.interactions import load_interactions
-from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from eval.report import RESULTS_DIR, machine_info, plot_bars, print_table, write_results
 from recsys.data import SequenceData
 from recsys.evaluate import PROTOCOL, evaluate_full_ranking
 from recsys.trainer import RecTrainer, RecTrainerConfig
@@ -154,6 +156,15 @@ def _key(row: dict) -> tuple:
             row.get("device", "cpu"))
 
 
+def _hardware(device: str) -> str:
+    """What trained the row: the GPU's name for a CUDA device, else the CPU model and thread count
+    (a result file collects rows from several machines; its top-level ``machine`` is the last writer's)."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    info = machine_info()
+    return f"{info['cpu']}, {info['threads']} threads"
+
+
 def _load_rows(path: Path) -> list[dict]:
     if path.is_file():
         return json.loads(path.read_text())["rows"]
@@ -203,6 +214,7 @@ def run(config: BenchConfig) -> list[dict]:
                 "epochs": log.epochs,
                 "budget": budget,
                 "device": config.device,
+                "hardware": _hardware(config.device),
                 "train_s": round(log.train_s, 1),
                 "setup_s": round(setup_s, 1),
                 "eval_s": round(eval_s, 1),
