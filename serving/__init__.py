@@ -1,7 +1,7 @@
 """Serving: ONNX export, onnxruntime sessions, the embedded library and offline batch reranking.
 
 - :func:`serving.export.export_model` — a model directory → ``model.onnx`` + ``serving.json``, checked
-  against PyTorch on real inputs.
+  against PyTorch on real inputs (fp32, int8, int8-smooth via :mod:`serving.smooth_quant`, int8-blockwise, fp16).
 - :class:`serving.runtime.OnnxSession` — CUDA when available, else CPU with a one-line notice.
 - :class:`serving.api.Reranker` / :class:`serving.api.Recommender` — ``load(dir)`` then ``rerank`` /
   ``recommend``, safe to share across threads.
