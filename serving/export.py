@@ -444,10 +444,13 @@ CALIBRATION_BATCH = 32
 
 
 def _calibration_feeds(graph: ExportGraph, pairs: Sequence[tuple[str, str]]) -> list[dict[str, np.ndarray]]:
-    """``pairs`` as served: sorted by length, in batches of :data:`CALIBRATION_BATCH`, padded per batch."""
-    order = sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))
-    chunks = [order[i : i + CALIBRATION_BATCH] for i in range(0, len(order), CALIBRATION_BATCH)]
-    return [{k: v.numpy() for k, v in graph.make_feeds(chunk).items()} for chunk in chunks]
+    """``pairs`` batched as served (:func:`~serving.runtime.bucket_batches` by length, at most
+    :data:`CALIBRATION_BATCH` a batch), each batch padded to its longest pair."""
+    from serving.runtime import bucket_batches
+
+    lengths = [len(q) + len(d) for q, d in pairs]  # characters: a proxy of the token count for ordering
+    return [{k: v.numpy() for k, v in graph.make_feeds([pairs[i] for i in batch]).items()}
+            for batch in bucket_batches(lengths, CALIBRATION_BATCH)]
 
 
 def _has_external_data(folder: Path) -> bool:
