@@ -335,6 +335,10 @@ class SequentialRecommender(nn.Module):
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Parameter groups for the optimiser: one group of every trainable parameter at ``lr``."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
     def sync_item_tower(self) -> None:
         """Bring cached item vectors up to date after training (no-op for id-embedding models)."""
 

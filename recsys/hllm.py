@@ -51,6 +51,8 @@ class HLLMConfig:
         scale_init: initial InfoNCE logit scale (1/0.07), learned, clamped to ``scale_max``.
         scale_max: upper bound of the learned scale.
         false_negative_cos: negatives whose cosine to the target exceeds this are masked.
+        item_llm_lr: learning rate of the item LLM in fine-tune mode (ours: a pre-trained encoder
+            fine-tuned at the user model's 1e-3 forgets what it knew; ``None`` = the trainer's rate).
         trust_remote_code: passed to ``AutoModel.from_pretrained`` (off unless you ask).
     """
 
@@ -70,6 +72,7 @@ class HLLMConfig:
     scale_init: float = 1 / 0.07
     scale_max: float = 100.0
     false_negative_cos: float = 0.99
+    item_llm_lr: float | None = 5e-5
     trust_remote_code: bool = False
     similarity: Literal["cosine"] = "cosine"
 
@@ -108,17 +111,25 @@ class _ItemLLM(nn.Module):
             [self.prompt + t for t in texts], padding=True, truncation=True,
             max_length=self.max_text_len, return_tensors="pt",
         )
-        ids, attn = enc["input_ids"], enc["attention_mask"]  # (n, T)
+        device = self.llm.get_input_embeddings().weight.device
+        if device.type == "cuda":  # bf16 autocast: the fine-tune mode's cost is this LLM's forward/backward
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self._embed(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float()
+        return self._embed(enc["input_ids"], enc["attention_mask"])
+
+    def _embed(self, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Token ids and mask ``(n, T)`` → pooled vectors ``(n, item_dim)``."""
         embeds = self.llm.get_input_embeddings()(ids)  # (n, T, H)
         if self.item_token is None:
             hidden = self.llm(inputs_embeds=embeds, attention_mask=attn).last_hidden_state  # (n, T, H)
             w = attn.unsqueeze(-1).to(hidden.dtype)
             return (hidden * w).sum(1) / w.sum(1).clamp(min=1)
         lengths = attn.sum(1)  # (n,) — the [ITEM] slot goes right after the last text token
-        slot = torch.arange(ids.shape[1] + 1)[None, :] == lengths[:, None]  # (n, T + 1)
+        span = torch.arange(ids.shape[1] + 1, device=ids.device)[None, :]
+        slot = span == lengths[:, None]  # (n, T + 1)
         embeds = torch.cat([embeds, embeds.new_zeros(embeds.shape[0], 1, embeds.shape[2])], 1)
         embeds = torch.where(slot.unsqueeze(-1), self.item_token, embeds)  # (n, T + 1, H)
-        attn = (torch.arange(ids.shape[1] + 1)[None, :] <= lengths[:, None]).long()
+        attn = (span <= lengths[:, None]).long()
         hidden = self.llm(inputs_embeds=embeds, attention_mask=attn).last_hidden_state  # (n, T + 1, H)
         return hidden[torch.arange(hidden.shape[0]), lengths]
 
@@ -199,7 +210,7 @@ class HLLM(SequentialRecommender):
         llm.eval()
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            out[torch.tensor(idx) + 1] = llm([texts[i] for i in idx])
+            out[torch.tensor(idx) + 1] = llm([texts[i] for i in idx]).float().cpu()
         llm.train(was)
         return out
 
@@ -223,6 +234,15 @@ class HLLM(SequentialRecommender):
         """Fine-tune mode: re-encode the whole catalog into ``item_vectors`` with the current item LLM."""
         if self.item_llm is not None:
             self.item_vectors.copy_(self._encode_all(self.item_llm))
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The item LLM at ``config.item_llm_lr`` (fine-tune mode), everything else at ``lr``."""
+        llm = [p for p in self.item_llm.parameters() if p.requires_grad] if self.item_llm is not None else []
+        if not llm or self.config.item_llm_lr is None:
+            return super().optimizer_groups(lr)
+        ids = {id(p) for p in llm}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": rest, "lr": lr}, {"params": llm, "lr": self.config.item_llm_lr}]
 
     def item_embeddings(self) -> torch.Tensor:
         """Item tower over the cached item-LLM vectors: ``(n_items + 1, hidden)``."""

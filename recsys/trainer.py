@@ -93,9 +93,10 @@ class RecTrainer:
         windows = train_windows(self.data.history("train"), model.config.max_len, cfg.windows)
         if not windows:
             raise ValueError(f"{self.data.name}: no training windows (every user has fewer than 4 interactions)")
-        params = [p for p in model.parameters() if p.requires_grad]
+        groups = model.optimizer_groups(cfg.lr)
+        params = [p for g in groups for p in g["params"]]
         device = params[0].device
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         warm = int(cfg.warmup_ratio * total)

@@ -139,6 +139,10 @@ def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
     model = HLLM(cfg, item_texts=TEXTS)
     assert cfg.pooling == "item_token" and model.item_vectors.abs().sum() > 0
     word = model.item_llm.llm.get_input_embeddings().weight.detach().clone()
+    groups = model.optimizer_groups(1e-3)  # the pre-trained item LLM learns at its own, smaller rate
+    assert [g["lr"] for g in groups] == [1e-3, cfg.item_llm_lr]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.item_llm.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     batch = _batch()
     first = model.calculate_loss(batch).item()
