@@ -93,7 +93,7 @@ def plot_bars(
     import matplotlib.pyplot as plt
 
     keys = [label] if isinstance(label, str) else list(label)
-    names = [" / ".join(str(r.get(k, "")) for k in keys) for r in rows]
+    names = [" / ".join(str(r[k]) for k in keys if k in r) for r in rows]
     values = [float(r.get(metric, float("nan"))) for r in rows]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
     ax.barh(names, values)
