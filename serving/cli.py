@@ -54,7 +54,8 @@ def export(
     output: Path = typer.Option(..., "--output", help="Export directory: model.onnx, tokenizer / item vectors, serving.json."),
     quantize: Quantize = typer.Option(Quantize.none, "--quantize", help="int8: onnxruntime dynamic quantisation (QInt8 weights, per-tensor activations; fastest on CPU). int8-smooth: the same after SmoothQuant scaling chosen on --calibration pairs (same speed, less score error). int8-blockwise: MatMulNBits, 8-bit weights and activations per block of 128 (closer to fp32, slower)."),
     fp16: bool = typer.Option(False, "--fp16", help="Float16 weights with float32 inputs/outputs (for CUDA serving)."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help="int8-smooth: .jsonl or .parquet of (query, doc) pairs like the served traffic (>= 32; a few hundred)."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="int8-smooth / --fp32-ops: .jsonl or .parquet of (query, doc) pairs like the served traffic (>= 32; a few hundred)."),
+    fp32_ops: int = typer.Option(0, "--fp32-ops", min=0, help="int8 / int8-smooth: keep this many weight MatMuls in fp32, those whose quantisation moves the --calibration scores most (mixed precision)."),
     tolerance: float = typer.Option(1e-3, "--tolerance", help="Max allowed fp32 |ONNX - PyTorch| on the parity inputs."),
     fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fuse a BERT-family encoder's attention/LayerNorm/GELU into onnxruntime ops (inputs right-padded)."),
     part: Part = typer.Option(Part.model, "--part", help="model: the scorer / user tower; item-tower: HLLM item text -> vector."),
@@ -71,6 +72,7 @@ def export(
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-onnx
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-int8 --quantize int8
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-sq --quantize int8-smooth --calibration pairs.jsonl
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-mp --quantize int8-smooth --calibration pairs.jsonl --fp32-ops 4
         rankwise export --model-dir runs/sasrec-ml1m --output runs/sasrec-onnx --json
         rankwise export --model-dir runs/hllm-ml1m --output runs/hllm-items-onnx --part item-tower
     """
@@ -81,13 +83,16 @@ def export(
 
     if quantize is not Quantize.none and fp16:
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
-    if (quantize is Quantize.int8_smooth) != (calibration is not None):
-        _fail("--quantize int8-smooth needs --calibration FILE" if calibration is None
-              else "--calibration is used by --quantize int8-smooth only")
+    needs_pairs = quantize is Quantize.int8_smooth or fp32_ops > 0
+    if fp32_ops and quantize not in (Quantize.int8, Quantize.int8_smooth):
+        _fail("--fp32-ops needs --quantize int8 or int8-smooth")
+    if needs_pairs != (calibration is not None):
+        _fail(f"{'--quantize int8-smooth' if quantize is Quantize.int8_smooth else '--fp32-ops'} needs --calibration FILE" if calibration is None
+              else "--calibration is used by --quantize int8-smooth and --fp32-ops only")
     try:
         result = export_model(
             model_dir, output, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,
-            tolerance=tolerance, part=part.value, fuse=fuse,
+            tolerance=tolerance, part=part.value, fuse=fuse, fp32_ops=fp32_ops,
             calibration_pairs=read_pairs_file(calibration) if calibration is not None else None,
         )
     except (ModelDirError, ExportParityError, ValueError) as err:

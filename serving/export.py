@@ -441,6 +441,8 @@ def _fuse_encoder(path: Path, config: Any, work: Path) -> tuple[Path, dict[str, 
 
 MIN_CALIBRATION_PAIRS = 32
 CALIBRATION_BATCH = 32
+SENSITIVITY_PAIRS = 128
+"""``fp32_ops``: at most about this many calibration pairs (evenly strided) score each one-op probe."""
 
 
 def _calibration_feeds(graph: ExportGraph, pairs: Sequence[tuple[str, str]]) -> list[dict[str, np.ndarray]]:
@@ -451,6 +453,27 @@ def _calibration_feeds(graph: ExportGraph, pairs: Sequence[tuple[str, str]]) -> 
     lengths = [len(q) + len(d) for q, d in pairs]  # characters: a proxy of the token count for ordering
     return [{k: v.numpy() for k, v in graph.make_feeds([pairs[i] for i in batch]).items()}
             for batch in bucket_batches(lengths, CALIBRATION_BATCH)]
+
+
+def _quantize_dynamic_int8(src: Path, dst: Path, nodes: list[str]) -> None:
+    """onnxruntime dynamic int8 of the weight ops ``nodes`` of ``src`` (QInt8 per-channel weights;
+    activations quantised at run time, one range per tensor), written to ``dst``.
+
+    Per-channel weight scales and only weight MatMuls (fused: the Attention's QKV projection too): on
+    the trained SciFact MiniLM cross-encoder this halves the nDCG@10 loss of per-tensor int8 at the
+    same speed (benchmarks/serving_latency.py docstring); activation x activation products (attention
+    scores), embeddings, pooler and head stay fp32."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    hint = _DropLogLine("pre-processing before quantization")  # onnxruntime's root-logger advice
+    logging.getLogger().addFilter(hint)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes,
+                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+                         use_external_data_format=_has_external_data(src.parent))
+    finally:
+        logging.getLogger().removeFilter(hint)
 
 
 def _has_external_data(folder: Path) -> bool:
@@ -487,6 +510,7 @@ def export_model(
     opset: int = OPSET,
     part: Literal["model", "item-tower"] = "model",
     fuse: bool = True,
+    fp32_ops: int = 0,
 ) -> ExportResult:
     """Export ``model_dir`` to ``output_dir/model.onnx`` and check it against PyTorch.
 
@@ -523,6 +547,9 @@ def export_model(
             with ``fp16``. On the SciFact MiniLM cross-encoder (``benchmarks/serving_latency.py``)
             fusion adds only 2% in fp32 over the plain eager-attention trace, but int8 on the fused
             graph (QAttention, fp32 embeddings) runs 2.3x sentence-transformers' speed.
+        fp32_ops: with ``"int8"`` / ``"int8-smooth"``, leave this many weight ops in fp32: those whose
+            quantisation alone moves the scores of ``calibration_pairs`` most
+            (:mod:`serving.mixed_precision`; required pairs as for ``"int8-smooth"``).
 
     Returns:
         An :class:`ExportResult` (also written, with more fields, to ``serving.json``).
@@ -536,6 +563,11 @@ def export_model(
         raise ValueError(f"export_model: quantize must be None, 'int8', 'int8-smooth' or 'int8-blockwise', got {quantize!r}")
     if quantize == "int8-smooth" and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
         raise ValueError(f"export_model: quantize='int8-smooth' needs at least {MIN_CALIBRATION_PAIRS} calibration_pairs "
+                         f"like the served traffic, got {len(calibration_pairs or ())}")
+    if fp32_ops < 0 or (fp32_ops and quantize not in ("int8", "int8-smooth")):
+        raise ValueError(f"export_model: fp32_ops={fp32_ops} needs quantize='int8' or 'int8-smooth' and must be >= 0")
+    if fp32_ops and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
+        raise ValueError(f"export_model: fp32_ops needs at least {MIN_CALIBRATION_PAIRS} calibration_pairs "
                          f"like the served traffic, got {len(calibration_pairs or ())}")
     if quantize and fp16:
         raise ValueError(f"export_model: choose one of quantize={quantize!r} and fp16=True")
@@ -552,9 +584,9 @@ def export_model(
         raise ValueError("export_model: parity_pairs needs at least 3 pairs (2 trace, all checked)")
     start = time.perf_counter()
     graph = builders[kind](model_dir, meta, pairs)
-    if quantize == "int8-smooth" and graph.make_feeds is None:
+    if (quantize == "int8-smooth" or fp32_ops) and graph.make_feeds is None:
         raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} takes no (query, doc) calibration pairs; "
-                            "int8-smooth exports pair scorers (use --quantize int8)")
+                            "int8-smooth and fp32_ops export pair scorers (use --quantize int8)")
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / ONNX_FILE
     work = output_dir / ".export-tmp"
@@ -595,7 +627,7 @@ def export_model(
                 else:
                     log.warning("fused graph of %s %s; exporting the plain graph", model_dir, why)
         chosen, precision = fp32, "fp32"
-        smoothing = None
+        smoothing, sensitivity, kept = None, None, []
         if quantize == "int8-smooth":
             import onnx
 
@@ -610,27 +642,21 @@ def export_model(
                 raise ExportParityError(f"export of {model_dir}: the SmoothQuant-scaled fp32 graph is off by "
                                         f"{smoothed_diff:.3g} > {tolerance:g}; nothing was written")
         if quantize in ("int8", "int8-smooth"):
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+            import onnx
+
+            from serving.smooth_quant import weight_matmuls
 
             chosen, precision = work / "int8.onnx", quantize
-            hint = _DropLogLine("pre-processing before quantization")  # onnxruntime's root-logger advice
-            logging.getLogger().addFilter(hint)
-            try:
-                # per-channel weight scales, and only weight MatMuls (fused: the Attention's QKV
-                # projection too): on the trained SciFact MiniLM cross-encoder this halves the nDCG@10
-                # loss of per-tensor int8 at the same speed (benchmarks/serving_latency.py docstring);
-                # activation x activation products (attention scores), embeddings, pooler and head stay fp32.
-                import onnx
+            nodes = [n.name for n in weight_matmuls(onnx.load(str(fp32), load_external_data=False))]
+            if fp32_ops:
+                from serving.mixed_precision import int8_sensitivity, most_sensitive
 
-                g = onnx.load(str(fp32), load_external_data=False).graph
-                weights = {t.name for t in g.initializer}
-                nodes = [n.name for n in g.node if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
-                quantize_dynamic(str(fp32), str(chosen), weight_type=QuantType.QInt8, per_channel=True,
-                                 nodes_to_quantize=nodes,
-                                 extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-                                 use_external_data_format=_has_external_data(work))
-            finally:
-                logging.getLogger().removeFilter(hint)
+                probe_pairs = list(calibration_pairs)[:: max(1, len(calibration_pairs) // SENSITIVITY_PAIRS)]
+                sensitivity = int8_sensitivity(fp32, _calibration_feeds(graph, probe_pairs), nodes,
+                                               _quantize_dynamic_int8, work)
+                kept = most_sensitive(sensitivity, fp32_ops)
+                precision = f"{quantize}+fp32x{len(kept)}"
+            _quantize_dynamic_int8(fp32, chosen, [n for n in nodes if n not in kept])
         elif quantize == "int8-blockwise":
             import onnx
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -668,6 +694,7 @@ def export_model(
         "precision": precision,
         "fused_ops": fusion,
         **({"smoothquant_alpha": smoothing} if smoothing is not None else {}),
+        **({"fp32_ops": kept, "int8_sensitivity": sensitivity} if sensitivity is not None else {}),
         "opset": opset,
         **graph.metadata,
         "parity_max_abs_diff": diff,

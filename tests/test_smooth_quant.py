@@ -1,4 +1,5 @@
-"""SmoothQuant before dynamic int8 (serving/smooth_quant.py, export --quantize int8-smooth)."""
+"""SmoothQuant and mixed precision before dynamic int8 (serving/smooth_quant.py, serving/mixed_precision.py,
+export --quantize int8-smooth, --fp32-ops)."""
 
 from __future__ import annotations
 
@@ -128,3 +129,36 @@ def test_cli_export_int8_smooth(outlier_ce_dir, tmp_path):
     assert ok.exit_code == 0, ok.output
     line = ok.output[ok.output.index('{"output"'):].splitlines()[0]  # after the weight-loading progress bar
     assert json.loads(line)["precision"] == "int8-smooth"
+
+
+def test_fp32_ops_keeps_the_most_sensitive_matmuls_in_fp32(outlier_ce_dir, tmp_path):
+    """The planted outlier channel is the input of each layer's FFN-out MatMul: with one int8 range per
+    tensor those two ops carry the error, and mixed precision must find and keep exactly them."""
+    ref = CrossEncoder.from_pretrained(outlier_ce_dir).score("vitamin d and lung function", TEST_DOCS)
+    plain = export_model(outlier_ce_dir, tmp_path / "int8", quantize="int8")
+    mixed = export_model(outlier_ce_dir, tmp_path / "mixed", quantize="int8", calibration_pairs=CALIBRATION, fp32_ops=2)
+    assert (plain.precision, mixed.precision) == ("int8", "int8+fp32x2")
+    error = {name: float(np.abs(OnnxRanker(tmp_path / name, device="cpu").score("vitamin d and lung function", TEST_DOCS) - ref).mean())
+             for name in ("int8", "mixed")}
+    assert error["mixed"] < 0.3 * error["int8"]
+    meta = json.loads((tmp_path / "mixed" / "serving.json").read_text())
+    sens = meta["int8_sensitivity"]
+    assert len(sens) == len(weight_matmuls(_fp32_graph(outlier_ce_dir, tmp_path / "fp32")))
+    assert meta["fp32_ops"] == sorted(sens, key=sens.get, reverse=True)[:2]
+    ffn_out = [n.name for n in onnx.load(str(tmp_path / "fp32" / "model.onnx")).graph.node
+               if n.op_type == "MatMul" and "output/dense" in n.name and "attention" not in n.name]
+    assert sorted(meta["fp32_ops"]) == sorted(ffn_out), (meta["fp32_ops"], ffn_out)
+    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "mixed" / "model.onnx")).graph.node)
+    assert ops["QAttention"] == 2 and ops["MatMulInteger"] == 2 * 3 - 2
+
+
+def test_fp32_ops_argument_errors(outlier_ce_dir, tmp_path):
+    with pytest.raises(ValueError, match="calibration_pairs"):
+        export_model(outlier_ce_dir, tmp_path / "x", quantize="int8", fp32_ops=1)
+    with pytest.raises(ValueError, match="fp32_ops=1 needs quantize"):
+        export_model(outlier_ce_dir, tmp_path / "x", quantize="int8-blockwise", calibration_pairs=CALIBRATION, fp32_ops=1)
+    from cli import app
+
+    bad = CliRunner().invoke(app, ["export", "--model-dir", str(outlier_ce_dir), "--output", str(tmp_path / "y"),
+                                   "--quantize", "int8", "--fp32-ops", "2"])
+    assert bad.exit_code == 1 and "--fp32-ops needs --calibration FILE" in bad.output
