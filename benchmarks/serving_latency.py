@@ -51,7 +51,9 @@ the K MatMuls whose quantisation alone moves the calibration scores most left fp
 1, 2; ad hoc on the first 100 test queries, not this script's committed run): rms score error to fp32 0.114 →
 0.083 (K = 2) / 0.063 (K = 3), Kendall τ 0.942 → 0.952 / 0.961, speed 0.92× / 0.87× int8-smooth (≈ 2.05× /
 1.98× sentence-transformers), but nDCG@10 − fp32 −0.0102 / −0.0137 against int8-smooth's −0.0122: closer
-scores, no better top 10. The 2× target at equal scores is not met on this CPU.
+scores, no better top 10. nDCG@10 moved on only 10 / 6 / 4 of those 100 queries (int8-smooth / K = 2 / 3),
+and the paired standard error of the mean difference is 0.006-0.008 there (≈ 0.004 on 300 queries): the
+0.005 budget is about one standard error of its own measurement. The 2× target at equal scores is not met on this CPU.
 
 Command (≈ 75 minutes on 2 cores, under the shared CPU lock: ~12 timed, ~60 for the 300-query quality check
 of four engines; ``--max-minutes`` caps the timed loop, ``--quality-queries 0`` skips the check,
