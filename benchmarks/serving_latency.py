@@ -30,15 +30,16 @@ Weights: the trained MiniLM cross-encoder directory ``--model-dir`` when given; 
 bundled all-MiniLM-L6-v2 encoder with a fresh (seeded) one-logit head, which makes the nDCG@10
 column a sanity check of equal scores across engines, not a ranking-quality claim.
 
-Finding (2026-11-26, trained LiPO-λ MiniLM cross-encoder from ``objectives_scifact_cross_encoder.py``, 20
-timed queries; sentence-transformers at 18.2 docs/s in this run): fp32 ONNX (fused) equals PyTorch
-(|Δscore| < 2e-5) at 1.21× sentence-transformers, 0.98 of this run's fp32 FLOP ceiling (22.6 docs/s), so fp32
-cannot reach 2×. Quality on all 300 judged test queries (fp32, int8 and int8-blockwise rows carried from the
-previous run of the same weights with ``--carry-quality``; int8-smooth scored in this run): dynamic int8
-(QAttention + MatMulInteger, per-channel weights, one activation range per tensor) 2.37×, −0.0132 nDCG@10
-(0.6168 → 0.6036); int8-smooth 2.26×, −0.0083 (α chosen per MatMul 0.75-1.0, none left unsmoothed);
-blockwise int8 (``MatMulNBits``, activations quantised per row and block of 128 channels, fused QKV left
-fp32) 1.67×, −0.0026, inside the budget. PyTorch bf16 autocast: 2.03×, −0.018 on the timed queries.
+Finding (2026-11-26, trained LiPO-λ MiniLM cross-encoder from ``objectives_scifact_cross_encoder.py``, 22
+timed queries; sentence-transformers at 19.9 docs/s in this run): fp32 ONNX (fused) equals PyTorch
+(|Δscore| < 2e-5) at 1.15× sentence-transformers, at this run's fp32 FLOP ceiling (22.9 vs 22.6 docs/s), so fp32
+cannot reach 2×. Quality on all 300 judged test queries (fp32, int8, int8-blockwise and int8-smooth rows carried
+from the previous runs of the same weights with ``--carry-quality``; the mixed engine scored in this run):
+dynamic int8 (QAttention + MatMulInteger, per-channel weights, one activation range per tensor) 2.24×, −0.0132
+nDCG@10 (0.6168 → 0.6036); int8-smooth 2.17×, −0.0083 (α chosen per MatMul 0.75-1.0, none left unsmoothed);
+int8-smooth with ``--fp32-ops 3`` (FFN-out of layers 0-2 fp32) 1.90×, −0.0081; blockwise int8 (``MatMulNBits``,
+activations quantised per row and block of 128 channels, fused QKV left fp32) 1.52×, −0.0026, inside the
+budget. PyTorch bf16 autocast: 1.85×, −0.017 on the timed queries.
 Earlier ad-hoc probes (not this script): every group of weight MatMuls adds error when quantised alone
 (FFN-out > FFN-in > QKV > attention out; layer 0 most; keeping the single worst MatMul fp32 removes ~20% of
 the error), SmoothQuant with the paper's single α = 0.5 made it worse (hence the per-MatMul search), QKV as
@@ -49,9 +50,9 @@ test queries, where int8-smooth cost −0.0122 and int8 −0.0289; and 150 steps
 (``train/quantization_aware.py``) did not narrow the gap. Mixed precision (``--fp32-ops K``: int8-smooth with
 the K MatMuls whose quantisation alone moves the calibration scores most left fp32 — the FFN-out of layers 0,
 1, 2; ad hoc on the first 100 test queries, not this script's committed run): rms score error to fp32 0.114 →
-0.083 (K = 2) / 0.063 (K = 3), Kendall τ 0.942 → 0.952 / 0.961, speed 0.92× / 0.87× int8-smooth (≈ 2.05× /
-1.98× sentence-transformers), but nDCG@10 − fp32 −0.0102 / −0.0137 against int8-smooth's −0.0122: closer
-scores, no better top 10. nDCG@10 moved on only 10 / 6 / 4 of those 100 queries (int8-smooth / K = 2 / 3),
+0.083 (K = 2) / 0.063 (K = 3), Kendall τ 0.942 → 0.952 / 0.961, speed 0.92× / 0.87× int8-smooth, but
+nDCG@10 − fp32 −0.0102 / −0.0137 against int8-smooth's −0.0122 (the committed run above, K = 3 on 300
+queries: −0.0081 against −0.0083, at 1.90×): closer scores, no better top 10. nDCG@10 moved on only 10 / 6 / 4 of those 100 queries (int8-smooth / K = 2 / 3),
 and the paired standard error of the mean difference is 0.006-0.008 there (≈ 0.004 on 300 queries): the
 0.005 budget is about one standard error of its own measurement. The 2× target at equal scores is not met on this CPU.
 
@@ -59,9 +60,9 @@ Command (≈ 75 minutes on 2 cores, under the shared CPU lock: ~12 timed, ~60 fo
 of four engines; ``--max-minutes`` caps the timed loop, ``--quality-queries 0`` skips the check,
 ``--quality-engines`` and ``--carry-quality`` rescore only some engines and keep the others' rows):
     flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/serving_latency.py --model-dir DIR
-The committed run (new int8-smooth quality only, ≈ 27 minutes):
-    flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/serving_latency.py --model-dir DIR \
-        --quality-engines onnx-int8-smooth --carry-quality PREVIOUS_serving_latency.json
+The committed run (new mixed-precision engine's quality only, ≈ 34 minutes):
+    flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/serving_latency.py --model-dir DIR --fp32-ops 3 \
+        --max-minutes 12 --quality-engines onnx-int8-smooth-mixed --carry-quality PREVIOUS_serving_latency.json
 Hardware: the machine recorded in the JSON.
 
 GPU (``--cuda-bundle BUNDLE --model-dir DIR``, writes ``serving_latency_cuda.json``): the same reranking on a
