@@ -96,6 +96,7 @@ from recsys.trainer import RecTrainer, RecTrainerConfig
 
 ALL_MODELS = ("sasrec", "rearec-erl", "rearec-prl", "hllm", "hcn")
 GPU_MODELS = ("hllm-ft",)  # HLLM with the item LLM fine-tuned end to end: only on a GPU (``--models hllm-ft``)
+KNOWN_MODELS = ALL_MODELS + GPU_MODELS
 
 # Per-dataset backbone: ML-1M = the HSTU repo's SASRec config (full softmax instead of 128 sampled
 # negatives: it converges in far fewer epochs on CPU); short-sequence Amazon/Yelp: ReaRec's depth, heads and
@@ -163,7 +164,7 @@ def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = 
         from recsys.hllm import HLLM, HLLMConfig
 
         return HLLM(HLLMConfig(**common, item_mode="finetune", pooling="mean", prompt=""), item_texts=data.item_texts)
-    raise ValueError(f"unknown model {name!r}; choose from {ALL_MODELS + GPU_MODELS}")
+    raise ValueError(f"unknown model {name!r}; choose from {KNOWN_MODELS}")
 
 
 def _key(row: dict) -> tuple:
@@ -201,7 +202,7 @@ def run(config: BenchConfig) -> list[dict]:
         for seed in config.seeds:
             budget = f"{epochs} epochs" + (f", cap {config.max_minutes} min" if config.max_minutes else "")
             same_backbone = model_name == "sasrec" or model_name.startswith("rearec")
-            loss = {"hllm": "infonce-512", "hllm-ft": "infonce-512"}.get(model_name, config.sasrec_loss if same_backbone else "ce")
+            loss = "infonce-512" if model_name.startswith("hllm") else config.sasrec_loss if same_backbone else "ce"
             key = (model_name, loss, config.similarity, config.dataset, seed, budget, config.device, config.extra.get("hidden"))
             if not config.force and any(_key(r) == key for r in rows):
                 continue
@@ -241,7 +242,7 @@ def run(config: BenchConfig) -> list[dict]:
             }
             print(json.dumps(row), flush=True)
             rows = [r for r in rows if _key(r) != key] + [row]
-            rows.sort(key=lambda r: (r["budget"], (ALL_MODELS + GPU_MODELS).index(r["model"]) if r["model"] in ALL_MODELS + GPU_MODELS else 99, r["seed"]))
+            rows.sort(key=lambda r: (r["budget"], KNOWN_MODELS.index(r["model"]) if r["model"] in KNOWN_MODELS else 99, r["seed"]))
             write_results(name, rows, PROTOCOL, device=config.device, preset=json.dumps(preset))
     return rows
 

@@ -210,7 +210,7 @@ class HLLM(SequentialRecommender):
         llm.eval()
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            out[torch.tensor(idx) + 1] = llm([texts[i] for i in idx]).float().cpu()
+            out[torch.tensor(idx) + 1] = llm([texts[i] for i in idx]).cpu()
         llm.train(was)
         return out
 

@@ -561,13 +561,11 @@ def export_model(
 
     if quantize not in (None, "int8", "int8-smooth", "int8-blockwise"):
         raise ValueError(f"export_model: quantize must be None, 'int8', 'int8-smooth' or 'int8-blockwise', got {quantize!r}")
-    if quantize == "int8-smooth" and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
-        raise ValueError(f"export_model: quantize='int8-smooth' needs at least {MIN_CALIBRATION_PAIRS} calibration_pairs "
-                         f"like the served traffic, got {len(calibration_pairs or ())}")
     if fp32_ops < 0 or (fp32_ops and quantize not in ("int8", "int8-smooth")):
         raise ValueError(f"export_model: fp32_ops={fp32_ops} needs quantize='int8' or 'int8-smooth' and must be >= 0")
-    if fp32_ops and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
-        raise ValueError(f"export_model: fp32_ops needs at least {MIN_CALIBRATION_PAIRS} calibration_pairs "
+    if (quantize == "int8-smooth" or fp32_ops) and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
+        user = "quantize='int8-smooth'" if quantize == "int8-smooth" else "fp32_ops"
+        raise ValueError(f"export_model: {user} needs at least {MIN_CALIBRATION_PAIRS} calibration_pairs "
                          f"like the served traffic, got {len(calibration_pairs or ())}")
     if quantize and fp16:
         raise ValueError(f"export_model: choose one of quantize={quantize!r} and fp16=True")
