@@ -47,7 +47,12 @@ class HLLMConfig:
         n_heads: user-model attention heads.
         dropout: user-model dropout.
         max_len: longest user sequence.
-        n_negatives: uniformly sampled negatives shared by all positions of a batch (paper: 512).
+        n_negatives: uniformly sampled negatives shared by all positions of a batch (paper: 512);
+            ``0`` = every catalog item is a negative, an exact softmax over the catalog (ours, frozen
+            mode only; ``(positions, n_items)`` logits per step, so for catalogs of thousands of items).
+        adapter: item adapter from ``item_dim`` to ``hidden``: ``"linear"`` (one ``nn.Linear``) or
+            ``"mlp"`` (``Linear(item_dim, 4·hidden)`` → GELU → ``Linear(4·hidden, hidden)``; ours: with a
+            frozen item LLM the adapter is the only item-side capacity).
         scale_init: initial InfoNCE logit scale (1/0.07), learned, clamped to ``scale_max``.
         scale_max: upper bound of the learned scale.
         false_negative_cos: negatives whose cosine to the target exceeds this are masked.
@@ -69,6 +74,7 @@ class HLLMConfig:
     dropout: float = 0.1
     max_len: int = 50
     n_negatives: int = 512
+    adapter: Literal["linear", "mlp"] = "linear"
     scale_init: float = 1 / 0.07
     scale_max: float = 100.0
     false_negative_cos: float = 0.99
@@ -87,6 +93,11 @@ class HLLMConfig:
             raise ValueError("HLLMConfig: a frozen item LLM cannot learn the [ITEM] slot; use pooling='mean'")
         if self.prompt is None:
             self.prompt = PAPER_PROMPT if self.pooling == "item_token" else ""
+        if self.adapter not in ("linear", "mlp"):
+            raise ValueError(f"HLLMConfig: adapter must be 'linear' or 'mlp', got {self.adapter!r}")
+        if self.n_negatives <= 0 and self.item_mode == "finetune":
+            raise ValueError("HLLMConfig: n_negatives=0 (the whole catalog as negatives) needs item_mode='frozen'; "
+                             "fine-tuning would run the item LLM over every item at each step")
 
 
 class _ItemLLM(nn.Module):
@@ -140,15 +151,19 @@ class HLLM(SequentialRecommender):
     Formula:
         e_i = Adapter(ItemLLM(text_i)); h = Transformer_causal(e_{s_1..s_L} + P);
         L = −log( e^{γ cos(h_t, e_{y})} / (e^{γ cos(h_t, e_{y})} + Σ_{n ∈ N, cos(e_n, e_y) ≤ 0.99} e^{γ cos(h_t, e_n)}) ),
-        γ = min(exp(learned), 100), N = uniform negatives shared across the batch.
+        γ = min(exp(learned), 100), N = uniform negatives shared across the batch (or the whole catalog).
 
     Paper:
         Chen et al., "HLLM: Enhancing Sequential Recommendations via Hierarchical Large Language Models
         for Item and User Modeling", 2024, https://arxiv.org/abs/2409.12740. Differences from the paper:
         the default item LLM is the small all-MiniLM-L6-v2 encoder and the user model is a small causal
-        transformer trained from scratch (the paper uses 1B–7B LLMs for both); ours: a linear adapter
-        (item_dim → hidden) on the item side, needed when the item LLM is frozen and its vectors cached
-        (the CPU mode), and mean pooling for a frozen encoder (its [ITEM] slot could not be learned).
+        transformer trained from scratch (the paper uses 1B–7B LLMs for both); ours: an adapter
+        (item_dim → hidden; linear, or a small MLP) on the item side, needed when the item LLM is frozen
+        and its vectors cached (the CPU mode), mean pooling for a frozen encoder (its [ITEM] slot could
+        not be learned), and optionally the whole catalog as negatives where it is small.
+        Measured (Scientific, 40 CPU epochs, ``benchmarks/recsys_ml1m.py``): with a frozen MiniLM, the
+        whole catalog as negatives and the MLP adapter lift HR@10 / NDCG@10 from .0803 / .0454 (512
+        negatives, linear; seed 42) to .0947 / .0576 (mean of 3 seeds); SASRec reaches .1082 / .0768.
 
     Args:
         config: :class:`HLLMConfig`.
@@ -191,7 +206,11 @@ class HLLM(SequentialRecommender):
         if item_vectors is None:
             item_vectors = torch.zeros(config.n_items + 1, config.item_dim)
         self.register_buffer("item_vectors", item_vectors.float().clone(), persistent=True)
-        self.adapter = nn.Linear(config.item_dim, config.hidden)
+        if config.adapter == "mlp":
+            self.adapter = nn.Sequential(nn.Linear(config.item_dim, 4 * config.hidden), nn.GELU(),
+                                         nn.Linear(4 * config.hidden, config.hidden))
+        else:
+            self.adapter = nn.Linear(config.item_dim, config.hidden)
         self.pos_emb = nn.Embedding(config.max_len, config.hidden)
         self.emb_drop = nn.Dropout(config.dropout)
         self.encoder = CausalEncoder(config.hidden, config.n_layers, config.n_heads, config.dropout)
@@ -259,10 +278,14 @@ class HLLM(SequentialRecommender):
         return F.normalize(self._user_hidden(item_seq, self.item_embeddings())[:, -1], dim=-1)
 
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """InfoNCE with shared negatives and false-negative masking at every position with a target."""
+        """InfoNCE with shared negatives (sampled, or the whole catalog with ``n_negatives=0``) and
+        false-negative masking at every position with a target."""
         cfg = self.config
         item_seq, target = batch["item_seq"], batch["target"]
-        negatives = torch.randint(1, cfg.n_items + 1, (cfg.n_negatives,), device=item_seq.device)  # (K,)
+        if cfg.n_negatives > 0:
+            negatives = torch.randint(1, cfg.n_items + 1, (cfg.n_negatives,), device=item_seq.device)  # (K,)
+        else:  # the whole catalog: the target masks itself below as a false negative (cosine 1)
+            negatives = torch.arange(1, cfg.n_items + 1, device=item_seq.device)  # (K = n_items,)
         if self.item_llm is not None:
             # End-to-end: encode only the items this batch touches, with gradients through the LLM.
             used = torch.unique(torch.cat([item_seq.flatten(), target.flatten(), negatives, negatives.new_zeros(1)]))

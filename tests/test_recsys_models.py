@@ -24,11 +24,13 @@ def _tiny(kind: str):
         "hcn-attention": lambda: HCN(HCNConfig(**common, n_interests=3, short_len=3)),
         "hcn-max": lambda: HCN(HCNConfig(**common, n_interests=3, scoring="max")),
         "hllm-frozen": lambda: HLLM(HLLMConfig(**common, n_negatives=16, max_text_len=16), item_texts=TEXTS),
+        "hllm-frozen-catalog-mlp": lambda: HLLM(HLLMConfig(**common, n_negatives=0, adapter="mlp", max_text_len=16),
+                                                item_texts=TEXTS),
     }[kind]()
 
 
 KINDS = ["sasrec-ce", "sasrec-sampled", "rearec-erl", "rearec-prl", "rearec-erl-sampled", "rearec-prl-sampled",
-         "hcn-attention", "hcn-max", "hllm-frozen"]
+         "hcn-attention", "hcn-max", "hllm-frozen", "hllm-frozen-catalog-mlp"]
 
 
 def _batch() -> dict:
@@ -68,7 +70,7 @@ def test_a_few_steps_lower_the_loss_and_change_parameters(kind):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
     first = model.calculate_loss(batch).item()
-    for _ in range(15):
+    for _ in range(40 if kind == "hllm-frozen-catalog-mlp" else 15):  # the whole catalog's softmax learns more slowly
         loss = model.calculate_loss(batch)
         opt.zero_grad()
         loss.backward()
@@ -122,6 +124,29 @@ def test_rearec_reasoning_at_all_positions_is_causal_and_matches_inference():
     future[:, 5:] = torch.randint(1, N_ITEMS + 1, future[:, 5:].shape)
     h2, c2, m2 = model.encode_sequence(future)
     torch.testing.assert_close(model.reason(h2, c2, m2)[-1][:, :5], states[-1][:, :5], atol=1e-5, rtol=1e-4)
+
+
+def test_hllm_whole_catalog_negatives_is_the_exact_softmax():
+    """n_negatives=0: the InfoNCE denominator runs over every item once; items whose cosine to the
+    target passes ``false_negative_cos`` (near-duplicates of the toy texts) drop out."""
+    model = _tiny("hllm-frozen-catalog-mlp").eval()
+    batch = _batch()
+    table = torch.nn.functional.normalize(model.item_embeddings(), dim=-1)[1:]  # (n_items, D)
+    keep = batch["target"] > 0
+    y = batch["target"][keep] - 1  # (N,)
+    h = torch.nn.functional.normalize(model._user_hidden(batch["item_seq"], model.item_embeddings())[keep], dim=-1)
+    logits = h @ table.T * model.log_scale.exp()  # (N, n_items)
+    duplicate = (table[y] @ table.T > model.config.false_negative_cos) & (torch.arange(N_ITEMS) != y[:, None])
+    assert duplicate.any() and not duplicate.all()  # the masking is exercised, not everything masked
+    exact = torch.nn.functional.cross_entropy(logits.masked_fill(duplicate, float("-inf")), y)
+    torch.testing.assert_close(model.calculate_loss(batch), exact)
+
+
+def test_hllm_config_rejects_whole_catalog_negatives_when_fine_tuning():
+    with pytest.raises(ValueError, match="n_negatives=0"):
+        HLLMConfig(n_items=N_ITEMS, item_mode="finetune", n_negatives=0)
+    with pytest.raises(ValueError, match="adapter"):
+        HLLMConfig(n_items=N_ITEMS, adapter="deep")
 
 
 def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
