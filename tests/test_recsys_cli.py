@@ -38,3 +38,7 @@ def test_recommend_errors_are_one_line(tmp_path):
     assert res.exit_code == 1 and "not a model directory" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["recommend", "train", "--dataset", str(tmp_path), "--output", str(tmp_path / "o")])
     assert res.exit_code == 1 and "no interactions.csv.gz" in res.output
+    res = runner.invoke(app, ["recommend", "train", "--model", "hllm", "--item-mode", "finetune", "--negatives", "0",
+                              "--output", str(tmp_path / "h")])
+    assert res.exit_code == 1 and "n_negatives=0" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "h").exists()
