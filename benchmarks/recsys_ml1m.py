@@ -59,7 +59,7 @@ SASRec mean HR@10 / NDCG@10 .0362 / .0183 (16 s a run); ReaRec-ERL .0384 / .0195
 seed; PRL (seeds 42, 2) .0348 / .0173; HCN-style (seed 42) .0347 / .0175; HLLM (frozen MiniLM over name +
 categories, 2-core CPU) .0131 / .0068. The earlier CPU rows (10 epochs, and ERL capped at 2 epochs) stay in
 the file. Scientific with ``--similarity dot`` on the H200, 3 seeds: SASRec .1085 / .0772, ReaRec-ERL
-.1051 / .0741 (the cosine order holds).
+.1051 / .0741; ReaRec-PRL on the 2-core CPU, 3 seeds, .1031 / .0733 (the cosine order holds).
 
 HLLM on Scientific, an ad-hoc probe (not this script; seed 42, 40 epochs, same preset): frozen MiniLM text
 vectors through the linear adapter .0803 / .0454; with 4,096 shared negatives instead of 512 .0866 / .0506;
