@@ -2,6 +2,7 @@
 
 - :func:`serving.export.export_model` — a model directory → ``model.onnx`` + ``serving.json``, checked
   against PyTorch on real inputs (fp32, int8, int8-smooth via :mod:`serving.smooth_quant`, int8-blockwise, fp16).
+  ``exact_head=k`` ships the fp32 graph too and rescores each query's top k with it (:mod:`serving.cascade`).
 - :class:`serving.runtime.OnnxSession` — CUDA when available, else CPU with a one-line notice.
 - :class:`serving.api.Reranker` / :class:`serving.api.Recommender` — ``load(dir)`` then ``rerank`` /
   ``recommend``, safe to share across threads.

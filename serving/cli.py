@@ -56,6 +56,7 @@ def export(
     fp16: bool = typer.Option(False, "--fp16", help="Float16 weights with float32 inputs/outputs (for CUDA serving)."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="int8-smooth / --fp32-ops: .jsonl or .parquet of (query, doc) pairs like the served traffic (>= 32; a few hundred)."),
     fp32_ops: int = typer.Option(0, "--fp32-ops", min=0, help="int8 / int8-smooth: keep this many weight MatMuls in fp32, those whose quantisation moves the --calibration scores most (mixed precision)."),
+    exact_head: int = typer.Option(0, "--exact-head", min=0, help="With --quantize / --fp16: also ship the fp32 graph and rescore each query's top K documents with it (a cascade: the quantised graph scores all, fp32 orders the head)."),
     tolerance: float = typer.Option(1e-3, "--tolerance", help="Max allowed fp32 |ONNX - PyTorch| on the parity inputs."),
     fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fuse a BERT-family encoder's attention/LayerNorm/GELU into onnxruntime ops (inputs right-padded)."),
     part: Part = typer.Option(Part.model, "--part", help="model: the scorer / user tower; item-tower: HLLM item text -> vector."),
@@ -73,6 +74,7 @@ def export(
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-int8 --quantize int8
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-sq --quantize int8-smooth --calibration pairs.jsonl
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-mp --quantize int8-smooth --calibration pairs.jsonl --fp32-ops 4
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-head --quantize int8-smooth --calibration pairs.jsonl --exact-head 4
         rankwise export --model-dir runs/sasrec-ml1m --output runs/sasrec-onnx --json
         rankwise export --model-dir runs/hllm-ml1m --output runs/hllm-items-onnx --part item-tower
     """
@@ -86,13 +88,15 @@ def export(
     needs_pairs = quantize is Quantize.int8_smooth or fp32_ops > 0
     if fp32_ops and quantize not in (Quantize.int8, Quantize.int8_smooth):
         _fail("--fp32-ops needs --quantize int8 or int8-smooth")
+    if exact_head and quantize is Quantize.none and not fp16:
+        _fail("--exact-head needs --quantize or --fp16 (the head is rescored by the fp32 graph)")
     if needs_pairs != (calibration is not None):
         _fail(f"{'--quantize int8-smooth' if quantize is Quantize.int8_smooth else '--fp32-ops'} needs --calibration FILE" if calibration is None
               else "--calibration is used by --quantize int8-smooth and --fp32-ops only")
     try:
         result = export_model(
             model_dir, output, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,
-            tolerance=tolerance, part=part.value, fuse=fuse, fp32_ops=fp32_ops,
+            tolerance=tolerance, part=part.value, fuse=fuse, fp32_ops=fp32_ops, exact_head=exact_head,
             calibration_pairs=read_pairs_file(calibration) if calibration is not None else None,
         )
     except (ModelDirError, ExportParityError, ValueError) as err:

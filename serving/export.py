@@ -41,6 +41,7 @@ log = logging.getLogger("rankwise.serving")
 
 SERVING_JSON = "serving.json"
 ONNX_FILE = "model.onnx"
+HEAD_FILE = "head.onnx"  # the fp32 graph of an export with an exact head (serving.cascade)
 OPSET = 17
 BLOCKWISE_INT8_BLOCK = 128  # input channels per MatMulNBits block (one weight scale, one activation scale)
 
@@ -511,6 +512,7 @@ def export_model(
     part: Literal["model", "item-tower"] = "model",
     fuse: bool = True,
     fp32_ops: int = 0,
+    exact_head: int = 0,
 ) -> ExportResult:
     """Export ``model_dir`` to ``output_dir/model.onnx`` and check it against PyTorch.
 
@@ -550,6 +552,9 @@ def export_model(
         fp32_ops: with ``"int8"`` / ``"int8-smooth"``, leave this many weight ops in fp32: those whose
             quantisation alone moves the scores of ``calibration_pairs`` most
             (:mod:`serving.mixed_precision`; required pairs as for ``"int8-smooth"``).
+        exact_head: with ``quantize`` or ``fp16`` on a (query, doc) scorer, also write the fp32 graph
+            (``head.onnx``) and let :class:`~serving.onnx_ranker.OnnxRanker` rescore each query's
+            top ``exact_head`` documents with it (:mod:`serving.cascade`); 0 = off.
 
     Returns:
         An :class:`ExportResult` (also written, with more fields, to ``serving.json``).
@@ -567,6 +572,9 @@ def export_model(
         user = "quantize='int8-smooth'" if quantize == "int8-smooth" else "fp32_ops"
         raise ValueError(f"export_model: {user} needs at least {MIN_CALIBRATION_PAIRS} calibration_pairs "
                          f"like the served traffic, got {len(calibration_pairs or ())}")
+    if exact_head < 0 or (exact_head and not (quantize or fp16)):
+        raise ValueError(f"export_model: exact_head={exact_head} needs quantize or fp16 (the head is the fp32 graph) "
+                         "and must be >= 0")
     if quantize and fp16:
         raise ValueError(f"export_model: choose one of quantize={quantize!r} and fp16=True")
     model_dir, output_dir = Path(model_dir), Path(output_dir)
@@ -582,6 +590,9 @@ def export_model(
         raise ValueError("export_model: parity_pairs needs at least 3 pairs (2 trace, all checked)")
     start = time.perf_counter()
     graph = builders[kind](model_dir, meta, pairs)
+    if exact_head and graph.metadata.get("task") != "pair-score":
+        raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} ({part}) scores no (query, doc) pairs; "
+                            "exact_head reranks a query's documents")
     if (quantize == "int8-smooth" or fp32_ops) and graph.make_feeds is None:
         raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} takes no (query, doc) calibration pairs; "
                             "int8-smooth and fp32_ops export pair scorers (use --quantize int8)")
@@ -624,7 +635,7 @@ def export_model(
                     (fp32, fusion), fp32_diff = fused, fused_diff
                 else:
                     log.warning("fused graph of %s %s; exporting the plain graph", model_dir, why)
-        chosen, precision = fp32, "fp32"
+        chosen, precision, exact = fp32, "fp32", fp32
         smoothing, sensitivity, kept = None, None, []
         if quantize == "int8-smooth":
             import onnx
@@ -673,6 +684,10 @@ def export_model(
         diff = fp32_diff if chosen is fp32 else float(np.abs(_run_onnx(chosen, graph.parity) - reference).max())
         graph.save_assets(output_dir)
         _finalise(chosen, final)
+        for stale in (output_dir / HEAD_FILE, output_dir / (HEAD_FILE + ".data")):
+            stale.unlink(missing_ok=True)
+        if exact_head:
+            _finalise(exact, output_dir / HEAD_FILE)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - start
@@ -691,6 +706,7 @@ def export_model(
         "output": graph.output,
         "precision": precision,
         "fused_ops": fusion,
+        **({"exact_head": {"k": exact_head, "onnx_file": HEAD_FILE, "precision": "fp32"}} if exact_head else {}),
         **({"smoothquant_alpha": smoothing} if smoothing is not None else {}),
         **({"fp32_ops": kept, "int8_sensitivity": sensitivity} if sensitivity is not None else {}),
         "opset": opset,

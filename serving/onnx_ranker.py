@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rankers.base import Ranker
+from serving.cascade import head_indices, merge_head
 from serving.export import read_serving_json
 from serving.runtime import Device, OnnxSession, bucket_batches, pad_batch
 
@@ -29,6 +30,9 @@ class OnnxRanker(Ranker):
     Pairs are tokenised once without padding, grouped into length buckets
     (:func:`~serving.runtime.bucket_batches`) and padded per bucket, so short pairs do not pay
     for long ones. Pairs longer than ``max_length`` are cut (document first) with a warning, given once.
+    An export with an exact head (``export_model(..., exact_head=k)``) also carries the fp32 graph:
+    the quantised graph scores every document and the fp32 graph rescores its top ``k`` with the
+    same token ids (:mod:`serving.cascade`).
     One instance is safe to share across threads: tokenisation is serialised by a lock (HF fast
     tokenizers are not re-entrant), the onnxruntime session runs concurrently.
 
@@ -38,6 +42,8 @@ class OnnxRanker(Ranker):
         threads: onnxruntime intra-op threads (``None``: its default).
         batch_size: at most this many pairs per run.
         max_tokens: at most this many padded tokens per run (``batch * longest``).
+        exact_head: documents rescored by the export's fp32 head graph (``None``: the export's
+            ``k``; 0: off). An error if the export has no head graph and this is > 0.
 
     Shapes:
         ``score(query, docs)``: returns ``(len(docs),)`` float64.
@@ -54,6 +60,7 @@ class OnnxRanker(Ranker):
         threads: int | None = None,
         batch_size: int = 32,
         max_tokens: int | None = 32 * 256,
+        exact_head: int | None = None,
     ) -> None:
         from transformers import AutoTokenizer
 
@@ -62,6 +69,13 @@ class OnnxRanker(Ranker):
         if self.meta.get("task") != "pair-score":
             raise ValueError(f"{self.directory}: kind {self.meta['kind']!r} is not a (query, document) scorer")
         self.session = OnnxSession(self.directory / self.meta["onnx_file"], device=device, intra_op_threads=threads)
+        head = self.meta.get("exact_head") or {}
+        self.exact_head = int(head.get("k", 0)) if exact_head is None else exact_head
+        if self.exact_head < 0 or (self.exact_head and not head):
+            raise ValueError(f"{self.directory}: exact_head={self.exact_head} needs an export with an fp32 head graph "
+                             "(rankwise export --quantize ... --exact-head K) and must be >= 0")
+        self.head_session = (OnnxSession(self.directory / head["onnx_file"], device=device, intra_op_threads=threads)
+                             if self.exact_head else None)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.directory))
         self.encoding = self.meta.get("encoding", "pair")  # pair | prompt | bi-encoder
         self.max_length = self.meta.get("max_length")
@@ -132,9 +146,18 @@ class OnnxRanker(Ranker):
         if not docs:
             return np.zeros(0)
         rows, shared = self._encode(query, docs)
+        scores = self._run(self.session, rows, shared)
+        if self.head_session is None:
+            return scores
+        head = head_indices(scores, self.exact_head)
+        exact = self._run(self.head_session, [rows[i] for i in head], shared)
+        return merge_head(scores, head, exact)
+
+    def _run(self, session: OnnxSession, rows: list[dict[str, list[int]]], shared: dict[str, np.ndarray]) -> np.ndarray:
+        """``(len(rows),)`` float64 scores of ``session`` over length-bucketed, padded batches of ``rows``."""
         names = [n for n in self.meta["inputs"] if n not in shared]
         scores = np.empty(len(rows), dtype=np.float64)
         for idx in bucket_batches([len(r[names[0]]) for r in rows], self.batch_size, self.max_tokens):
             feeds = pad_batch([rows[i] for i in idx], self.pad_id, names, self.padding_side) | shared
-            scores[idx] = self.session.run(feeds).reshape(len(idx))  # (b,)
+            scores[idx] = session.run(feeds).reshape(len(idx))  # (b,)
         return scores
