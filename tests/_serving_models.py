@@ -33,6 +33,23 @@ def tiny_cross_encoder_dir(directory: Path, max_length: int = 48, initializer_ra
     return directory
 
 
+def outlier_cross_encoder_dir(root: Path) -> Path:
+    """``root/outlier``: the tiny cross-encoder (spread scores) with FFN hidden channel 3 ~50x larger than
+    the others: its FFN-in row is scaled up and its FFN-out column down by the same factor (GELU is ~linear
+    for large inputs, so the scores stay spread out). One int8 range per tensor then loses the other
+    channels, so int8 reorders the scores."""
+    from rankers.cross_encoder import CrossEncoder
+
+    ce = CrossEncoder.from_pretrained(tiny_cross_encoder_dir(root / "plain", initializer_range=0.2))
+    with torch.no_grad():
+        for layer in ce.model.bert.encoder.layer:
+            layer.intermediate.dense.weight[3] *= 50.0
+            layer.intermediate.dense.bias[3] *= 50.0
+            layer.output.dense.weight[:, 3] /= 50.0
+    ce.save_pretrained(root / "outlier")
+    return root / "outlier"
+
+
 def tiny_recommender_dir(directory: Path, kind: str = "sasrec", n_items: int = 40) -> Path:
     """A 2-block, 16-wide recommender of ``kind`` with string item ids ``i1..iN``, saved as a rankwise dir.
 

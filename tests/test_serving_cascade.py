@@ -8,16 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from rankers.cross_encoder import CrossEncoder
 from rankers.model_dir import ModelDirError
 from serving.api import Reranker
 from serving.cascade import head_indices, merge_head
 from serving.export import HEAD_FILE, export_model
 from serving.onnx_ranker import OnnxRanker
-from tests._serving_models import tiny_cross_encoder_dir, tiny_sasrec_dir
+from tests._serving_models import outlier_cross_encoder_dir, tiny_sasrec_dir
 
 QUERY = "vitamin d and lung function"
 DOCS = [f"cohort {i}: lung function after {i} years of vitamin d " * (1 + i % 4) for i in range(16)]
@@ -25,17 +23,8 @@ DOCS = [f"cohort {i}: lung function after {i} years of vitamin d " * (1 + i % 4)
 
 @pytest.fixture(scope="module")
 def outlier_ce_dir(tmp_path_factory) -> Path:
-    """A tiny cross-encoder with one FFN channel 50x larger than the rest, so that int8 with one range per
-    tensor reorders its scores (the same planted outlier as tests/test_smooth_quant.py)."""
-    root = tmp_path_factory.mktemp("head")
-    ce = CrossEncoder.from_pretrained(tiny_cross_encoder_dir(root / "plain", initializer_range=0.2))
-    with torch.no_grad():
-        for layer in ce.model.bert.encoder.layer:
-            layer.intermediate.dense.weight[3] *= 50.0
-            layer.intermediate.dense.bias[3] *= 50.0
-            layer.output.dense.weight[:, 3] /= 50.0
-    ce.save_pretrained(root / "outlier")
-    return root / "outlier"
+    """int8 with one range per tensor reorders this tiny cross-encoder's scores (a planted outlier channel)."""
+    return outlier_cross_encoder_dir(tmp_path_factory.mktemp("head"))
 
 
 def test_merge_head_orders_the_head_by_exact_then_the_tail_by_fast():

@@ -11,14 +11,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from rankers.cross_encoder import CrossEncoder
 from serving.export import PARITY_PAIRS, export_model, read_pairs_file
 from serving.onnx_ranker import OnnxRanker
 from serving.smooth_quant import smooth_for_dynamic_int8, weight_matmuls
-from tests._serving_models import tiny_cross_encoder_dir
+from tests._serving_models import outlier_cross_encoder_dir
 
 QUERIES = ["vitamin d and bones", "what is bm25", "smoking and lung cancer", "reranking latency"]
 DOCS = [d for _, d in PARITY_PAIRS] + [f"bone density and vitamin d trial {i} " * (i + 1) for i in range(12)]
@@ -28,18 +27,7 @@ TEST_DOCS = [f"cohort {i}: lung function after {i} years of vitamin d " * (1 + i
 
 @pytest.fixture(scope="module")
 def outlier_ce_dir(tmp_path_factory) -> Path:
-    """A tiny cross-encoder whose FFN hidden channel 3 is ~50x larger than the others: its FFN-in row is
-    scaled up and its FFN-out column down by the same factor (GELU is ~linear for large inputs, so the
-    scores stay spread out). One int8 range per tensor then loses the other channels."""
-    root = tmp_path_factory.mktemp("sq")
-    ce = CrossEncoder.from_pretrained(tiny_cross_encoder_dir(root / "plain", initializer_range=0.2))
-    with torch.no_grad():
-        for layer in ce.model.bert.encoder.layer:
-            layer.intermediate.dense.weight[3] *= 50.0
-            layer.intermediate.dense.bias[3] *= 50.0
-            layer.output.dense.weight[:, 3] /= 50.0
-    ce.save_pretrained(root / "outlier")
-    return root / "outlier"
+    return outlier_cross_encoder_dir(tmp_path_factory.mktemp("sq"))
 
 
 def _fp32_graph(src: Path, out: Path) -> onnx.ModelProto:
