@@ -103,9 +103,11 @@ def export(
         _fail(str(err))
     if json_out:
         typer.echo(json.dumps({"output": str(result.output_dir), "kind": result.kind, "precision": result.precision,
-                               "parity_max_abs_diff": result.parity_max_abs_diff, "export_s": round(result.export_s, 2)}))
+                               "parity_max_abs_diff": result.parity_max_abs_diff, "export_s": round(result.export_s, 2),
+                               "exact_head": exact_head}))
     else:
-        typer.echo(f"exported {result.kind} ({result.precision}) to {result.output_dir} in {result.export_s:.1f}s; "
+        head = f" + fp32 head of {exact_head}" if exact_head else ""
+        typer.echo(f"exported {result.kind} ({result.precision}{head}) to {result.output_dir} in {result.export_s:.1f}s; "
                    f"max |ONNX - PyTorch| = {result.parity_max_abs_diff:.2e}")
 
 

@@ -77,3 +77,8 @@ def test_exact_head_argument_errors_and_stale_head_removal(outlier_ce_dir, tmp_p
     bad = CliRunner().invoke(app, ["export", "--model-dir", str(outlier_ce_dir), "--output", str(tmp_path / "y"),
                                    "--exact-head", "4"])
     assert bad.exit_code == 1 and "--exact-head needs --quantize or --fp16" in bad.output
+    ok = CliRunner().invoke(app, ["export", "--model-dir", str(outlier_ce_dir), "--output", str(tmp_path / "z"),
+                                  "--quantize", "int8", "--exact-head", "2", "--json"])
+    assert ok.exit_code == 0, ok.output
+    line = ok.output[ok.output.index('{"output"'):].splitlines()[0]  # after the weight-loading progress bar
+    assert json.loads(line)["exact_head"] == 2 and (tmp_path / "z" / HEAD_FILE).is_file()
