@@ -60,6 +60,10 @@ seed; PRL (seeds 42, 2) .0348 / .0173; HCN-style (seed 42) .0347 / .0175; HLLM (
 categories, 2-core CPU) .0131 / .0068. The earlier CPU rows (10 epochs, and ERL capped at 2 epochs) stay in
 the file. Scientific with ``--similarity dot`` on the H200, 3 seeds: SASRec .1085 / .0772, ReaRec-ERL
 .1051 / .0741; ReaRec-PRL on the 2-core CPU, 3 seeds, .1031 / .0733 (the cosine order holds).
+Reasoning steps chosen on validation (ad hoc, 2026-11-26, seed 42, cosine, 40 epochs, 2-core CPU; a throwaway
+script with this preset and trainer): valid HR@10 / NDCG@10 SASRec .1281 / .0898, ReaRec-ERL K = 1 .1262 / .0883,
+K = 2 .1250 / .0876, K = 3 .1256 / .0881 (test .1071 / .0774, .1099 / .0773, .1059 / .0749, .1044 / .0742; the
+SASRec and K = 2 test values equal the committed rows). No K puts ERL above SASRec on validation.
 
 HLLM on Scientific, an ad-hoc probe (not this script; seed 42, 40 epochs, same preset): frozen MiniLM text
 vectors through the linear adapter .0803 / .0454; with 4,096 shared negatives instead of 512 .0866 / .0506;
