@@ -205,13 +205,13 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
     export_s = time.perf_counter() - t
     int8 = export_model(src, work / "onnx-int8", quantize="int8")
     blockwise = export_model(src, work / "onnx-int8-blockwise", quantize="int8-blockwise")
-    smooth = export_model(src, work / "onnx-int8-smooth", quantize="int8-smooth", calibration_pairs=calibration_pairs(cfg))
+    calibration = calibration_pairs(cfg)
+    # one int8-smooth export serves two engines: without its fp32 head, and (cfg.exact_head > 0) with it
+    smooth = export_model(src, work / "onnx-int8-smooth", quantize="int8-smooth", calibration_pairs=calibration,
+                          exact_head=cfg.exact_head)
     if cfg.fp32_ops:
-        export_model(src, work / "onnx-int8-smooth-mixed", quantize="int8-smooth", calibration_pairs=calibration_pairs(cfg),
+        export_model(src, work / "onnx-int8-smooth-mixed", quantize="int8-smooth", calibration_pairs=calibration,
                      fp32_ops=cfg.fp32_ops)
-    if cfg.exact_head:
-        export_model(src, work / "onnx-int8-smooth-exact-head", quantize="int8-smooth", calibration_pairs=calibration_pairs(cfg),
-                     exact_head=cfg.exact_head)
     export_model(src, work / "onnx-fp32-unfused", fuse=False)
     if cfg.int8_aware_model_dir:
         export_model(cfg.int8_aware_model_dir, work / "onnx-int8-aware", quantize="int8")
@@ -234,7 +234,8 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
         "onnx-fp32-unfused": OnnxRanker(work / "onnx-fp32-unfused", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
         "onnx-fp32": OnnxRanker(work / "onnx-fp32", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
         "onnx-int8": OnnxRanker(work / "onnx-int8", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
-        "onnx-int8-smooth": OnnxRanker(work / "onnx-int8-smooth", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
+        "onnx-int8-smooth": OnnxRanker(work / "onnx-int8-smooth", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size,
+                                       exact_head=0).score,
         "onnx-int8-blockwise": OnnxRanker(work / "onnx-int8-blockwise", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
         "sentence-transformers": lambda q, d: st.predict([(q, x) for x in d], batch_size=cfg.batch_size, show_progress_bar=False),
     }
@@ -242,7 +243,7 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
         engines["onnx-int8-smooth-mixed"] = OnnxRanker(work / "onnx-int8-smooth-mixed", device="cpu", threads=cfg.threads,
                                                        batch_size=cfg.batch_size).score
     if cfg.exact_head:
-        engines["onnx-int8-smooth-exact-head"] = OnnxRanker(work / "onnx-int8-smooth-exact-head", device="cpu", threads=cfg.threads,
+        engines["onnx-int8-smooth-exact-head"] = OnnxRanker(work / "onnx-int8-smooth", device="cpu", threads=cfg.threads,
                                                             batch_size=cfg.batch_size).score
     if cfg.int8_aware_model_dir:
         engines["onnx-int8-aware"] = OnnxRanker(work / "onnx-int8-aware", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score

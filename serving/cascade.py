@@ -12,7 +12,7 @@ cascade spends the fp32 work only there:
 
 The order inside H is exactly fp32's, and whenever fp32's top ``m`` lies inside H so are the first
 ``m`` places of the final ranking. The cost per query is ``n`` int8 pairs plus ``k`` fp32 pairs
-(``k = 4`` of 100: about 1/12 more time than int8 alone at int8's ≈ 2x fp32 speed).
+(``k = 3`` of 100 on the SciFact MiniLM cross-encoder: 2237 against int8-smooth's 2095 ms per query, +7 %).
 
 Returned scores are on one scale (both graphs output the same logit): H keeps its fp32 scores and the
 rest keep their int8 scores shifted down by one constant where needed, so that a sort by score gives
