@@ -18,8 +18,10 @@ Hardware: the 2-core CPU build machine unless a row says otherwise; one seed per
 Command options: ``--epochs``, ``--max-minutes`` (cap per row), ``--seeds``, ``--sasrec-loss ce|sampled``,
 ``--hidden`` (width instead of the preset's), ``--similarity cosine|dot`` (cosine / 0.05 as in HSTU, the default; dot / 0.07 as in the ReaRec paper, for
 SASRec, ReaRec and HCN alike), ``--hllm-negatives N`` (512 as in the paper; 0 = the whole catalog) and ``--hllm-adapter
-linear|mlp`` (HLLM's item side), ``--device cuda`` (rows record their device and hardware; a row is keyed by model, loss,
-similarity, budget, seed, device, width and HLLM adapter).
+linear|mlp`` (HLLM's item side), ``--reasoning-steps K`` and ``--erl-lambda λ`` (ReaRec; the paper's 2 and 0.05 by
+default), ``--eval-split valid`` (score the validation items instead of the test items, to choose a setting before
+the test run), ``--device cuda`` (rows record their device and hardware; a row is keyed by model, loss, similarity,
+budget, seed, device, width, HLLM adapter, split, K and λ).
 
 Slow SASRec, fixed 2026-11-26: the id tables were initialised 7× too large (items std d^-0.5, so E·√d has
 std 1, and positions N(0, 1)); :func:`recsys._seq.init_id_embeddings` now follows the HSTU repository
@@ -135,6 +137,18 @@ class BenchConfig:
     extra: dict = field(default_factory=dict)
     hllm_negatives: int = 512  # HLLM's InfoNCE negatives: 512 (the paper), or 0 = the whole catalog
     hllm_adapter: str = "linear"  # HLLM's item adapter: linear, or mlp
+    eval_split: str = "test"  # "valid" scores the second-last items: for choosing settings before a test run
+    reasoning_steps: int = 2  # ReaRec's K (the paper's default 2)
+    erl_lambda: float = 0.05  # ReaRec-ERL's KL diversity weight λ (the paper's default 0.05)
+
+    def variant(self, model_name: str) -> dict:
+        """Row fields for settings other than the defaults (they are part of the row's key)."""
+        out: dict = {"split": self.eval_split} if self.eval_split != "test" else {}
+        if model_name.startswith("rearec") and self.reasoning_steps != 2:
+            out["reasoning_steps"] = self.reasoning_steps
+        if model_name == "rearec-erl" and self.erl_lambda != 0.05:
+            out["erl_lambda"] = self.erl_lambda
+        return out
 
 
 def bench_name(dataset: str) -> str:
@@ -147,7 +161,7 @@ SCORING = {"cosine": {"similarity": "cosine", "temperature": 0.05}, "dot": {"sim
 
 
 def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = "ce", similarity: str = "cosine",  # noqa: ANN201
-                hllm_negatives: int = 512, hllm_adapter: str = "linear"):
+                hllm_negatives: int = 512, hllm_adapter: str = "linear", reasoning_steps: int = 2, erl_lambda: float = 0.05):
     common = {
         "n_items": data.n_items,
         "hidden": preset["hidden"],
@@ -164,7 +178,8 @@ def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = 
     if name.startswith("rearec"):
         from recsys.rearec import ReaRec, ReaRecConfig
 
-        return ReaRec(ReaRecConfig(**common, **{**shared, "loss": sasrec_loss}, reasoning_steps=2, objective=name.split("-")[1]))
+        return ReaRec(ReaRecConfig(**common, **{**shared, "loss": sasrec_loss}, reasoning_steps=reasoning_steps, objective=name.split("-")[1],
+                                  erl_lambda=erl_lambda))
     if name == "hcn":
         from recsys.hcn import HCN, HCNConfig
 
@@ -183,9 +198,11 @@ def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = 
 
 
 def _key(row: dict) -> tuple:
-    """Rows are unique per (model, loss, similarity, dataset, seed, budget, device): a model may appear at two budgets."""
+    """Rows are unique per (model, loss, similarity, dataset, seed, budget, device, width, adapter, split, K, λ):
+    a model may appear at two budgets."""
     return (row["model"], row.get("loss", "ce"), row.get("similarity", "cosine"), row["dataset"], row["seed"], row["budget"],
-            row.get("device", "cpu"), row.get("hidden"), row.get("adapter"))
+            row.get("device", "cpu"), row.get("hidden"), row.get("adapter"), row.get("split", "test"),
+            row.get("reasoning_steps"), row.get("erl_lambda"))
 
 
 def _hardware(device: str) -> str:
@@ -221,14 +238,15 @@ def run(config: BenchConfig) -> list[dict]:
             infonce = f"infonce-{config.hllm_negatives}" if config.hllm_negatives > 0 else "infonce-catalog"
             loss = infonce if hllm else config.sasrec_loss if same_backbone else "ce"
             adapter = config.hllm_adapter if hllm and config.hllm_adapter != "linear" else None
+            variant = config.variant(model_name)
             key = (model_name, loss, config.similarity, config.dataset, seed, budget, config.device, config.extra.get("hidden"),
-                   adapter)
+                   adapter, variant.get("split", "test"), variant.get("reasoning_steps"), variant.get("erl_lambda"))
             if not config.force and any(_key(r) == key for r in rows):
                 continue
             torch.manual_seed(seed)
             t0 = time.perf_counter()
             model = build_model(model_name, data, preset, config.sasrec_loss, config.similarity, config.hllm_negatives,
-                                config.hllm_adapter).to(config.device)
+                                config.hllm_adapter, config.reasoning_steps, config.erl_lambda).to(config.device)
             setup_s = time.perf_counter() - t0  # HLLM: item-LLM encoding of the catalog (cached on disk)
             trainer_cfg = RecTrainerConfig(
                 epochs=epochs, batch_size=preset["batch"], lr=1e-3, seed=seed, max_minutes=config.max_minutes,
@@ -236,7 +254,7 @@ def run(config: BenchConfig) -> list[dict]:
             )
             log = RecTrainer(model, data, trainer_cfg).train()
             t1 = time.perf_counter()
-            metrics = evaluate_full_ranking(model, data, "test")
+            metrics = evaluate_full_ranking(model, data, config.eval_split)
             eval_s = time.perf_counter() - t1
             row = {
                 "model": model_name,
@@ -260,6 +278,7 @@ def run(config: BenchConfig) -> list[dict]:
                 "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
                 **({"hidden": preset["hidden"]} if "hidden" in config.extra else {}),  # width other than the preset's
                 **({"adapter": adapter} if adapter else {}),  # HLLM item adapter other than linear
+                **variant,  # validation split, ReaRec K or ERL λ other than the defaults
             }
             print(json.dumps(row), flush=True)
             rows = [r for r in rows if _key(r) != key] + [row]
@@ -285,6 +304,10 @@ def main() -> None:
     parser.add_argument("--hllm-negatives", type=int, default=512,
                         help="HLLM InfoNCE negatives: 512 (the paper), or 0 = the whole catalog (frozen item LLM only)")
     parser.add_argument("--hllm-adapter", default="linear", choices=["linear", "mlp"], help="HLLM item adapter (rows record mlp)")
+    parser.add_argument("--eval-split", default="test", choices=["test", "valid"],
+                        help="score the test items, or the validation items to choose settings (rows record valid)")
+    parser.add_argument("--reasoning-steps", type=int, default=2, help="ReaRec's K (rows record other values)")
+    parser.add_argument("--erl-lambda", type=float, default=0.05, help="ReaRec-ERL's KL weight λ (rows record other values)")
     args = parser.parse_args()
     cfg = BenchConfig(
         dataset=args.dataset,
@@ -299,11 +322,15 @@ def main() -> None:
         extra={"hidden": args.hidden} if args.hidden else {},
         hllm_negatives=args.hllm_negatives,
         hllm_adapter=args.hllm_adapter,
+        eval_split=args.eval_split,
+        reasoning_steps=args.reasoning_steps,
+        erl_lambda=args.erl_lambda,
     )
     rows = run(cfg)
     name = bench_name(cfg.dataset)
     print_table(rows, f"{name} — {PROTOCOL}")
-    plot_bars(rows, ("model", "loss", "adapter", "similarity", "hidden", "seed", "budget", "device"), "ndcg@10", RESULTS_DIR / f"{name}.png",
+    plot_bars(rows, ("model", "loss", "adapter", "reasoning_steps", "erl_lambda", "split", "similarity", "hidden", "seed", "budget",
+                     "device"), "ndcg@10", RESULTS_DIR / f"{name}.png",
               title=f"{cfg.dataset}: NDCG@10 ({PROTOCOL})")
 
 

@@ -86,14 +86,15 @@ def write_results(
 def plot_bars(
     rows: Sequence[dict], label: str | Sequence[str], metric: str, path: Path, title: str = ""
 ) -> Path:
-    """Horizontal bar chart of ``metric`` per row, labelled by one or more identifying fields."""
+    """Horizontal bar chart of ``metric`` per row, labelled by one or more identifying fields
+    (numbers as ``field=value``: a bare 42 or 0.2 does not say what it is)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = [label] if isinstance(label, str) else list(label)
-    names = [" / ".join(str(r[k]) for k in keys if k in r) for r in rows]
+    names = [" / ".join(f"{k}={r[k]}" if isinstance(r[k], (int, float)) else str(r[k]) for k in keys if k in r) for r in rows]
     values = [float(r.get(metric, float("nan"))) for r in rows]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
     ax.barh(names, values)
