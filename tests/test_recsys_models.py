@@ -126,6 +126,23 @@ def test_rearec_reasoning_at_all_positions_is_causal_and_matches_inference():
     torch.testing.assert_close(model.reason(h2, c2, m2)[-1][:, :5], states[-1][:, :5], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("reasoning_dropout", [True, False])
+def test_rearec_reasoning_dropout_only_on_reasoning_inputs_in_training(reasoning_dropout):
+    """With the encoder's own dropout off, reasoning is random in training exactly when reasoning
+    dropout is on; in eval mode it is deterministic either way."""
+    torch.manual_seed(0)
+    model = ReaRec(ReaRecConfig(n_items=N_ITEMS, hidden=D, max_len=L, dropout=0.5, reasoning_steps=2,
+                                reasoning_dropout=reasoning_dropout))
+    seq = _batch()["item_seq"]
+    model.eval()
+    hidden, cache, mask = model.encode_sequence(seq)
+    model.emb_drop.train()  # the dropout that reasoning inputs share with the sequence inputs
+    first, second = model.reason(hidden, cache, mask)[-1], model.reason(hidden, cache, mask)[-1]
+    assert (not torch.allclose(first, second)) == reasoning_dropout
+    model.eval()
+    torch.testing.assert_close(model.reason(hidden, cache, mask)[-1], model.reason(hidden, cache, mask)[-1])
+
+
 def test_hllm_whole_catalog_negatives_is_the_exact_softmax():
     """n_negatives=0: the InfoNCE denominator runs over every item once; items whose cosine to the
     target passes ``false_negative_cos`` (near-duplicates of the toy texts) drop out."""
