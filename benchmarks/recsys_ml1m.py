@@ -18,7 +18,8 @@ Hardware: the 2-core CPU build machine unless a row says otherwise; one seed per
 Command options: ``--epochs``, ``--max-minutes`` (cap per row), ``--seeds``, ``--sasrec-loss ce|sampled``,
 ``--hidden`` (width instead of the preset's), ``--similarity cosine|dot`` (cosine / 0.05 as in HSTU, the default; dot / 0.07 as in the ReaRec paper, for
 SASRec, ReaRec and HCN alike), ``--hllm-negatives N`` (512 as in the paper; 0 = the whole catalog) and ``--hllm-adapter
-linear|mlp`` (HLLM's item side), ``--reasoning-steps K`` and ``--erl-lambda λ`` (ReaRec; the paper's 2 and 0.05 by
+linear|mlp`` (HLLM's item side), ``--hllm-user-llm DIR`` (HLLM's user model: an HF decoder, e.g. SmolLM2-135M from
+``rankwise models materialize smollm2 --output DIR``), ``--reasoning-steps K`` and ``--erl-lambda λ`` (ReaRec; the paper's 2 and 0.05 by
 default), ``--eval-split valid`` (score the validation items instead of the test items, to choose a setting before
 the test run), ``--device cuda`` (rows record their device and hardware; a row is keyed by model, loss, similarity,
 budget, seed, device, width, HLLM adapter, split, K and λ).
@@ -154,6 +155,7 @@ class BenchConfig:
     extra: dict = field(default_factory=dict)
     hllm_negatives: int = 512  # HLLM's InfoNCE negatives: 512 (the paper), or 0 = the whole catalog
     hllm_adapter: str = "linear"  # HLLM's item adapter: linear, or mlp
+    hllm_user_llm: str | None = None  # HLLM's user model: an HF decoder directory, or None = the small transformer
     eval_split: str = "test"  # "valid" scores the second-last items: for choosing settings before a test run
     reasoning_steps: int = 2  # ReaRec's K (the paper's default 2)
     erl_lambda: float = 0.05  # ReaRec-ERL's KL diversity weight λ (the paper's default 0.05)
@@ -168,6 +170,8 @@ class BenchConfig:
             out["reasoning_dropout"] = True
         if model_name == "rearec-erl" and self.erl_lambda != 0.05:
             out["erl_lambda"] = self.erl_lambda
+        if model_name.startswith("hllm") and self.hllm_user_llm:
+            out["user_llm"] = Path(self.hllm_user_llm).name
         return out
 
 
@@ -180,9 +184,8 @@ def bench_name(dataset: str) -> str:
 SCORING = {"cosine": {"similarity": "cosine", "temperature": 0.05}, "dot": {"similarity": "dot", "temperature": 0.07}}
 
 
-def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = "ce", similarity: str = "cosine",  # noqa: ANN201
-                hllm_negatives: int = 512, hllm_adapter: str = "linear", reasoning_steps: int = 2, erl_lambda: float = 0.05,
-                reasoning_dropout: bool = False):
+def build_model(name: str, data: SequenceData, preset: dict, bench: BenchConfig):  # noqa: ANN201
+    """The recommender ``name`` for ``data`` with the preset's backbone and the invocation's settings."""
     common = {
         "n_items": data.n_items,
         "hidden": preset["hidden"],
@@ -191,16 +194,17 @@ def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = 
         "dropout": preset["dropout"],
         "max_len": preset["max_len"],
     }
-    shared = {"loss": "ce", **SCORING[similarity]}
+    shared = {"loss": "ce", **SCORING[bench.similarity]}
     if name == "sasrec":
         from recsys.sasrec import SASRec, SASRecConfig
 
-        return SASRec(SASRecConfig(**common, **{**shared, "loss": sasrec_loss}))
+        return SASRec(SASRecConfig(**common, **{**shared, "loss": bench.sasrec_loss}))
     if name.startswith("rearec"):
         from recsys.rearec import ReaRec, ReaRecConfig
 
-        return ReaRec(ReaRecConfig(**common, **{**shared, "loss": sasrec_loss}, reasoning_steps=reasoning_steps, objective=name.split("-")[1],
-                                  erl_lambda=erl_lambda, reasoning_dropout=reasoning_dropout))
+        return ReaRec(ReaRecConfig(**common, **{**shared, "loss": bench.sasrec_loss}, objective=name.split("-")[1],
+                                   reasoning_steps=bench.reasoning_steps, erl_lambda=bench.erl_lambda,
+                                   reasoning_dropout=bench.reasoning_dropout))
     if name == "hcn":
         from recsys.hcn import HCN, HCNConfig
 
@@ -208,22 +212,23 @@ def build_model(name: str, data: SequenceData, preset: dict, sasrec_loss: str = 
     if name == "hllm":
         from recsys.hllm import HLLM, HLLMConfig
 
-        cfg = HLLMConfig(**common, item_mode="frozen", n_negatives=hllm_negatives, adapter=hllm_adapter)
+        cfg = HLLMConfig(**common, item_mode="frozen", n_negatives=bench.hllm_negatives, adapter=bench.hllm_adapter,
+                         user_llm=bench.hllm_user_llm)
         return HLLM(cfg, item_texts=data.item_texts)
     if name == "hllm-ft":  # mean pooling: MiniLM was trained for it (the paper's [ITEM] slot suits decoder LLMs)
         from recsys.hllm import HLLM, HLLMConfig
 
-        return HLLM(HLLMConfig(**common, item_mode="finetune", pooling="mean", prompt="", n_negatives=hllm_negatives,
-                               adapter=hllm_adapter), item_texts=data.item_texts)
+        return HLLM(HLLMConfig(**common, item_mode="finetune", pooling="mean", prompt="", n_negatives=bench.hllm_negatives,
+                               adapter=bench.hllm_adapter, user_llm=bench.hllm_user_llm), item_texts=data.item_texts)
     raise ValueError(f"unknown model {name!r}; choose from {KNOWN_MODELS}")
 
 
 def _key(row: dict) -> tuple:
     """Rows are unique per (model, loss, similarity, dataset, seed, budget, device, width, adapter, split, K, λ,
-    reasoning dropout): a model may appear at two budgets."""
+    reasoning dropout, user LLM): a model may appear at two budgets."""
     return (row["model"], row.get("loss", "ce"), row.get("similarity", "cosine"), row["dataset"], row["seed"], row["budget"],
             row.get("device", "cpu"), row.get("hidden"), row.get("adapter"), row.get("split", "test"),
-            row.get("reasoning_steps"), row.get("erl_lambda"), row.get("reasoning_dropout"))
+            row.get("reasoning_steps"), row.get("erl_lambda"), row.get("reasoning_dropout"), row.get("user_llm"))
 
 
 def _hardware(device: str) -> str:
@@ -262,14 +267,12 @@ def run(config: BenchConfig) -> list[dict]:
             variant = config.variant(model_name)
             key = (model_name, loss, config.similarity, config.dataset, seed, budget, config.device, config.extra.get("hidden"),
                    adapter, variant.get("split", "test"), variant.get("reasoning_steps"), variant.get("erl_lambda"),
-                   variant.get("reasoning_dropout"))
+                   variant.get("reasoning_dropout"), variant.get("user_llm"))
             if not config.force and any(_key(r) == key for r in rows):
                 continue
             torch.manual_seed(seed)
             t0 = time.perf_counter()
-            model = build_model(model_name, data, preset, config.sasrec_loss, config.similarity, config.hllm_negatives,
-                                config.hllm_adapter, config.reasoning_steps, config.erl_lambda,
-                                config.reasoning_dropout).to(config.device)
+            model = build_model(model_name, data, preset, config).to(config.device)
             setup_s = time.perf_counter() - t0  # HLLM: item-LLM encoding of the catalog (cached on disk)
             trainer_cfg = RecTrainerConfig(
                 epochs=epochs, batch_size=preset["batch"], lr=1e-3, seed=seed, max_minutes=config.max_minutes,
@@ -327,6 +330,8 @@ def main() -> None:
     parser.add_argument("--hllm-negatives", type=int, default=512,
                         help="HLLM InfoNCE negatives: 512 (the paper), or 0 = the whole catalog (frozen item LLM only)")
     parser.add_argument("--hllm-adapter", default="linear", choices=["linear", "mlp"], help="HLLM item adapter (rows record mlp)")
+    parser.add_argument("--hllm-user-llm", default=None,
+                        help="HLLM user model: an HF decoder directory (rows record its folder name); default the small transformer")
     parser.add_argument("--eval-split", default="test", choices=["test", "valid"],
                         help="score the test items, or the validation items to choose settings (rows record valid)")
     parser.add_argument("--reasoning-steps", type=int, default=2, help="ReaRec's K (rows record other values)")
@@ -347,6 +352,7 @@ def main() -> None:
         extra={"hidden": args.hidden} if args.hidden else {},
         hllm_negatives=args.hllm_negatives,
         hllm_adapter=args.hllm_adapter,
+        hllm_user_llm=args.hllm_user_llm,
         eval_split=args.eval_split,
         reasoning_steps=args.reasoning_steps,
         erl_lambda=args.erl_lambda,
@@ -355,7 +361,7 @@ def main() -> None:
     rows = run(cfg)
     name = bench_name(cfg.dataset)
     print_table(rows, f"{name} — {PROTOCOL}")
-    plot_bars(rows, ("model", "loss", "adapter", "reasoning_steps", "erl_lambda", "reasoning_dropout", "split", "similarity",
+    plot_bars(rows, ("model", "loss", "adapter", "user_llm", "reasoning_steps", "erl_lambda", "reasoning_dropout", "split", "similarity",
                      "hidden", "seed", "budget", "device"), "ndcg@10", RESULTS_DIR / f"{name}.png",
               title=f"{cfg.dataset}: NDCG@10 ({PROTOCOL})")
 

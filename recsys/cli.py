@@ -92,6 +92,7 @@ def train(
     reasoning_steps: int = typer.Option(2, min=0, help="ReaRec latent reasoning steps K (0 = SASRec)."),
     item_mode: ItemMode = typer.Option(ItemMode.frozen, help="HLLM: frozen item LLM with cached vectors (CPU) or finetune both towers."),
     item_llm: Optional[str] = typer.Option(None, help="HLLM item LLM: HF directory or hub id (default: the bundled all-MiniLM-L6-v2)."),
+    user_llm: Optional[str] = typer.Option(None, help="HLLM user LLM: an HF decoder directory or hub id (default: a small causal transformer of --hidden/--layers/--heads)."),
     negatives: int = typer.Option(512, min=0, help="HLLM InfoNCE negatives (0 = the whole catalog; frozen item LLM only)."),
     adapter: Adapter = typer.Option(Adapter.linear, help="HLLM item adapter: linear, or a two-layer MLP."),
     eval_every: int = typer.Option(0, min=0, help="Validate every N epochs and keep the best weights (0 = keep the last)."),
@@ -106,6 +107,7 @@ def train(
         rankwise recommend train --model rearec --objective prl --dataset ml-1m --max-len 200 --output runs/rearec
         rankwise recommend train --model hllm --dataset amazon2018_scientific --output runs/hllm-sci
         rankwise recommend train --model hllm --negatives 0 --adapter mlp --dataset amazon2018_scientific --output runs/hllm-sci
+        rankwise recommend train --model hllm --user-llm HuggingFaceTB/SmolLM2-135M --dataset ml-100k --output runs/hllm-smol
         rankwise recommend train --model hcn --dataset /path/to/folder --output runs/hcn --json
     """
     import torch
@@ -135,8 +137,8 @@ def train(
         else:
             from recsys.hllm import HLLM, HLLMConfig
 
-            net = HLLM(HLLMConfig(**common, item_mode=item_mode.value, item_llm=item_llm, n_negatives=negatives,
-                                  adapter=adapter.value), item_texts=data.item_texts)
+            net = HLLM(HLLMConfig(**common, item_mode=item_mode.value, item_llm=item_llm, user_llm=user_llm,
+                                  n_negatives=negatives, adapter=adapter.value), item_texts=data.item_texts)
     except (OSError, ValueError) as err:
         _fail(f"cannot build {model.value}: {str(err).splitlines()[0]}")
     net.item_ids = data.item_ids

@@ -42,9 +42,14 @@ class HLLMConfig:
         prompt: text prefix; ``None`` = the paper's prompt with ``item_token`` pooling, none with ``mean``.
         max_text_len: item text tokens (the paper uses 256).
         item_dim: hidden size of the item LLM (filled in when the LLM is first read).
+        user_llm: HF decoder (directory or hub id) as the user model, fed the adapted item vectors as
+            ``inputs_embeds`` with positions counted from the first real item (the paper's User LLM);
+            ``None`` = a small causal transformer (``hidden``, ``n_layers``, ``n_heads``) trained from
+            scratch. With a decoder, ``hidden`` becomes its hidden size.
+        user_llm_lr: learning rate of the user decoder (1e-4, the paper's rate; ``None`` = the trainer's).
         hidden: width of the user model.
-        n_layers: user-model transformer blocks.
-        n_heads: user-model attention heads.
+        n_layers: user-model transformer blocks (the small transformer only).
+        n_heads: user-model attention heads (the small transformer only).
         dropout: user-model dropout.
         max_len: longest user sequence.
         n_negatives: uniformly sampled negatives shared by all positions of a batch (paper: 512);
@@ -58,7 +63,7 @@ class HLLMConfig:
         false_negative_cos: negatives whose cosine to the target exceeds this are masked.
         item_llm_lr: learning rate of the item LLM in fine-tune mode (ours: a pre-trained encoder
             fine-tuned at the user model's 1e-3 forgets what it knew; ``None`` = the trainer's rate).
-        trust_remote_code: passed to ``AutoModel.from_pretrained`` (off unless you ask).
+        trust_remote_code: passed to ``AutoModel.from_pretrained`` for both LLMs (off unless you ask).
     """
 
     n_items: int
@@ -68,6 +73,8 @@ class HLLMConfig:
     prompt: str | None = None
     max_text_len: int = 128
     item_dim: int = 0
+    user_llm: str | None = None
+    user_llm_lr: float | None = 1e-4
     hidden: int = 64
     n_layers: int = 2
     n_heads: int = 2
@@ -145,19 +152,30 @@ class _ItemLLM(nn.Module):
         return hidden[torch.arange(hidden.shape[0]), lengths]
 
 
+def _user_decoder(config: HLLMConfig, hf_config: Any | None = None) -> nn.Module:
+    """The user LLM's base model: from ``config.user_llm``, or from a saved ``hf_config`` (weights follow)."""
+    from transformers import AutoModel
+
+    if hf_config is not None:
+        return AutoModel.from_config(hf_config, trust_remote_code=config.trust_remote_code).float()
+    return AutoModel.from_pretrained(config.user_llm, dtype=torch.float32, trust_remote_code=config.trust_remote_code)
+
+
 class HLLM(SequentialRecommender):
     """Hierarchical LLM recommender: item LLM → item vectors; causal user model → next-item vector.
 
     Formula:
-        e_i = Adapter(ItemLLM(text_i)); h = Transformer_causal(e_{s_1..s_L} + P);
+        e_i = Adapter(ItemLLM(text_i)); h = Transformer_causal(e_{s_1..s_L} + P), or h = UserLLM(inputs_embeds =
+        e_{s_1..s_L}, its own positions from the first real item);
         L = −log( e^{γ cos(h_t, e_{y})} / (e^{γ cos(h_t, e_{y})} + Σ_{n ∈ N, cos(e_n, e_y) ≤ 0.99} e^{γ cos(h_t, e_n)}) ),
         γ = min(exp(learned), 100), N = uniform negatives shared across the batch (or the whole catalog).
 
     Paper:
         Chen et al., "HLLM: Enhancing Sequential Recommendations via Hierarchical Large Language Models
         for Item and User Modeling", 2024, https://arxiv.org/abs/2409.12740. Differences from the paper:
-        the default item LLM is the small all-MiniLM-L6-v2 encoder and the user model is a small causal
-        transformer trained from scratch (the paper uses 1B–7B LLMs for both); ours: an adapter
+        the default item LLM is the small all-MiniLM-L6-v2 encoder and the default user model a small causal
+        transformer trained from scratch (the paper uses 1B–7B LLMs for both; ``user_llm`` takes any HF
+        decoder, e.g. SmolLM2-135M from ``rankwise models materialize smollm2``); ours: an adapter
         (item_dim → hidden; linear, or a small MLP) on the item side, needed when the item LLM is frozen
         and its vectors cached (the CPU mode), mean pooling for a frozen encoder (its [ITEM] slot could
         not be learned), and optionally the whole catalog as negatives where it is small.
@@ -170,6 +188,8 @@ class HLLM(SequentialRecommender):
         item_texts: text of each item index ``1..n_items`` (``item_texts[i - 1]``); needed unless
             ``item_vectors`` is given (frozen mode) or the model is loaded from a directory.
         item_vectors: precomputed ``(n_items + 1, item_dim)`` item-LLM vectors (row 0 = padding).
+        user_llm_config: the user decoder's HF config, to build it without ``config.user_llm`` (loading a
+            saved directory, whose weights then fill it).
 
     Shapes:
         item_seq ``(B, L)`` → ``encode_users`` ``(B, hidden)`` (L2-normalised);
@@ -185,7 +205,11 @@ class HLLM(SequentialRecommender):
     config_class = HLLMConfig
 
     def __init__(
-        self, config: HLLMConfig, item_texts: list[str] | None = None, item_vectors: torch.Tensor | None = None
+        self,
+        config: HLLMConfig,
+        item_texts: list[str] | None = None,
+        item_vectors: torch.Tensor | None = None,
+        user_llm_config: Any | None = None,
     ) -> None:
         super().__init__(config)
         self.item_texts = list(item_texts) if item_texts is not None else None
@@ -206,15 +230,20 @@ class HLLM(SequentialRecommender):
         if item_vectors is None:
             item_vectors = torch.zeros(config.n_items + 1, config.item_dim)
         self.register_buffer("item_vectors", item_vectors.float().clone(), persistent=True)
+        self.user_llm: nn.Module | None = None
+        if config.user_llm is not None or user_llm_config is not None:
+            self.user_llm = _user_decoder(config, user_llm_config)
+            config.hidden = self.user_llm.config.hidden_size
         if config.adapter == "mlp":
             self.adapter = nn.Sequential(nn.Linear(config.item_dim, 4 * config.hidden), nn.GELU(),
                                          nn.Linear(4 * config.hidden, config.hidden))
         else:
             self.adapter = nn.Linear(config.item_dim, config.hidden)
-        self.pos_emb = nn.Embedding(config.max_len, config.hidden)
         self.emb_drop = nn.Dropout(config.dropout)
-        self.encoder = CausalEncoder(config.hidden, config.n_layers, config.n_heads, config.dropout)
-        init_id_embeddings(None, self.pos_emb)  # positions N(0, 1/d): adapter outputs have norm < 1
+        if self.user_llm is None:
+            self.pos_emb = nn.Embedding(config.max_len, config.hidden)
+            self.encoder = CausalEncoder(config.hidden, config.n_layers, config.n_heads, config.dropout)
+            init_id_embeddings(None, self.pos_emb)  # positions N(0, 1/d): adapter outputs have norm < 1
         self.log_scale = nn.Parameter(torch.tensor(math.log(config.scale_init)))
         if config.item_mode == "finetune" and fresh:
             self.sync_item_tower()
@@ -255,13 +284,17 @@ class HLLM(SequentialRecommender):
             self.item_vectors.copy_(self._encode_all(self.item_llm))
 
     def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
-        """The item LLM at ``config.item_llm_lr`` (fine-tune mode), everything else at ``lr``."""
-        llm = [p for p in self.item_llm.parameters() if p.requires_grad] if self.item_llm is not None else []
-        if not llm or self.config.item_llm_lr is None:
-            return super().optimizer_groups(lr)
-        ids = {id(p) for p in llm}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [{"params": rest, "lr": lr}, {"params": llm, "lr": self.config.item_llm_lr}]
+        """The item LLM at ``config.item_llm_lr`` (fine-tune mode), the user decoder at
+        ``config.user_llm_lr``, everything else at ``lr``."""
+        groups, taken = [], set()
+        for llm, rate in ((self.item_llm, self.config.item_llm_lr), (self.user_llm, self.config.user_llm_lr)):
+            if llm is None or rate is None:
+                continue
+            params = [p for p in llm.parameters() if p.requires_grad]
+            taken |= {id(p) for p in params}
+            groups.append({"params": params, "lr": rate})
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
+        return [{"params": rest, "lr": lr}, *groups]
 
     def item_embeddings(self) -> torch.Tensor:
         """Item tower over the cached item-LLM vectors: ``(n_items + 1, hidden)``."""
@@ -269,8 +302,14 @@ class HLLM(SequentialRecommender):
 
     # -- user tower ---------------------------------------------------------------------------
     def _user_hidden(self, item_seq: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        """Hidden state at every position ``(B, L, D)``; sequences are left-padded with index 0."""
+        real = item_seq > 0  # (B, L)
+        if self.user_llm is not None:  # the decoder brings its own positions: 0 at the first real item
+            x = self.emb_drop(item_table[item_seq]) * real.unsqueeze(-1).to(item_table.dtype)
+            positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, L)
+            return self.user_llm(inputs_embeds=x, attention_mask=real.long(), position_ids=positions).last_hidden_state
         x = item_table[item_seq] + self.pos_emb(self._positions(item_seq))  # (B, L, D)
-        x = self.emb_drop(x) * (item_seq > 0).unsqueeze(-1).to(x.dtype)
+        x = self.emb_drop(x) * real.unsqueeze(-1).to(x.dtype)
         return self.encoder(x, causal_mask(item_seq))[0]  # (B, L, D)
 
     def encode_users(self, item_seq: torch.Tensor) -> torch.Tensor:
@@ -310,14 +349,23 @@ class HLLM(SequentialRecommender):
 
     # -- directories --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, **extra: Any) -> Path:
-        """Weights (with cached item vectors; the item LLM too when fine-tuned) + item texts."""
+        """Weights (with cached item vectors; the item LLM too when fine-tuned; the user decoder and its
+        HF config under ``user_llm/``) + item texts."""
         directory = super().save_pretrained(directory, **extra)
         if self.item_texts is not None:
             (directory / "item_texts.json").write_text(json.dumps(self.item_texts))
+        if self.user_llm is not None:
+            self.user_llm.config.save_pretrained(directory / "user_llm")
         return directory
 
     @classmethod
     def _build(cls, config: HLLMConfig, directory: Path, meta: dict[str, Any]) -> HLLM:
         texts_file = directory / "item_texts.json"
         texts = json.loads(texts_file.read_text()) if texts_file.is_file() else None
-        return cls(config, item_texts=texts, item_vectors=torch.zeros(config.n_items + 1, config.item_dim))
+        user_config = None
+        if (directory / "user_llm" / "config.json").is_file():
+            from transformers import AutoConfig
+
+            user_config = AutoConfig.from_pretrained(directory / "user_llm", trust_remote_code=config.trust_remote_code)
+        return cls(config, item_texts=texts, item_vectors=torch.zeros(config.n_items + 1, config.item_dim),
+                   user_llm_config=user_config)

@@ -42,3 +42,30 @@ def test_recommend_errors_are_one_line(tmp_path):
                               "--output", str(tmp_path / "h")])
     assert res.exit_code == 1 and "n_negatives=0" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "h").exists()
+
+
+def test_recommend_hllm_with_an_hf_decoder_as_user_llm(tmp_path):
+    """--user-llm: a tiny random Llama directory as HLLM's user model; the trained model directory keeps
+    the decoder's config and weights, so it loads after the source directory is gone (transformers' load
+    report goes to stderr, so the JSON line is read from stdout)."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    source = tmp_path / "tiny-llama"
+    LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(source)
+    out = tmp_path / "hllm"
+    res = runner.invoke(app, ["recommend", "train", "--model", "hllm", "--user-llm", str(source), "--dataset", "ml-100k",
+                              "--output", str(out), "--epochs", "1", "--max-len", "10", "--json"])
+    assert res.exit_code == 0, res.output
+    trained = json.loads(res.stdout.strip().splitlines()[-1])
+    saved = json.loads((out / "rankwise.json").read_text())["config"]
+    assert saved["user_llm"] == str(source) and saved["hidden"] == 16 and (out / "user_llm" / "config.json").is_file()
+    shutil.rmtree(source)
+    res = runner.invoke(app, ["recommend", "eval", "--model-dir", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert abs(json.loads(res.stdout.strip().splitlines()[-1])["ndcg@10"] - trained["ndcg@10"]) < 1e-9
+    res = runner.invoke(app, ["recommend", "train", "--model", "hllm", "--user-llm", str(source), "--dataset", "ml-100k",
+                              "--output", str(tmp_path / "h2")])
+    assert res.exit_code == 1 and "cannot build hllm" in res.output and "Traceback" not in res.output

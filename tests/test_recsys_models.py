@@ -1,5 +1,8 @@
 """Family contract of the sequential recommenders: shapes, padding invariance, training, save/load."""
 
+import functools
+import tempfile
+
 import pytest
 import torch
 
@@ -7,6 +10,18 @@ from recsys import HCN, HLLM, HCNConfig, HLLMConfig, ReaRec, ReaRecConfig, SASRe
 
 N_ITEMS, D, L = 40, 16, 8
 TEXTS = [f"title: item {i} genres: g{i % 5}" for i in range(N_ITEMS)]
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_decoder_dir() -> str:
+    """A randomly initialised 2-layer Llama (hidden D) saved as an HF directory: HLLM's user LLM."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    path = tempfile.mkdtemp(prefix="rankwise-tiny-llama-")
+    LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=D, intermediate_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)).save_pretrained(path)
+    return path
 
 
 def _tiny(kind: str):
@@ -26,11 +41,13 @@ def _tiny(kind: str):
         "hllm-frozen": lambda: HLLM(HLLMConfig(**common, n_negatives=16, max_text_len=16), item_texts=TEXTS),
         "hllm-frozen-catalog-mlp": lambda: HLLM(HLLMConfig(**common, n_negatives=0, adapter="mlp", max_text_len=16),
                                                 item_texts=TEXTS),
+        "hllm-user-llm": lambda: HLLM(HLLMConfig(**{**common, "hidden": 8}, user_llm=_tiny_decoder_dir(), n_negatives=16,
+                                                 max_text_len=16), item_texts=TEXTS),
     }[kind]()
 
 
 KINDS = ["sasrec-ce", "sasrec-sampled", "rearec-erl", "rearec-prl", "rearec-erl-sampled", "rearec-prl-sampled",
-         "hcn-attention", "hcn-max", "hllm-frozen", "hllm-frozen-catalog-mlp"]
+         "hcn-attention", "hcn-max", "hllm-frozen", "hllm-frozen-catalog-mlp", "hllm-user-llm"]
 
 
 def _batch() -> dict:
@@ -166,6 +183,22 @@ def test_hllm_config_rejects_whole_catalog_negatives_when_fine_tuning():
         HLLMConfig(n_items=N_ITEMS, adapter="deep")
 
 
+def test_hllm_user_llm_is_the_decoder_at_its_own_rate():
+    """An HF decoder replaces the small user transformer; its width sets ``hidden``; it learns at user_llm_lr."""
+    model = _tiny("hllm-user-llm")
+    assert model.config.hidden == D and not hasattr(model, "encoder") and not hasattr(model, "pos_emb")
+    groups = model.optimizer_groups(1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, model.config.user_llm_lr]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.user_llm.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
+    # more left padding changes nothing; the order of the items does matter (weakly, at random init)
+    seq = torch.tensor([[0, 3, 9, 4]])
+    model.eval()
+    padded = torch.tensor([[0, 0, 0, 3, 9, 4]])
+    torch.testing.assert_close(model.encode_users(seq), model.encode_users(padded), atol=1e-5, rtol=1e-4)
+    assert not torch.equal(model.encode_users(seq), model.encode_users(torch.tensor([[0, 9, 3, 4]])))
+
+
 def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -203,7 +236,7 @@ def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
     torch.testing.assert_close(loaded.full_sort_predict(batch), model.eval().full_sort_predict(batch))
 
 
-@pytest.mark.parametrize("kind", ["sasrec-ce", "rearec-erl", "hcn-attention", "hllm-frozen"])
+@pytest.mark.parametrize("kind", ["sasrec-ce", "rearec-erl", "hcn-attention", "hllm-frozen", "hllm-user-llm"])
 def test_user_tower_exports_to_onnx_with_dynamic_batch_and_length(kind, tmp_path):
     import numpy as np
     import onnxruntime as ort
