@@ -81,6 +81,11 @@ paper's λ is best; ERL's test run on this GPU did not fit the device time); SAS
 and linear adapter, .2500 / .1366 with the whole catalog and the MLP adapter; HCN-style .2459 / .1331 (45 epochs
 in the cap).
 
+A pretrained decoder as HLLM's user LLM (2026-11-27, 2-core CPU, seed 42; ``--dataset ml-100k --epochs 10
+--max-minutes 25``, the Scientific preset): SASRec .0848 / .0411 (Recall@50 .287, 15 s), HLLM with the small
+user transformer .0901 / .0413 (.245, 12 s), HLLM with SmolLM2-135M as user LLM (``--hllm-user-llm`` on the
+folder from ``rankwise models materialize smollm2``; 9 epochs in the cap, 26.5 min) .0933 / .0533 (.284).
+
 Dropout on the reasoning inputs (``--reasoning-dropout``): the authors' code applies the sequence dropout to
 each reasoning step's input; ours did not. Scientific, ERL, seed 42, 2-core CPU, valid HR@10 / NDCG@10: with it
 .1222 / .0870, without .1250 / .0876 (ad hoc run of 2026-11-26), SASRec .1281 / .0898. It stays an option, off.
