@@ -85,6 +85,8 @@ A pretrained decoder as HLLM's user LLM (2026-11-27, 2-core CPU, seed 42; ``--da
 --max-minutes 25``, the Scientific preset): SASRec .0848 / .0411 (Recall@50 .287, 15 s), HLLM with the small
 user transformer .0901 / .0413 (.245, 12 s), HLLM with SmolLM2-135M as user LLM (``--hllm-user-llm`` on the
 folder from ``rankwise models materialize smollm2``; 9 epochs in the cap, 26.5 min) .0933 / .0533 (.284).
+Scientific, the same decoder with the whole catalog and the MLP adapter, 10 epochs (40.7 min, 2-core CPU):
+.0641 / .0365, final loss 7.54 (uniform over 4,344 items: 8.38): undertrained, far below SASRec.
 
 Dropout on the reasoning inputs (``--reasoning-dropout``): the authors' code applies the sequence dropout to
 each reasoning step's input; ours did not. Scientific, ERL, seed 42, 2-core CPU, valid HR@10 / NDCG@10: with it
