@@ -1,6 +1,8 @@
 """Family contract of the sequential recommenders: shapes, padding invariance, training, save/load."""
 
+import atexit
 import functools
+import shutil
 import tempfile
 
 import pytest
@@ -19,6 +21,7 @@ def _tiny_decoder_dir() -> str:
 
     torch.manual_seed(0)
     path = tempfile.mkdtemp(prefix="rankwise-tiny-llama-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
     LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=D, intermediate_size=32, num_hidden_layers=2,
                                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)).save_pretrained(path)
     return path
