@@ -22,7 +22,7 @@ linear|mlp`` (HLLM's item side), ``--hllm-user-llm DIR`` (HLLM's user model: an 
 ``rankwise models materialize smollm2 --output DIR``), ``--reasoning-steps K`` and ``--erl-lambda λ`` (ReaRec; the paper's 2 and 0.05 by
 default), ``--eval-split valid`` (score the validation items instead of the test items, to choose a setting before
 the test run), ``--device cuda`` (rows record their device and hardware; a row is keyed by model, loss, similarity,
-budget, seed, device, width, HLLM adapter, split, K and λ).
+budget, seed, device, width, HLLM adapter and user LLM, split, K, λ and reasoning dropout).
 
 Slow SASRec, fixed 2026-11-26: the id tables were initialised 7× too large (items std d^-0.5, so E·√d has
 std 1, and positions N(0, 1)); :func:`recsys._seq.init_id_embeddings` now follows the HSTU repository
@@ -271,10 +271,14 @@ def run(config: BenchConfig) -> list[dict]:
             infonce = f"infonce-{config.hllm_negatives}" if config.hllm_negatives > 0 else "infonce-catalog"
             loss = infonce if hllm else config.sasrec_loss if same_backbone else "ce"
             adapter = config.hllm_adapter if hllm and config.hllm_adapter != "linear" else None
-            variant = config.variant(model_name)
-            key = (model_name, loss, config.similarity, config.dataset, seed, budget, config.device, config.extra.get("hidden"),
-                   adapter, variant.get("split", "test"), variant.get("reasoning_steps"), variant.get("erl_lambda"),
-                   variant.get("reasoning_dropout"), variant.get("user_llm"))
+            ident = {  # the fields that identify a row (see _key); settings at their defaults are left out
+                "model": model_name, "loss": loss, "similarity": config.similarity, "dataset": config.dataset,
+                "seed": seed, "budget": budget, "device": config.device,
+                **({"hidden": preset["hidden"]} if "hidden" in config.extra else {}),  # width other than the preset's
+                **({"adapter": adapter} if adapter else {}),  # HLLM item adapter other than linear
+                **config.variant(model_name),  # split, ReaRec K / λ / reasoning dropout, HLLM user LLM
+            }
+            key = _key(ident)
             if not config.force and any(_key(r) == key for r in rows):
                 continue
             torch.manual_seed(seed)
@@ -290,28 +294,19 @@ def run(config: BenchConfig) -> list[dict]:
             metrics = evaluate_full_ranking(model, data, config.eval_split)
             eval_s = time.perf_counter() - t1
             row = {
-                "model": model_name,
-                "loss": loss,
-                "similarity": config.similarity,
-                "dataset": config.dataset,
-                "seed": seed,
+                **ident,
                 "hr@10": metrics["hr@10"],
                 "ndcg@10": metrics["ndcg@10"],
                 "recall@50": metrics["recall@50"],
                 "recall@200": metrics["recall@200"],
                 "ndcg@200": metrics["ndcg@200"],
                 "epochs": log.epochs,
-                "budget": budget,
-                "device": config.device,
                 "hardware": _hardware(config.device),
                 "train_s": round(log.train_s, 1),
                 "setup_s": round(setup_s, 1),
                 "eval_s": round(eval_s, 1),
                 "final_loss": round(log.losses[-1], 4),
                 "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                **({"hidden": preset["hidden"]} if "hidden" in config.extra else {}),  # width other than the preset's
-                **({"adapter": adapter} if adapter else {}),  # HLLM item adapter other than linear
-                **variant,  # validation split, ReaRec K or ERL λ other than the defaults
             }
             print(json.dumps(row), flush=True)
             rows = [r for r in rows if _key(r) != key] + [row]
