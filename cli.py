@@ -6,12 +6,12 @@ libraries are imported inside command bodies so ``--help`` stays fast.
 
 import typer
 
-from eval.cli import app as eval_app
-from rankers.cli import app as models_app
-from recsys.cli import app as recommend_app
-from serving.cli import app as serving_app
-from train.cli import app as train_ce_app
-from train.cli_llm import app as train_llm_app
+from rankwise.eval.cli import app as eval_app
+from rankwise.rankers.cli import app as models_app
+from rankwise.recsys.cli import app as recommend_app
+from rankwise.serving.cli import app as serving_app
+from rankwise.train.cli import app as train_ce_app
+from rankwise.train.cli_llm import app as train_llm_app
 
 app = typer.Typer(
     name="rankwise",

@@ -36,19 +36,19 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from eval.datasets.beir import load_beir
-from eval.datasets.paths import cache_dir
-from eval.metrics import evaluate
-from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
-from rankers.base import Ranker
-from rankers.cross_encoder import CrossEncoder
-from rankers.erank import ERankRanker
-from rankers.first_stage.bm25 import BM25Retriever
-from rankers.iranker import IRanker
-from rankers.listwise import ListwiseRanker
-from rankers.llm import load_causal_lm, materialize
-from train.data import HardNegativeLists
-from train.sft import CurriculumSFTConfig, erank_sft_examples, train_sft
+from rankwise.eval.datasets.beir import load_beir
+from rankwise.eval.datasets.paths import cache_dir
+from rankwise.eval.metrics import evaluate
+from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from rankwise.rankers.base import Ranker
+from rankwise.rankers.cross_encoder import CrossEncoder
+from rankwise.rankers.erank import ERankRanker
+from rankwise.rankers.first_stage.bm25 import BM25Retriever
+from rankwise.rankers.iranker import IRanker
+from rankwise.rankers.listwise import ListwiseRanker
+from rankwise.rankers.llm import load_causal_lm, materialize
+from rankwise.train.data import HardNegativeLists
+from rankwise.train.sft import CurriculumSFTConfig, erank_sft_examples, train_sft
 
 METRICS = ("ndcg@10", "mrr@10")
 

@@ -40,16 +40,16 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from eval.datasets.beir import load_beir
-from eval.datasets.paths import cache_dir
-from eval.metrics import evaluate
-from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
-from rankers.bi_encoder_ranker import QueryTower, TrainableBiEncoder
-from rankers.first_stage.bm25 import BM25Retriever
-from rankers.fusion import fuse
-from rankers.model_dir import read_rankwise_json, write_rankwise_json
-from train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
-from train.data import HardNegativeLists
+from rankwise.eval.datasets.beir import load_beir
+from rankwise.eval.datasets.paths import cache_dir
+from rankwise.eval.metrics import evaluate
+from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from rankwise.rankers.bi_encoder_ranker import QueryTower, TrainableBiEncoder
+from rankwise.rankers.first_stage.bm25 import BM25Retriever
+from rankwise.rankers.fusion import fuse
+from rankwise.rankers.model_dir import read_rankwise_json, write_rankwise_json
+from rankwise.train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
+from rankwise.train.data import HardNegativeLists
 
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
 RUNS = [(o, None) for o in ("pointwise", "ranknet", "listnet", "listmle", "lambdaloss", "lipo", "ranklist")] + [
@@ -192,7 +192,7 @@ def diagnose(cfg: BenchConfig, rows: list[dict]) -> list[dict]:
 
     from safetensors.torch import load_file
 
-    from rankers.bi_encoder_ranker import ADAPTER_FILE
+    from rankwise.rankers.bi_encoder_ranker import ADAPTER_FILE
 
     train, test = load_beir("scifact", "train"), load_beir("scifact", "test")
     doc_text = {d: test.doc_text(d) for d in test.corpus}

@@ -88,9 +88,9 @@ def prepare(bundle: Path, top_k: int = 100, seed: int = 0, fp16_weights: bool = 
     from objectives_scifact import split_train_queries
     from safetensors.torch import load_file, save_file
 
-    from eval.datasets.beir import load_beir
-    from rankers.bi_encoder import default_encoder_path
-    from rankers.first_stage.bm25 import BM25Retriever
+    from rankwise.eval.datasets.beir import load_beir
+    from rankwise.rankers.bi_encoder import default_encoder_path
+    from rankwise.rankers.first_stage.bm25 import BM25Retriever
 
     train, test = load_beir("scifact", "train"), load_beir("scifact", "test")
     doc_text = {d: train.doc_text(d) for d in train.corpus}
@@ -153,7 +153,7 @@ def score_pairs(ranker, queries: list[str], texts: list[str], batch: int, bf16: 
 
 
 def _fresh_model(bundle: Path, cfg: TrainConfig, device: str):
-    from rankers.cross_encoder import CrossEncoder
+    from rankwise.rankers.cross_encoder import CrossEncoder
 
     ce = CrossEncoder.from_pretrained(bundle / START_DIR, max_length=cfg.max_length, dtype=torch.float32)
     ce.model.to(device)
@@ -210,9 +210,9 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
     """Train one model per run of ``cfg.runs``, score dev and test after each; results are rewritten
     to ``out`` after every run so a job cut short keeps what finished. ``save_models``: also keep each
     trained model as a cross-encoder directory ``save_models/<objective>[-<curriculum>]`` (fp32)."""
-    from train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
-    from train.data import HardNegativeLists
-    from rankers.base import Hit
+    from rankwise.train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
+    from rankwise.train.data import HardNegativeLists
+    from rankwise.rankers.base import Hit
 
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rankwise-objectives-"))  # model dirs stay out of ``out``
@@ -293,7 +293,7 @@ def unpack_model(scores_dir: Path, bundle: Path, dest: Path) -> Path:
     import io
     import tarfile
 
-    from rankers.cross_encoder import CrossEncoder
+    from rankwise.rankers.cross_encoder import CrossEncoder
 
     blob = b"".join(p.read_bytes() for p in sorted(scores_dir.glob(f"{MODEL_PARTS}*")))
     if not blob:
@@ -318,9 +318,9 @@ def report(scores_dir: Path, bundle: Path, hardware: str) -> list[dict]:
     import polars as pl
     from objectives_scifact import METRICS, positive_overlap_subsets
 
-    from eval.metrics import evaluate
-    from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
-    from rankers.fusion import fuse
+    from rankwise.eval.metrics import evaluate
+    from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+    from rankwise.rankers.fusion import fuse
 
     doc = _load_bundle(bundle, None)
     log = json.loads((scores_dir / LOG_FILE).read_text())

@@ -126,11 +126,11 @@ from pathlib import Path
 
 import torch
 
-from eval.datasets.interactions import load_interactions
-from eval.report import RESULTS_DIR, machine_info, plot_bars, print_table, write_results
-from recsys.data import SequenceData
-from recsys.evaluate import PROTOCOL, evaluate_full_ranking
-from recsys.trainer import RecTrainer, RecTrainerConfig
+from rankwise.eval.datasets.interactions import load_interactions
+from rankwise.eval.report import RESULTS_DIR, machine_info, plot_bars, print_table, write_results
+from rankwise.recsys.data import SequenceData
+from rankwise.recsys.evaluate import PROTOCOL, evaluate_full_ranking
+from rankwise.recsys.trainer import RecTrainer, RecTrainerConfig
 
 ALL_MODELS = ("sasrec", "rearec-erl", "rearec-prl", "hllm", "hcn")
 GPU_MODELS = ("hllm-ft",)  # HLLM with the item LLM fine-tuned end to end: only on a GPU (``--models hllm-ft``)
@@ -203,27 +203,27 @@ def build_model(name: str, data: SequenceData, preset: dict, bench: BenchConfig)
     }
     shared = {"loss": "ce", **SCORING[bench.similarity]}
     if name == "sasrec":
-        from recsys.sasrec import SASRec, SASRecConfig
+        from rankwise.recsys.sasrec import SASRec, SASRecConfig
 
         return SASRec(SASRecConfig(**common, **{**shared, "loss": bench.sasrec_loss}))
     if name.startswith("rearec"):
-        from recsys.rearec import ReaRec, ReaRecConfig
+        from rankwise.recsys.rearec import ReaRec, ReaRecConfig
 
         return ReaRec(ReaRecConfig(**common, **{**shared, "loss": bench.sasrec_loss}, objective=name.split("-")[1],
                                    reasoning_steps=bench.reasoning_steps, erl_lambda=bench.erl_lambda,
                                    reasoning_dropout=bench.reasoning_dropout))
     if name == "hcn":
-        from recsys.hcn import HCN, HCNConfig
+        from rankwise.recsys.hcn import HCN, HCNConfig
 
         return HCN(HCNConfig(**{**common, "n_layers": 1}, **shared))
     if name == "hllm":
-        from recsys.hllm import HLLM, HLLMConfig
+        from rankwise.recsys.hllm import HLLM, HLLMConfig
 
         cfg = HLLMConfig(**common, item_mode="frozen", n_negatives=bench.hllm_negatives, adapter=bench.hllm_adapter,
                          user_llm=bench.hllm_user_llm)
         return HLLM(cfg, item_texts=data.item_texts)
     if name == "hllm-ft":  # mean pooling: MiniLM was trained for it (the paper's [ITEM] slot suits decoder LLMs)
-        from recsys.hllm import HLLM, HLLMConfig
+        from rankwise.recsys.hllm import HLLM, HLLMConfig
 
         return HLLM(HLLMConfig(**common, item_mode="finetune", pooling="mean", prompt="", n_negatives=bench.hllm_negatives,
                                adapter=bench.hllm_adapter, user_llm=bench.hllm_user_llm), item_texts=data.item_texts)

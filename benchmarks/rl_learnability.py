@@ -38,19 +38,19 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from eval.report import RESULTS_DIR, print_table, write_results
-from rankers.erank import INTEGER_TASK, ERankRanker, erank_prompt
-from rankers.erank import SYSTEM as ERANK_SYSTEM
-from rankers.iranker import SYSTEM as IR_SYSTEM
-from rankers.iranker import IRanker, elimination_to_order
-from rankers.listwise import ANSWER_FORMATS, listwise_prompt, parse_permutation
-from rankers.listwise import SYSTEM as LIST_SYSTEM
-from rankers.llm import generate, tiny_causal_lm
-from train.grpo.erank_reward import erank_format_reward, erank_list_reward
-from train.grpo.iranker import iranker_format_reward, iranker_states, iranker_step_reward
-from train.grpo.rank_grpo import RankGRPOConfig, RankGRPOTrainer, rank_ndcg_reward
-from train.listwise_lipo import order_ndcg
-from train.sft import CurriculumSFTConfig, train_sft
+from rankwise.eval.report import RESULTS_DIR, print_table, write_results
+from rankwise.rankers.erank import INTEGER_TASK, ERankRanker, erank_prompt
+from rankwise.rankers.erank import SYSTEM as ERANK_SYSTEM
+from rankwise.rankers.iranker import SYSTEM as IR_SYSTEM
+from rankwise.rankers.iranker import IRanker, elimination_to_order
+from rankwise.rankers.listwise import ANSWER_FORMATS, listwise_prompt, parse_permutation
+from rankwise.rankers.listwise import SYSTEM as LIST_SYSTEM
+from rankwise.rankers.llm import generate, tiny_causal_lm
+from rankwise.train.grpo.erank_reward import erank_format_reward, erank_list_reward
+from rankwise.train.grpo.iranker import iranker_format_reward, iranker_states, iranker_step_reward
+from rankwise.train.grpo.rank_grpo import RankGRPOConfig, RankGRPOTrainer, rank_ndcg_reward
+from rankwise.train.listwise_lipo import order_ndcg
+from rankwise.train.sft import CurriculumSFTConfig, train_sft
 
 GRADES = {"best": 3, "good": 2, "poor": 1, "bad": 0}
 COLOURS = ["red", "blue", "green", "black", "white", "pink", "grey", "brown"]

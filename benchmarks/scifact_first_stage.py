@@ -17,13 +17,13 @@ import time
 
 import numpy as np
 
-from eval.datasets.beir import load_beir
-from eval.metrics import evaluate
-from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
-from rankers.bi_encoder import BiEncoder, BiEncoderRanker
-from rankers.first_stage.bm25 import BM25Retriever
-from rankers.first_stage.dense import DenseRetriever, IndexKind
-from rankers.fusion import fuse
+from rankwise.eval.datasets.beir import load_beir
+from rankwise.eval.metrics import evaluate
+from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from rankwise.rankers.bi_encoder import BiEncoder, BiEncoderRanker
+from rankwise.rankers.first_stage.bm25 import BM25Retriever
+from rankwise.rankers.first_stage.dense import DenseRetriever, IndexKind
+from rankwise.rankers.fusion import fuse
 
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 PROTOCOL = "BEIR SciFact test (300 queries), BM25 flat k1=0.9 b=0.4, rerank top-100; fusion weight chosen on train"

@@ -120,15 +120,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.datasets.beir import load_beir
-from eval.metrics import evaluate
-from eval.report import RESULTS_DIR, plot_bars, print_table, write_results
-from rankers.base import CANDIDATE_SCHEMA
-from rankers.bi_encoder import default_encoder_path
-from rankers.cross_encoder import CrossEncoder
-from rankers.first_stage.bm25 import BM25Retriever
-from serving.export import export_model
-from serving.onnx_ranker import OnnxRanker
+from rankwise.eval.datasets.beir import load_beir
+from rankwise.eval.metrics import evaluate
+from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from rankwise.rankers.base import CANDIDATE_SCHEMA
+from rankwise.rankers.bi_encoder import default_encoder_path
+from rankwise.rankers.cross_encoder import CrossEncoder
+from rankwise.rankers.first_stage.bm25 import BM25Retriever
+from rankwise.serving.export import export_model
+from rankwise.serving.onnx_ranker import OnnxRanker
 
 PROTOCOL = ("SciFact test, first n_queries judged queries by id, BM25 (k1 0.9, b 0.4) top-100 reranked per query; "
             "cross-encoder max length 256, batch 32, 2 threads; latency = wall time of one query's 100 docs")
@@ -371,8 +371,8 @@ def quality_rows(cfg: BenchConfig, ds, docs: dict[str, str], engines: dict, as_f
 
 
 def tower_rows(cfg: BenchConfig, work: Path) -> list[dict]:
-    from recsys.sasrec import SASRec, SASRecConfig
-    from serving.api import Recommender
+    from rankwise.recsys.sasrec import SASRec, SASRecConfig
+    from rankwise.serving.api import Recommender
 
     torch.manual_seed(cfg.seed)
     n_items = 3706

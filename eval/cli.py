@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from eval.pipeline import BI_ENCODER, DEFAULT_METRICS, RetrieverKind
-from rankers.first_stage.dense import IndexKind
-from rankers.fusion import FusionMethod
+from rankwise.eval.pipeline import BI_ENCODER, DEFAULT_METRICS, RetrieverKind
+from rankwise.rankers.first_stage.dense import IndexKind
+from rankwise.rankers.fusion import FusionMethod
 
 app = typer.Typer(help="Evaluate retrieval and reranking on BEIR and BRIGHT.", no_args_is_help=True)
 
@@ -48,8 +48,8 @@ def _fail(message: str) -> None:
 @contextmanager
 def _one_line_errors(reranker: str) -> Iterator[None]:
     """Bad data or model input → one line on stderr and exit code 1, never a traceback."""
-    from eval.datasets._io import DatasetError
-    from rankers.model_dir import ModelDirError
+    from rankwise.eval.datasets._io import DatasetError
+    from rankwise.rankers.model_dir import ModelDirError
 
     try:
         yield
@@ -63,9 +63,9 @@ def _run(name: str, corpus_text, queries, qrels, excluded, retriever, reranker, 
          dense_index, output_dir: Path, as_json: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from eval.pipeline import PipelineConfig, run_pipeline
-    from eval.report import print_table
-    from eval.runs import write_trec_run
+    from rankwise.eval.pipeline import PipelineConfig, run_pipeline
+    from rankwise.eval.report import print_table
+    from rankwise.eval.runs import write_trec_run
 
     if fusion_weight is not None and not 0.0 <= fusion_weight <= 1.0:
         _fail(f"--fusion-weight must be in [0, 1], got {fusion_weight}")
@@ -127,7 +127,7 @@ def eval_beir(
 
         rankwise eval beir --dataset path/to/beir/nfcorpus --retriever dense --dense-index hnsw
     """
-    from eval.datasets.beir import load_beir
+    from rankwise.eval.datasets.beir import load_beir
 
     with _one_line_errors(reranker):
         ds = load_beir(dataset, split, data_dir)
@@ -159,7 +159,7 @@ def eval_bright(
 
         rankwise eval bright --domain economics --documents economics_docs.parquet
     """
-    from eval.datasets.bright import load_bright
+    from rankwise.eval.datasets.bright import load_bright
 
     with _one_line_errors(reranker):
         ds = load_bright(domain, data_dir, documents, long)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import polars as pl
 
-from eval.metrics import evaluate
-from rankers.base import Ranker, rank_by_score
-from rankers.first_stage.dense import IndexKind
-from rankers.fusion import FusionMethod, fuse
+from rankwise.eval.metrics import evaluate
+from rankwise.rankers.base import Ranker, rank_by_score
+from rankwise.rankers.first_stage.dense import IndexKind
+from rankwise.rankers.fusion import FusionMethod, fuse
 
 __all__ = [
     "RetrieverKind", "PipelineConfig", "PipelineResult", "run_pipeline", "first_stage",
@@ -74,18 +74,18 @@ class PipelineResult:
 def load_reranker(name: str) -> tuple[Ranker, float | None]:
     """A reranker by name or directory, and the fusion weight it carries (if any)."""
     if name == BI_ENCODER:
-        from rankers.bi_encoder import BiEncoderRanker
+        from rankwise.rankers.bi_encoder import BiEncoderRanker
 
         return BiEncoderRanker(), DEFAULT_BI_ENCODER_FUSION_WEIGHT
-    from rankers import load_ranker
-    from rankers.model_dir import RANKWISE_JSON, read_rankwise_json
+    from rankwise.rankers import load_ranker
+    from rankwise.rankers.model_dir import RANKWISE_JSON, read_rankwise_json
 
     if (Path(name) / RANKWISE_JSON).is_file():
         return load_ranker(name), read_rankwise_json(name).get("fusion_weight")
     if Path(name).exists():
         return load_ranker(name), None  # raises a ModelDirError naming the missing rankwise.json
     # a hub id: any HF sequence-classification model with one logit, used as a cross-encoder
-    from rankers.cross_encoder import CrossEncoder
+    from rankwise.rankers.cross_encoder import CrossEncoder
 
     return CrossEncoder.from_pretrained(name), None
 
@@ -96,10 +96,10 @@ def first_stage(
 ) -> pl.DataFrame:
     """Run BM25 or dense retrieval for every query; returns a candidate set."""
     if RetrieverKind(kind) is RetrieverKind.bm25:
-        from rankers.first_stage.bm25 import BM25Retriever
+        from rankwise.rankers.first_stage.bm25 import BM25Retriever
 
         return BM25Retriever.from_corpus(corpus_text).batch_search(queries, k)
-    from rankers.first_stage.dense import DenseRetriever
+    from rankwise.rankers.first_stage.dense import DenseRetriever
 
     return DenseRetriever.from_corpus(corpus_text, index=dense_index, progress=True).batch_search(queries, k)
 

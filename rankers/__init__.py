@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rankers.base import Ranker
+    from rankwise.rankers.base import Ranker
 
 __all__ = ["RANKER_KINDS", "register_ranker", "load_ranker"]
 
 RANKER_KINDS: dict[str, str] = {
-    "cross-encoder": "rankers.cross_encoder:CrossEncoder",
-    "bi-encoder": "rankers.bi_encoder_ranker:TrainableBiEncoder",
-    "erank": "rankers.erank:ERankRanker",
-    "listwise": "rankers.listwise:ListwiseRanker",
-    "iranker": "rankers.iranker:IRanker",
+    "cross-encoder": "rankwise.rankers.cross_encoder:CrossEncoder",
+    "bi-encoder": "rankwise.rankers.bi_encoder_ranker:TrainableBiEncoder",
+    "erank": "rankwise.rankers.erank:ERankRanker",
+    "listwise": "rankwise.rankers.listwise:ListwiseRanker",
+    "iranker": "rankwise.rankers.iranker:IRanker",
 }
 
 
@@ -38,7 +38,7 @@ def load_ranker(dir_or_name: str | Path, **kwargs) -> Ranker:
     Raises :class:`rankers.model_dir.ModelDirError` naming the file when the directory is missing,
     has no ``rankwise.json``, or holds an unregistered kind.
     """
-    from rankers.model_dir import ModelDirError, read_rankwise_json
+    from rankwise.rankers.model_dir import ModelDirError, read_rankwise_json
 
     meta = read_rankwise_json(dir_or_name)
     kind = meta["kind"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from eval.datasets.paths import cache_dir
-from rankers.base import Ranker
+from rankwise.eval.datasets.paths import cache_dir
+from rankwise.rankers.base import Ranker
 
 __all__ = ["default_encoder_path", "BiEncoder", "BiEncoderRanker", "DEFAULT_ENCODER"]
 

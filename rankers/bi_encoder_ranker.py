@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from rankers.base import Ranker
-from rankers.bi_encoder import BiEncoder, default_encoder_path
-from rankers.model_dir import read_rankwise_json, write_rankwise_json
+from rankwise.rankers.base import Ranker
+from rankwise.rankers.bi_encoder import BiEncoder, default_encoder_path
+from rankwise.rankers.model_dir import read_rankwise_json, write_rankwise_json
 
 __all__ = ["TrainableBiEncoder", "QueryTower"]
 

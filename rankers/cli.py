@@ -30,7 +30,7 @@ def materialize_cmd(
         rankwise models materialize smollm2 --output models/smollm2
         rankwise models materialize gemma3-270m --output models/gemma3-270m
     """
-    from rankers.llm import PACKAGED_GGUF, gguf_path, materialize
+    from rankwise.rankers.llm import PACKAGED_GGUF, gguf_path, materialize
 
     try:
         gguf_path(name.value)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from rankers.base import Ranker
-from rankers.model_dir import read_rankwise_json, write_rankwise_json
+from rankwise.rankers.base import Ranker
+from rankwise.rankers.model_dir import read_rankwise_json, write_rankwise_json
 
 __all__ = ["CrossEncoder"]
 

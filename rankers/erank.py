@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rankers.base import Ranker
-from rankers.llm import LLMRanker, chat_prompt, generate, next_token_logprobs, single_token_id, truncate_text
+from rankwise.rankers.base import Ranker
+from rankwise.rankers.llm import LLMRanker, chat_prompt, generate, next_token_logprobs, single_token_id, truncate_text
 
 __all__ = ["ERankRanker", "erank_prompt", "parse_score", "expected_score"]
 

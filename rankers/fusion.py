@@ -13,7 +13,7 @@ from enum import Enum
 
 import polars as pl
 
-from rankers.base import rank_by_score
+from rankwise.rankers.base import rank_by_score
 
 __all__ = ["FusionMethod", "fuse"]
 

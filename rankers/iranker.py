@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rankers.base import Hit, Ranker, candidates_from_hits, group_candidates
-from rankers.llm import LLMRanker, chat_prompt, next_token_logprobs, single_token_id, truncate_text
+from rankwise.rankers.base import Hit, Ranker, candidates_from_hits, group_candidates
+from rankwise.rankers.llm import LLMRanker, chat_prompt, next_token_logprobs, single_token_id, truncate_text
 
 __all__ = ["IRanker", "iranker_prompt", "parse_elimination", "elimination_to_order", "CANDIDATE_IDS"]
 

@@ -9,8 +9,8 @@ from typing import Literal
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rankers.base import Ranker
-from rankers.llm import LLMRanker, chat_prompt, generate, truncate_text
+from rankwise.rankers.base import Ranker
+from rankwise.rankers.llm import LLMRanker, chat_prompt, generate, truncate_text
 
 __all__ = ["ListwiseRanker", "listwise_prompt", "parse_permutation", "sliding_windows"]
 

@@ -83,7 +83,7 @@ def gguf_path(name: str, work_dir: str | Path | None = None) -> Path:
     if found is None or not found.submodule_search_locations:
         raise FileNotFoundError(f"package {spec_.package!r} is not installed: {spec_.pip}")
     if spec_.assembled:
-        from eval.datasets.paths import cache_dir
+        from rankwise.eval.datasets.paths import cache_dir
 
         module = importlib.import_module(spec_.package)
         target = Path(work_dir) if work_dir is not None else cache_dir() / "gguf"
@@ -291,7 +291,7 @@ class LLMRanker:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, dtype: torch.dtype = torch.float32, **settings):
         """Load a rankwise model directory of this kind, or start from any causal-LM dir / hub id."""
-        from rankers.model_dir import RANKWISE_JSON, read_rankwise_json
+        from rankwise.rankers.model_dir import RANKWISE_JSON, read_rankwise_json
 
         import inspect
 
@@ -304,7 +304,7 @@ class LLMRanker:
 
     def save_pretrained(self, directory: str | Path, **extra) -> None:
         """Save weights (safetensors), tokenizer and ``rankwise.json`` with this ranker's settings."""
-        from rankers.model_dir import write_rankwise_json
+        from rankwise.rankers.model_dir import write_rankwise_json
 
         self.model.save_pretrained(str(directory))
         self.tokenizer.save_pretrained(str(directory))

@@ -23,13 +23,13 @@ MODEL_KINDS = {"sasrec": "SASRec", "rearec": "ReaRec", "hllm": "HLLM", "hcn": "H
 
 def __getattr__(name: str) -> Any:
     if name in _HOME:
-        return getattr(importlib.import_module(f"recsys.{_HOME[name]}"), name)
+        return getattr(importlib.import_module(f"rankwise.recsys.{_HOME[name]}"), name)
     raise AttributeError(f"module 'recsys' has no attribute {name!r}")
 
 
 def load_recommender(directory: str | Path) -> Any:
     """Load any recommender directory by the ``kind`` in its ``rankwise.json``."""
-    from rankers.model_dir import read_rankwise_json
+    from rankwise.rankers.model_dir import read_rankwise_json
 
     kind = read_rankwise_json(directory, tuple(MODEL_KINDS))["kind"]
     return __getattr__(MODEL_KINDS[kind]).from_pretrained(directory)

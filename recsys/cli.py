@@ -46,8 +46,8 @@ def _fail(message: str) -> None:
 
 
 def _load_sequences(dataset: str, item_ids: list[str] | None = None):  # noqa: ANN202 - SequenceData
-    from eval.datasets.interactions import InteractionDataError, load_interactions
-    from recsys.data import SequenceData
+    from rankwise.eval.datasets.interactions import InteractionDataError, load_interactions
+    from rankwise.recsys.data import SequenceData
 
     try:
         return SequenceData.from_interactions(load_interactions(dataset), item_ids=item_ids)
@@ -56,8 +56,8 @@ def _load_sequences(dataset: str, item_ids: list[str] | None = None):  # noqa: A
 
 
 def _load_model(model_dir: Path):  # noqa: ANN202 - a SequentialRecommender
-    from rankers.model_dir import ModelDirError
-    from recsys import load_recommender
+    from rankwise.rankers.model_dir import ModelDirError
+    from rankwise.recsys import load_recommender
 
     try:
         return load_recommender(model_dir)
@@ -68,8 +68,8 @@ def _load_model(model_dir: Path):  # noqa: ANN202 - a SequentialRecommender
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
-    from eval.report import print_table
-    from recsys.evaluate import KS, PROTOCOL
+    from rankwise.eval.report import print_table
+    from rankwise.recsys.evaluate import KS, PROTOCOL
 
     row = {k: metrics[k] for k in ("users", *[f"{m}@{k}" for k in KS for m in ("hr", "ndcg")]) if k in metrics}
     print_table([row], f"{title} — {PROTOCOL}")
@@ -112,8 +112,8 @@ def train(
     """
     import torch
 
-    from recsys.evaluate import evaluate_full_ranking
-    from recsys.trainer import RecTrainer, RecTrainerConfig
+    from rankwise.recsys.evaluate import evaluate_full_ranking
+    from rankwise.recsys.trainer import RecTrainer, RecTrainerConfig
 
     if hidden % heads:
         _fail(f"--hidden {hidden} is not divisible by --heads {heads}")
@@ -123,19 +123,19 @@ def train(
               "dropout": dropout, "max_len": max_len}
     try:
         if model is ModelKind.sasrec:
-            from recsys.sasrec import SASRec, SASRecConfig
+            from rankwise.recsys.sasrec import SASRec, SASRecConfig
 
             net = SASRec(SASRecConfig(**common, loss="ce"))
         elif model is ModelKind.rearec:
-            from recsys.rearec import ReaRec, ReaRecConfig
+            from rankwise.recsys.rearec import ReaRec, ReaRecConfig
 
             net = ReaRec(ReaRecConfig(**common, objective=objective.value, reasoning_steps=reasoning_steps))
         elif model is ModelKind.hcn:
-            from recsys.hcn import HCN, HCNConfig
+            from rankwise.recsys.hcn import HCN, HCNConfig
 
             net = HCN(HCNConfig(**common))
         else:
-            from recsys.hllm import HLLM, HLLMConfig
+            from rankwise.recsys.hllm import HLLM, HLLMConfig
 
             net = HLLM(HLLMConfig(**common, item_mode=item_mode.value, item_llm=item_llm, user_llm=user_llm,
                                   n_negatives=negatives, adapter=adapter.value), item_texts=data.item_texts)
@@ -169,7 +169,7 @@ def evaluate(
         rankwise recommend eval --model-dir runs/sasrec-ml100k
         rankwise recommend eval --model-dir runs/hllm-sci --split valid --json
     """
-    from recsys.evaluate import evaluate_full_ranking
+    from rankwise.recsys.evaluate import evaluate_full_ranking
 
     net = _load_model(model_dir)
     name = dataset or net.meta.get("dataset")
@@ -200,7 +200,7 @@ def predict(
     from rich.console import Console
     from rich.table import Table
 
-    from recsys.evaluate import top_k
+    from rankwise.recsys.evaluate import top_k
 
     net = _load_model(model_dir)
     name = dataset or net.meta.get("dataset")

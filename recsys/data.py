@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from eval.datasets.interactions import Interactions, item_text
+from rankwise.eval.datasets.interactions import Interactions, item_text
 
 __all__ = ["SequenceData", "left_pad", "train_windows", "iter_train_batches", "iter_eval_batches"]
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from recsys.data import SequenceData, iter_eval_batches
+from rankwise.recsys.data import SequenceData, iter_eval_batches
 
 __all__ = ["PROTOCOL", "KS", "target_ranks", "exclude_history", "rank_metrics", "evaluate_full_ranking", "top_k"]
 

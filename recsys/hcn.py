@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys._seq import (
+from rankwise.recsys._seq import (
     CausalEncoder,
     SequentialRecommender,
     causal_mask,

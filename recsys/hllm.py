@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask, init_id_embeddings
+from rankwise.recsys._seq import CausalEncoder, SequentialRecommender, causal_mask, init_id_embeddings
 
 __all__ = ["HLLMConfig", "HLLM", "bundled_item_llm"]
 
@@ -266,7 +266,7 @@ class HLLM(SequentialRecommender):
         """Frozen mode: encode the catalog once, cached on disk under ``cache_dir()/hllm_items``."""
         from safetensors.torch import load_file, save_file
 
-        from eval.datasets.paths import cache_dir
+        from rankwise.eval.datasets.paths import cache_dir
 
         cfg = self.config
         key = json.dumps([cfg.item_llm or "bundled-minilm", cfg.pooling, cfg.prompt, cfg.max_text_len, self.item_texts])

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys._seq import NextItemLogits, score_matrix
-from recsys.sasrec import SASRec, SASRecConfig
+from rankwise.recsys._seq import NextItemLogits, score_matrix
+from rankwise.recsys.sasrec import SASRec, SASRecConfig
 
 __all__ = ["ReaRecConfig", "ReaRec"]
 

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from recsys._seq import CausalEncoder, SequentialRecommender, causal_mask, init_id_embeddings
+from rankwise.recsys._seq import CausalEncoder, SequentialRecommender, causal_mask, init_id_embeddings
 
 __all__ = ["SASRecConfig", "SASRec"]
 

@@ -11,9 +11,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from recsys._seq import SequentialRecommender
-from recsys.data import SequenceData, iter_train_batches, train_windows
-from recsys.evaluate import evaluate_full_ranking
+from rankwise.recsys._seq import SequentialRecommender
+from rankwise.recsys.data import SequenceData, iter_train_batches, train_windows
+from rankwise.recsys.evaluate import evaluate_full_ranking
 
 __all__ = ["RecTrainerConfig", "RecTrainer"]
 

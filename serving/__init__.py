@@ -9,11 +9,11 @@
 - :func:`serving.batch.run_batch_rerank` — chunked, resumable batch reranking (local or Ray).
 """
 
-from serving.api import ItemHit, Recommender, Reranker
-from serving.batch import BatchRerankConfig, BatchResult, run_batch_rerank
-from serving.export import ExportParityError, ExportResult, export_model
-from serving.onnx_ranker import OnnxRanker
-from serving.runtime import OnnxSession
+from rankwise.serving.api import ItemHit, Recommender, Reranker
+from rankwise.serving.batch import BatchRerankConfig, BatchResult, run_batch_rerank
+from rankwise.serving.export import ExportParityError, ExportResult, export_model
+from rankwise.serving.onnx_ranker import OnnxRanker
+from rankwise.serving.runtime import OnnxSession
 
 __all__ = [
     "BatchRerankConfig",

@@ -6,9 +6,9 @@ import importlib
 from typing import Any
 
 def _recommenders() -> dict[str, str]:
-    from recsys import MODEL_KINDS
+    from rankwise.recsys import MODEL_KINDS
 
-    return {kind: f"recsys:{name}" for kind, name in MODEL_KINDS.items()}
+    return {kind: f"rankwise.recsys:{name}" for kind, name in MODEL_KINDS.items()}
 
 
 RECOMMENDER_CLASSES: dict[str, str] = _recommenders()
@@ -17,7 +17,7 @@ RECOMMENDER_CLASSES: dict[str, str] = _recommenders()
 
 def ranker_classes() -> dict[str, str]:
     """Ranker class per kind: ``rankers.RANKER_KINDS``, read at call time (kinds registered later count)."""
-    from rankers import RANKER_KINDS
+    from rankwise.rankers import RANKER_KINDS
 
     return dict(RANKER_KINDS)
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from rankers.base import Hit, Ranker
-from rankers.model_dir import RANKWISE_JSON, ModelDirError, read_rankwise_json
-from serving._kinds import RECOMMENDER_CLASSES, load_class, ranker_classes
-from serving.export import SERVING_JSON, read_serving_json
-from serving.runtime import Device
+from rankwise.rankers.base import Hit, Ranker
+from rankwise.rankers.model_dir import RANKWISE_JSON, ModelDirError, read_rankwise_json
+from rankwise.serving._kinds import RECOMMENDER_CLASSES, load_class, ranker_classes
+from rankwise.serving.export import SERVING_JSON, read_serving_json
+from rankwise.serving.runtime import Device
 
 __all__ = ["Reranker", "Recommender", "ItemHit"]
 
@@ -78,7 +78,7 @@ class Reranker(Ranker):
         directory = Path(directory)
         _check_dir(directory)
         if (directory / SERVING_JSON).is_file():
-            from serving.onnx_ranker import OnnxRanker
+            from rankwise.serving.onnx_ranker import OnnxRanker
 
             meta = read_serving_json(directory)
             if meta.get("task") != "pair-score":
@@ -198,7 +198,7 @@ class Recommender:
         directory = Path(directory)
         _check_dir(directory)
         if (directory / SERVING_JSON).is_file():
-            from serving.runtime import OnnxSession
+            from rankwise.serving.runtime import OnnxSession
 
             meta = read_serving_json(directory)
             if meta.get("task") != "user-tower":

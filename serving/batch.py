@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import polars as pl
 
-from eval.datasets._io import DatasetError, read_jsonl
-from rankers.base import Ranker
+from rankwise.eval.datasets._io import DatasetError, read_jsonl
+from rankwise.rankers.base import Ranker
 
 __all__ = ["BatchRerankConfig", "BatchResult", "run_batch_rerank", "scan_candidates"]
 

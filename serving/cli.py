@@ -80,8 +80,8 @@ def export(
     """
     import json
 
-    from rankers.model_dir import ModelDirError
-    from serving.export import ExportParityError, export_model, read_pairs_file
+    from rankwise.rankers.model_dir import ModelDirError
+    from rankwise.serving.export import ExportParityError, export_model, read_pairs_file
 
     if quantize is not Quantize.none and fp16:
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
@@ -145,11 +145,11 @@ def rerank(
     import hashlib
     import json
 
-    from eval.datasets._io import DatasetError
-    from rankers.model_dir import ModelDirError, read_rankwise_json
-    from serving.api import Reranker
-    from serving.export import read_serving_json
-    from serving.batch import BatchRerankConfig, run_batch_rerank
+    from rankwise.eval.datasets._io import DatasetError
+    from rankwise.rankers.model_dir import ModelDirError, read_rankwise_json
+    from rankwise.serving.api import Reranker
+    from rankwise.serving.export import read_serving_json
+    from rankwise.serving.batch import BatchRerankConfig, run_batch_rerank
 
     if engine is Engine.ray:
         try:

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rankers.model_dir import ModelDirError, read_rankwise_json
-from serving._kinds import RECOMMENDER_CLASSES, load_class
+from rankwise.rankers.model_dir import ModelDirError, read_rankwise_json
+from rankwise.serving._kinds import RECOMMENDER_CLASSES, load_class
 
 __all__ = [
     "EXPORTERS",
@@ -119,7 +119,7 @@ class ExportResult:
 def _cross_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -> ExportGraph:
     import torch
 
-    from rankers.cross_encoder import CrossEncoder
+    from rankwise.rankers.cross_encoder import CrossEncoder
 
     ce = CrossEncoder.from_pretrained(model_dir, attn_implementation="eager")  # the pattern _fuse_encoder matches
     ce.model.eval()
@@ -159,7 +159,7 @@ def _cross_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str,
 def _bi_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -> ExportGraph:
     import torch
 
-    from rankers.bi_encoder_ranker import TrainableBiEncoder
+    from rankwise.rankers.bi_encoder_ranker import TrainableBiEncoder
 
     ranker = TrainableBiEncoder.from_pretrained(model_dir, cache=False)
     st = ranker.doc_encoder.model  # sentence-transformers: Transformer, Pooling[, Normalize]
@@ -216,7 +216,7 @@ def _bi_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, st
 def _erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -> ExportGraph:
     import torch
 
-    from rankers.erank import ERankRanker, expected_score
+    from rankwise.rankers.erank import ERankRanker, expected_score
 
     ranker = ERankRanker.from_pretrained(model_dir)
     if ranker.readout == "reasoning":
@@ -308,7 +308,7 @@ def _user_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[str, s
 def _hllm_item_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[str, str]]) -> ExportGraph:
     import torch
 
-    from recsys.hllm import _ItemLLM
+    from rankwise.recsys.hllm import _ItemLLM
 
     model = load_class(RECOMMENDER_CLASSES["hllm"]).from_pretrained(model_dir).eval()
     cfg = model.config
@@ -449,7 +449,7 @@ SENSITIVITY_PAIRS = 128
 def _calibration_feeds(graph: ExportGraph, pairs: Sequence[tuple[str, str]]) -> list[dict[str, np.ndarray]]:
     """``pairs`` batched as served (:func:`~serving.runtime.bucket_batches` by length, at most
     :data:`CALIBRATION_BATCH` a batch), each batch padded to its longest pair."""
-    from serving.runtime import bucket_batches
+    from rankwise.serving.runtime import bucket_batches
 
     lengths = [len(q) + len(d) for q, d in pairs]  # characters: a proxy of the token count for ordering
     return [{k: v.numpy() for k, v in graph.make_feeds([pairs[i] for i in batch]).items()}
@@ -495,7 +495,7 @@ def _finalise(chosen: Path, final: Path) -> None:
 
 
 def _run_onnx(path: Path, inputs: dict[str, Any]) -> np.ndarray:
-    from serving.runtime import OnnxSession
+    from rankwise.serving.runtime import OnnxSession
 
     return OnnxSession(path, device="cpu").run({k: v.numpy() for k, v in inputs.items()})
 
@@ -640,7 +640,7 @@ def export_model(
         if quantize == "int8-smooth":
             import onnx
 
-            from serving.smooth_quant import smooth_for_dynamic_int8
+            from rankwise.serving.smooth_quant import smooth_for_dynamic_int8
 
             smoothed = onnx.load(str(fp32))
             smoothing = smooth_for_dynamic_int8(smoothed, _calibration_feeds(graph, calibration_pairs))
@@ -653,12 +653,12 @@ def export_model(
         if quantize in ("int8", "int8-smooth"):
             import onnx
 
-            from serving.smooth_quant import weight_matmuls
+            from rankwise.serving.smooth_quant import weight_matmuls
 
             chosen, precision = work / "int8.onnx", quantize
             nodes = [n.name for n in weight_matmuls(onnx.load(str(fp32), load_external_data=False))]
             if fp32_ops:
-                from serving.mixed_precision import int8_sensitivity, most_sensitive
+                from rankwise.serving.mixed_precision import int8_sensitivity, most_sensitive
 
                 probe_pairs = list(calibration_pairs)[:: max(1, len(calibration_pairs) // SENSITIVITY_PAIRS)]
                 sensitivity = int8_sensitivity(fp32, _calibration_feeds(graph, probe_pairs), nodes,

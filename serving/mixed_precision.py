@@ -42,7 +42,7 @@ Quantizer = Callable[[Path, Path, list[str]], None]
 
 
 def _scores(path: Path, feeds: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
-    from serving.runtime import OnnxSession
+    from rankwise.serving.runtime import OnnxSession
 
     session = OnnxSession(path, device="cpu")
     return np.concatenate([np.asarray(session.run(feed), dtype=np.float64).reshape(-1) for feed in feeds])

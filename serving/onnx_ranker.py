@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rankers.base import Ranker
-from serving.cascade import head_indices, merge_head
-from serving.export import read_serving_json
-from serving.runtime import Device, OnnxSession, bucket_batches, pad_batch
+from rankwise.rankers.base import Ranker
+from rankwise.serving.cascade import head_indices, merge_head
+from rankwise.serving.export import read_serving_json
+from rankwise.serving.runtime import Device, OnnxSession, bucket_batches, pad_batch
 
 __all__ = ["OnnxRanker"]
 
@@ -121,8 +121,8 @@ class OnnxRanker(Ranker):
 
     def _encode_prompts(self, query: str, docs: Sequence[str]) -> list[dict[str, list[int]]]:
         """LLM prompts exactly as the PyTorch ranker builds them, plus the readout's appended ids."""
-        from rankers.erank import erank_prompt
-        from rankers.llm import truncate_text
+        from rankwise.rankers.erank import erank_prompt
+        from rankwise.rankers.llm import truncate_text
 
         rows = []
         for doc in docs:

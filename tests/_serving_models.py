@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rankers.base import Ranker
+from rankwise.rankers.base import Ranker
 
 
 def tiny_cross_encoder_dir(directory: Path, max_length: int = 48, initializer_range: float = 0.02) -> Path:
@@ -20,8 +20,8 @@ def tiny_cross_encoder_dir(directory: Path, max_length: int = 48, initializer_ra
     values give scores spread like a trained model's (for tests of score error)."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from rankers.bi_encoder import default_encoder_path
-    from rankers.cross_encoder import CrossEncoder
+    from rankwise.rankers.bi_encoder import default_encoder_path
+    from rankwise.rankers.cross_encoder import CrossEncoder
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(default_encoder_path()))
@@ -38,7 +38,7 @@ def outlier_cross_encoder_dir(root: Path) -> Path:
     the others: its FFN-in row is scaled up and its FFN-out column down by the same factor (GELU is ~linear
     for large inputs, so the scores stay spread out). One int8 range per tensor then loses the other
     channels, so int8 reorders the scores."""
-    from rankers.cross_encoder import CrossEncoder
+    from rankwise.rankers.cross_encoder import CrossEncoder
 
     ce = CrossEncoder.from_pretrained(tiny_cross_encoder_dir(root / "plain", initializer_range=0.2))
     with torch.no_grad():
@@ -56,7 +56,7 @@ def tiny_recommender_dir(directory: Path, kind: str = "sasrec", n_items: int = 4
     ``kind``: ``sasrec``, ``rearec-erl``, ``rearec-prl``, ``hllm`` (random cached item vectors),
     ``hcn`` (attention readout) or ``hcn-max`` (multi-interest user vectors, max scoring).
     """
-    import recsys
+    from rankwise import recsys
 
     torch.manual_seed(0)
     common = {"n_items": n_items, "hidden": 16, "n_layers": 2, "n_heads": 2, "max_len": 20, "dropout": 0.0}
@@ -103,7 +103,7 @@ class HashRanker(Ranker):
 
 def scifact_slice(data_dir: Path, out_dir: Path, n_queries: int = 12, per_query: int = 5) -> Path:
     """A small TREC run over real SciFact test queries: each query's judged docs + fixed others."""
-    from eval.datasets.beir import load_beir
+    from rankwise.eval.datasets.beir import load_beir
 
     ds = load_beir(data_dir / "beir" / "scifact", "test")
     qids = sorted(ds.qrels)[:n_queries]
@@ -121,8 +121,8 @@ def tiny_bi_encoder_dir(directory: Path) -> Path:
     """A scaled-cosine bi-encoder whose query and document towers are a 2-layer, 32-wide BERT."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from rankers.bi_encoder import default_encoder_path
-    from rankers.bi_encoder_ranker import TrainableBiEncoder
+    from rankwise.rankers.bi_encoder import default_encoder_path
+    from rankwise.rankers.bi_encoder_ranker import TrainableBiEncoder
 
     torch.manual_seed(0)
     base = directory.parent / (directory.name + "-base")

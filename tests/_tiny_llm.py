@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rankers.llm import tiny_causal_lm
+from rankwise.rankers.llm import tiny_causal_lm
 
 CORPUS = [
     "Query: red apple\nDocument: a red apple\n[1] red fruit\n[2] blue sky\n[A] [B] [C] [D]\n",

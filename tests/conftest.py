@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.datasets.paths import default_data_dir
+from rankwise.eval.datasets.paths import default_data_dir
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,7 +32,7 @@ def data_dir() -> Path:
 def scifact_small(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BEIR folder with the first 20 SciFact test queries, their judged documents and 150 other
     real documents (the first of the corpus): small enough to encode in seconds."""
-    from eval.datasets.beir import load_beir
+    from rankwise.eval.datasets.beir import load_beir
 
     ds = load_beir("scifact", "test", data_dir)
     qids = sorted(ds.qrels, key=int)[:20]
@@ -57,8 +57,8 @@ def scifact_small(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def bm25_scifact(data_dir: Path):
     """SciFact test and its BM25 top-100 candidate set (pyserini, built once per session)."""
-    from eval.datasets.beir import load_beir
-    from rankers.first_stage.bm25 import BM25Retriever
+    from rankwise.eval.datasets.beir import load_beir
+    from rankwise.rankers.first_stage.bm25 import BM25Retriever
 
     ds = load_beir("scifact", "test", data_dir)
     bm25 = BM25Retriever.from_corpus({d: ds.doc_text(d) for d in ds.corpus})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.metrics import evaluate
+from rankwise.eval.metrics import evaluate
 
 
 def test_bm25_scifact_matches_pyserini_regression(bm25_scifact):
@@ -16,7 +16,7 @@ def test_bm25_scifact_matches_pyserini_regression(bm25_scifact):
 
 
 def test_bm25_index_is_reused_for_the_same_corpus(bm25_scifact):
-    from rankers.first_stage.bm25 import BM25Retriever
+    from rankwise.rankers.first_stage.bm25 import BM25Retriever
 
     ds, _ = bm25_scifact
     docs = {d: ds.doc_text(d) for d in list(ds.corpus)[:50]}

@@ -7,7 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cli import app
+from rankwise.cli import app
 
 runner = CliRunner()
 
@@ -86,7 +86,7 @@ def test_cli_eval_unknown_reranker_is_one_line(scifact_small, tmp_path):
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "cli", "eval", "beir", "--dataset", str(scifact_small), "--reranker",
+        [sys.executable, "-m", "rankwise.cli", "eval", "beir", "--dataset", str(scifact_small), "--reranker",
          "no-such-org/no-such-model", "--output-dir", str(tmp_path / "o")],
         capture_output=True, text=True, env=env, timeout=300,
     )

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from train.curriculum import (
+from rankwise.train.curriculum import (
     CurriculumSchedule, curriculum_weights, list_ease, normalised_score_ease, pairwise_ease, reciprocal_rank_ease,
 )
-from train.losses import make_objective
+from rankwise.train.losses import make_objective
 
 
 def test_reciprocal_rank_ease_hand_values():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.datasets._io import DatasetError
-from eval.datasets.beir import load_beir
-from eval.datasets.bright import load_bright
+from rankwise.eval.datasets._io import DatasetError
+from rankwise.eval.datasets.beir import load_beir
+from rankwise.eval.datasets.bright import load_bright
 
 
 def test_load_beir_scifact_counts(data_dir):

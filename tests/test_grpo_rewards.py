@@ -8,18 +8,18 @@ import inspect
 import pytest
 from trl import GRPOTrainer, SFTTrainer
 
-import train.grpo._completions
-import train.grpo.erank_reward
-import train.grpo.iranker
-import train.grpo.rank_grpo
-import train.sft
-from train.grpo.erank_reward import erank_format_reward, erank_list_reward
-from train.grpo.iranker import iranker_format_reward, iranker_step_reward
-from train.grpo.rank_grpo import rank_ndcg_reward, rank_rewards
+import rankwise.train.grpo._completions
+import rankwise.train.grpo.erank_reward
+import rankwise.train.grpo.iranker
+import rankwise.train.grpo.rank_grpo
+import rankwise.train.sft
+from rankwise.train.grpo.erank_reward import erank_format_reward, erank_list_reward
+from rankwise.train.grpo.iranker import iranker_format_reward, iranker_step_reward
+from rankwise.train.grpo.rank_grpo import rank_ndcg_reward, rank_rewards
 
 
 @pytest.mark.parametrize(
-    "module", [train.grpo.erank_reward, train.grpo.iranker, train.grpo.rank_grpo, train.grpo._completions, train.sft]
+    "module", [rankwise.train.grpo.erank_reward, rankwise.train.grpo.iranker, rankwise.train.grpo.rank_grpo, rankwise.train.grpo._completions, rankwise.train.sft]
 )
 def test_reward_doctests_pass(module):
     result = doctest.testmod(module)

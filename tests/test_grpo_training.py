@@ -10,12 +10,12 @@ from _tiny_llm import one_thread, tiny, warm_up
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from rankers.erank import erank_prompt
-from rankers.listwise import listwise_prompt
-from train.grpo.erank_reward import erank_format_reward, erank_list_reward
-from train.grpo.iranker import iranker_format_reward, iranker_states, iranker_step_reward
-from train.grpo.rank_grpo import RankGRPOConfig, RankGRPOTrainer, rank_ndcg_reward
-from train.sft import CurriculumSFTConfig, erank_sft_examples, train_sft
+from rankwise.rankers.erank import erank_prompt
+from rankwise.rankers.listwise import listwise_prompt
+from rankwise.train.grpo.erank_reward import erank_format_reward, erank_list_reward
+from rankwise.train.grpo.iranker import iranker_format_reward, iranker_states, iranker_step_reward
+from rankwise.train.grpo.rank_grpo import RankGRPOConfig, RankGRPOTrainer, rank_ndcg_reward
+from rankwise.train.sft import CurriculumSFTConfig, erank_sft_examples, train_sft
 
 DOCS = ["red apple", "blue sky", "green tree"]
 LABELS = [2, 0, 1]

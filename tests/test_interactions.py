@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from eval.datasets.interactions import InteractionDataError, item_text, load_interactions, recbole_ml100k_dir
+from rankwise.eval.datasets.interactions import InteractionDataError, item_text, load_interactions, recbole_ml100k_dir
 
 
 def _write_folder(path: Path, rows: list[tuple], items: list[str] | None = None) -> Path:

@@ -8,11 +8,11 @@ import pytest
 from _tiny_llm import one_thread, tiny
 from typer.testing import CliRunner
 
-from cli import app
-from rankers import load_ranker
-from rankers.erank import ERankRanker
-from rankers.iranker import IRanker
-from rankers.listwise import ListwiseRanker
+from rankwise.cli import app
+from rankwise.rankers import load_ranker
+from rankwise.rankers.erank import ERankRanker
+from rankwise.rankers.iranker import IRanker
+from rankwise.rankers.listwise import ListwiseRanker
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,7 +70,7 @@ def test_materialize_without_the_package_is_one_line_error(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("cls", [ERankRanker, ListwiseRanker, IRanker])
 def test_eval_beir_reranks_with_every_llm_ranker_kind(tmp_path, scifact_small, backbone, cls):
-    from rankers.llm import load_causal_lm
+    from rankwise.rankers.llm import load_causal_lm
 
     model, tok = load_causal_lm(backbone)
     settings = {"max_new_tokens": 4} if cls is ListwiseRanker else {}

@@ -9,9 +9,9 @@ import pytest
 import torch
 from _tiny_llm import one_thread, tiny
 
-import train.listwise_lipo
-from rankers.listwise import ListwiseRanker, listwise_prompt
-from train.listwise_lipo import ListwiseLiPOConfig, ListwiseLiPOTrainer, order_ndcg, order_text, permutation_responses
+import rankwise.train.listwise_lipo
+from rankwise.rankers.listwise import ListwiseRanker, listwise_prompt
+from rankwise.train.listwise_lipo import ListwiseLiPOConfig, ListwiseLiPOTrainer, order_ndcg, order_text, permutation_responses
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from _tiny_llm import one_thread, tiny
 
-from rankers import load_ranker
-from rankers.erank import ERankRanker, expected_score, parse_score
-from rankers.iranker import IRanker, elimination_to_order, parse_elimination
-from rankers.listwise import ListwiseRanker, parse_permutation, sliding_windows
-from rankers.llm import PACKAGED_GGUF, gguf_path, next_token_logprobs, single_token_id
+from rankwise.rankers import load_ranker
+from rankwise.rankers.erank import ERankRanker, expected_score, parse_score
+from rankwise.rankers.iranker import IRanker, elimination_to_order, parse_elimination
+from rankwise.rankers.listwise import ListwiseRanker, parse_permutation, sliding_windows
+from rankwise.rankers.llm import PACKAGED_GGUF, gguf_path, next_token_logprobs, single_token_id
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.losses import OBJECTIVES, LambdaLoss, LiPOLambdaLoss, ListMLELoss, ListNetLoss, PointwiseBCELoss, RankListLoss, RankNetLoss, make_objective, policy_scores, sequence_log_probs
+from rankwise.train.losses import OBJECTIVES, LambdaLoss, LiPOLambdaLoss, ListMLELoss, ListNetLoss, PointwiseBCELoss, RankListLoss, RankNetLoss, make_objective, policy_scores, sequence_log_probs
 
 PER_CANDIDATE = ("pointwise", "distill-mse")  # defined on each candidate: degenerate lists still count
 RANKING = [n for n in OBJECTIVES if n not in PER_CANDIDATE]

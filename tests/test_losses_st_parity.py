@@ -7,7 +7,7 @@ model returns fixed scores for the (query, doc) pairs, so the same tensors reach
 import pytest
 import torch
 
-from train.losses import LambdaLoss, ListNetLoss, RankNetLoss
+from rankwise.train.losses import LambdaLoss, ListNetLoss, RankNetLoss
 
 st_losses = pytest.importorskip("sentence_transformers.cross_encoder.losses")
 

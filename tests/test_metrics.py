@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from eval.metrics import evaluate, parse_metric, per_query
+from rankwise.eval.metrics import evaluate, parse_metric, per_query
 
 
 def test_metrics_hand_computed_graded():
@@ -43,7 +43,7 @@ def test_parse_metric_rejects_unknown_names():
 
 def test_metrics_agree_with_pytrec_eval_on_bm25_scifact_run(bm25_scifact):
     pytrec_eval = pytest.importorskip("pytrec_eval")
-    from eval.metrics import run_from_candidates
+    from rankwise.eval.metrics import run_from_candidates
 
     ds, candidates = bm25_scifact
     run = run_from_candidates(candidates)

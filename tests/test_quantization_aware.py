@@ -12,14 +12,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from eval.datasets.beir import load_beir
-from rankers.cross_encoder import CrossEncoder
-from serving.export import export_model
-from serving.onnx_ranker import OnnxRanker
+from rankwise.eval.datasets.beir import load_beir
+from rankwise.rankers.cross_encoder import CrossEncoder
+from rankwise.serving.export import export_model
+from rankwise.serving.onnx_ranker import OnnxRanker
 from tests._serving_models import tiny_cross_encoder_dir
-from train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
-from train.data import TrainingList, collate_lists
-from train.quantization_aware import fake_quant_activation, fake_quant_weight, simulate_onnx_int8
+from rankwise.train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
+from rankwise.train.data import TrainingList, collate_lists
+from rankwise.train.quantization_aware import fake_quant_activation, fake_quant_weight, simulate_onnx_int8
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_int8_aware_distillation_closes_the_gap_to_the_fp32_teacher(ce_dir, list
     (["--int8-aware", "--architecture", "bi-encoder"], "--int8-aware: only the cross-encoder"),
 ])
 def test_cli_rejects_inconsistent_distillation_options(tmp_path, args, message):
-    from cli import app
+    from rankwise.cli import app
 
     result = CliRunner().invoke(app, ["train", "cross-encoder", "--output", str(tmp_path / "o"), *args])
     assert result.exit_code == 1 and message in result.output, result.output

@@ -8,7 +8,7 @@ import pytest
 import torch
 from _tiny_llm import one_thread, tiny
 
-from train.grpo.rank_grpo import rank_advantages, rank_grpo_loss, rank_rewards, token_rank_index
+from rankwise.train.grpo.rank_grpo import rank_advantages, rank_grpo_loss, rank_rewards, token_rank_index
 
 
 @pytest.fixture(scope="module", autouse=True)

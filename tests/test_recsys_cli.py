@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cli import app
+from rankwise.cli import app
 
 runner = CliRunner()
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from eval.datasets.interactions import load_interactions
-from recsys.data import SequenceData, iter_eval_batches, iter_train_batches, left_pad, train_windows
-from recsys.evaluate import evaluate_full_ranking, exclude_history, rank_metrics, target_ranks
+from rankwise.eval.datasets.interactions import load_interactions
+from rankwise.recsys.data import SequenceData, iter_eval_batches, iter_train_batches, left_pad, train_windows
+from rankwise.recsys.evaluate import evaluate_full_ranking, exclude_history, rank_metrics, target_ranks
 
 
 @pytest.fixture(scope="module")

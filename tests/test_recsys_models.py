@@ -8,7 +8,7 @@ import tempfile
 import pytest
 import torch
 
-from recsys import HCN, HLLM, HCNConfig, HLLMConfig, ReaRec, ReaRecConfig, SASRec, SASRecConfig, load_recommender
+from rankwise.recsys import HCN, HLLM, HCNConfig, HLLMConfig, ReaRec, ReaRecConfig, SASRec, SASRecConfig, load_recommender
 
 N_ITEMS, D, L = 40, 16, 8
 TEXTS = [f"title: item {i} genres: g{i % 5}" for i in range(N_ITEMS)]
@@ -205,7 +205,7 @@ def test_hllm_user_llm_is_the_decoder_at_its_own_rate():
 def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from recsys.hllm import bundled_item_llm
+    from rankwise.recsys.hllm import bundled_item_llm
 
     tok = AutoTokenizer.from_pretrained(bundled_item_llm())
     llm_dir = tmp_path / "tiny-bert"
@@ -264,7 +264,7 @@ def test_user_tower_exports_to_onnx_with_dynamic_batch_and_length(kind, tmp_path
 
 
 def test_next_item_logits_full_and_sampled_match_hand_computation(monkeypatch):
-    from recsys._seq import NextItemLogits, full_softmax_loss
+    from rankwise.recsys._seq import NextItemLogits, full_softmax_loss
 
     torch.manual_seed(0)
     table, hidden, target = torch.randn(11, 4), torch.randn(3, 4), torch.tensor([2, 5, 5])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from eval.datasets._io import DatasetError
-from eval.runs import read_candidates, read_trec_run, write_candidates, write_trec_run
-from rankers.fusion import fuse
+from rankwise.eval.datasets._io import DatasetError
+from rankwise.eval.runs import read_candidates, read_trec_run, write_candidates, write_trec_run
+from rankwise.rankers.fusion import fuse
 
 
 def _cands(rows):

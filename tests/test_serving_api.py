@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rankers.model_dir import ModelDirError, write_rankwise_json
-from serving.api import Recommender, Reranker
-from serving.export import export_model
+from rankwise.rankers.model_dir import ModelDirError, write_rankwise_json
+from rankwise.serving.api import Recommender, Reranker
+from rankwise.serving.export import export_model
 from tests._serving_models import tiny_cross_encoder_dir, tiny_sasrec_dir
 
 QUERIES = ["what is bm25", "vitamin d and bone density", "do cross-encoders rank well", "smoking and lung cancer"]
@@ -134,8 +134,8 @@ def test_recommender_inputs_are_checked(dirs, caplog):
 
 @pytest.mark.parametrize("readout", ["integer", "yes_no"])
 def test_erank_export_matches_pytorch_ranker(tmp_path, readout):
-    from rankers.erank import ERankRanker
-    from rankers.llm import tiny_causal_lm
+    from rankwise.rankers.erank import ERankRanker
+    from rankwise.rankers.llm import tiny_causal_lm
 
     model, tok = tiny_causal_lm(QUERIES + DOCS + ["0 1 2 3 4 5 6 7 8 9 10 yes no Yes No"] * 5, hidden=16)
     ERankRanker(model, tok, readout=readout, max_doc_tokens=12).save_pretrained(tmp_path / "erank")
@@ -149,7 +149,7 @@ def test_erank_export_matches_pytorch_ranker(tmp_path, readout):
 
 
 def test_bi_encoder_export_matches_pytorch_ranker(tmp_path):
-    from rankers.bi_encoder_ranker import TrainableBiEncoder
+    from rankwise.rankers.bi_encoder_ranker import TrainableBiEncoder
     from tests._serving_models import tiny_bi_encoder_dir
 
     src = tiny_bi_encoder_dir(tmp_path / "bi")

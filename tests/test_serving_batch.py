@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from serving.batch import BatchRerankConfig, run_batch_rerank, scan_candidates
+from rankwise.serving.batch import BatchRerankConfig, run_batch_rerank, scan_candidates
 from tests._serving_models import HashRanker, scifact_slice, tiny_cross_encoder_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_scan_candidates_reads_trec_parquet_and_jsonl_alike(inputs, tmp_path):
 
 @pytest.fixture(scope="module")
 def ce_onnx(tmp_path_factory) -> Path:
-    from serving.export import export_model
+    from rankwise.serving.export import export_model
 
     base = tmp_path_factory.mktemp("ce")
     export_model(tiny_cross_encoder_dir(base / "model"), base / "onnx")
@@ -135,7 +135,7 @@ def ce_onnx(tmp_path_factory) -> Path:
 
 
 def test_cli_export_and_rerank_documented_flags(inputs, ce_onnx, tmp_path):
-    from cli import app
+    from rankwise.cli import app
 
     runner = CliRunner()
     src = tiny_cross_encoder_dir(tmp_path / "model")
@@ -158,7 +158,7 @@ def test_cli_export_and_rerank_documented_flags(inputs, ce_onnx, tmp_path):
 
 def test_ray_engine_matches_local_engine_on_two_workers(inputs, ce_onnx, tmp_path):
     ray = pytest.importorskip("ray")
-    from serving.api import Reranker
+    from rankwise.serving.api import Reranker
 
     factory = functools.partial(Reranker.load, ce_onnx, device="cpu", threads=1)
     local = run_batch_rerank(_config(inputs, tmp_path / "local.parquet", chunk_queries=4, top_k=3), factory, "ce")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rankers.model_dir import ModelDirError
-from serving.api import Reranker
-from serving.cascade import head_indices, merge_head
-from serving.export import HEAD_FILE, export_model
-from serving.onnx_ranker import OnnxRanker
+from rankwise.rankers.model_dir import ModelDirError
+from rankwise.serving.api import Reranker
+from rankwise.serving.cascade import head_indices, merge_head
+from rankwise.serving.export import HEAD_FILE, export_model
+from rankwise.serving.onnx_ranker import OnnxRanker
 from tests._serving_models import outlier_cross_encoder_dir, tiny_sasrec_dir
 
 QUERY = "vitamin d and lung function"
@@ -72,7 +72,7 @@ def test_exact_head_argument_errors_and_stale_head_removal(outlier_ce_dir, tmp_p
     assert not (tmp_path / "out" / HEAD_FILE).exists()
     with pytest.raises(ValueError, match="exact_head=3 needs an export with an fp32 head graph"):
         OnnxRanker(tmp_path / "out", device="cpu", exact_head=3)
-    from cli import app
+    from rankwise.cli import app
 
     bad = CliRunner().invoke(app, ["export", "--model-dir", str(outlier_ce_dir), "--output", str(tmp_path / "y"),
                                    "--exact-head", "4"])

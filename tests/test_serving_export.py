@@ -12,12 +12,12 @@ import onnx
 import pytest
 import torch
 
-from rankers.cross_encoder import CrossEncoder
-from rankers.model_dir import ModelDirError, write_rankwise_json
-from serving import export as export_mod
-from serving.export import PARITY_PAIRS, ExportGraph, ExportParityError, export_model
-from serving.onnx_ranker import OnnxRanker
-from serving.runtime import OnnxSession, bucket_batches
+from rankwise.rankers.cross_encoder import CrossEncoder
+from rankwise.rankers.model_dir import ModelDirError, write_rankwise_json
+from rankwise.serving import export as export_mod
+from rankwise.serving.export import PARITY_PAIRS, ExportGraph, ExportParityError, export_model
+from rankwise.serving.onnx_ranker import OnnxRanker
+from rankwise.serving.runtime import OnnxSession, bucket_batches
 from tests._serving_models import tiny_cross_encoder_dir, tiny_sasrec_dir
 
 
@@ -138,7 +138,7 @@ def test_export_rejects_unknown_kind_and_missing_dir(tmp_path):
 
 
 def test_export_user_tower_matches_pytorch_and_caches_item_vectors(tmp_path):
-    from recsys.sasrec import SASRec
+    from rankwise.recsys.sasrec import SASRec
 
     src = tiny_sasrec_dir(tmp_path / "sasrec")
     export_model(src, tmp_path / "onnx")
@@ -157,7 +157,7 @@ def test_export_user_tower_matches_pytorch_and_caches_item_vectors(tmp_path):
 def test_runtime_falls_back_to_cpu_with_one_notice(ce_onnx, caplog, monkeypatch):
     import onnxruntime as ort
 
-    from serving import runtime
+    from rankwise.serving import runtime
 
     monkeypatch.setattr(runtime, "_noticed", set())
     # Pretend the build has CUDA: onnxruntime cannot initialise it here, the session must land on CPU.
@@ -195,7 +195,7 @@ def test_io_binding_path_gives_the_plain_run_result(ce_onnx):
     # The CUDA path binds inputs/outputs; the same code bound to the CPU must match session.run.
     sess = OnnxSession(ce_onnx / "model.onnx", device="cpu")
     enc = OnnxRanker(ce_onnx, device="cpu")._encode("vitamin d", [d for _, d in PARITY_PAIRS])[0]
-    from serving.runtime import pad_batch
+    from rankwise.serving.runtime import pad_batch
 
     feeds = pad_batch(enc, 0, list(enc[0]))
     np.testing.assert_array_equal(sess._run_io_binding(feeds, "cpu"), sess.run(feeds))
@@ -214,8 +214,8 @@ def test_export_large_graphs_use_one_external_data_file(ce_dir, tmp_path, monkey
 def test_export_hllm_item_tower_reproduces_the_cached_item_vectors(tmp_path, monkeypatch):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    import recsys
-    from rankers.bi_encoder import default_encoder_path
+    from rankwise import recsys
+    from rankwise.rankers.bi_encoder import default_encoder_path
 
     monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))  # HLLM caches item vectors there
     torch.manual_seed(0)

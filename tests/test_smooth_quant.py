@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from rankers.cross_encoder import CrossEncoder
-from serving.export import PARITY_PAIRS, export_model, read_pairs_file
-from serving.onnx_ranker import OnnxRanker
-from serving.smooth_quant import smooth_for_dynamic_int8, weight_matmuls
+from rankwise.rankers.cross_encoder import CrossEncoder
+from rankwise.serving.export import PARITY_PAIRS, export_model, read_pairs_file
+from rankwise.serving.onnx_ranker import OnnxRanker
+from rankwise.serving.smooth_quant import smooth_for_dynamic_int8, weight_matmuls
 from tests._serving_models import outlier_cross_encoder_dir
 
 QUERIES = ["vitamin d and bones", "what is bm25", "smoking and lung cancer", "reranking latency"]
@@ -104,7 +104,7 @@ def test_read_pairs_file_reads_jsonl_and_parquet_and_names_bad_lines(tmp_path):
 
 
 def test_cli_export_int8_smooth(outlier_ce_dir, tmp_path):
-    from cli import app
+    from rankwise.cli import app
 
     runner = CliRunner()
     missing = runner.invoke(app, ["export", "--model-dir", str(outlier_ce_dir), "--output", str(tmp_path / "a"),
@@ -145,7 +145,7 @@ def test_fp32_ops_argument_errors(outlier_ce_dir, tmp_path):
         export_model(outlier_ce_dir, tmp_path / "x", quantize="int8", fp32_ops=1)
     with pytest.raises(ValueError, match="fp32_ops=1 needs quantize"):
         export_model(outlier_ce_dir, tmp_path / "x", quantize="int8-blockwise", calibration_pairs=CALIBRATION, fp32_ops=1)
-    from cli import app
+    from rankwise.cli import app
 
     bad = CliRunner().invoke(app, ["export", "--model-dir", str(outlier_ce_dir), "--output", str(tmp_path / "y"),
                                    "--quantize", "int8", "--fp32-ops", "2"])

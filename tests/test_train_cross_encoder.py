@@ -9,12 +9,12 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 from typer.testing import CliRunner
 
-from eval.datasets.beir import load_beir
-from rankers import load_ranker
-from rankers.bi_encoder import default_encoder_path
-from rankers.cross_encoder import CrossEncoder
-from train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig, load_trainable
-from train.data import TrainingList
+from rankwise.eval.datasets.beir import load_beir
+from rankwise.rankers import load_ranker
+from rankwise.rankers.bi_encoder import default_encoder_path
+from rankwise.rankers.cross_encoder import CrossEncoder
+from rankwise.train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig, load_trainable
+from rankwise.train.data import TrainingList
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -74,7 +74,7 @@ def test_bf16_autocast_trains_with_fp32_weights_and_fp32_scores(tmp_path, lists)
     cfg = CrossEncoderTrainerConfig(str(tmp_path / "out"), objective="listnet", max_steps=2, lists_per_step=4,
                                     learning_rate=1e-3, bf16=True, progress=False, log_every=1)
     trainer = CrossEncoderTrainer(ce, lists, cfg)
-    from train.data import collate_lists
+    from rankwise.train.data import collate_lists
 
     scores = trainer.list_scores(collate_lists(lists[:4]))
     assert scores.dtype == torch.float32 and scores.shape == (4, 4)
@@ -106,7 +106,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, lists):
 
 def test_bi_encoder_trains_query_tower_only_and_reloads(tmp_path, lists, monkeypatch):
     monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
-    from rankers.bi_encoder_ranker import TrainableBiEncoder
+    from rankwise.rankers.bi_encoder_ranker import TrainableBiEncoder
 
     bi = TrainableBiEncoder.from_pretrained(_tiny_dir(tmp_path, head=False), max_length=48)
     docs_before = bi.doc_encoder.encode_documents(list(lists[0].docs)).copy()
@@ -124,7 +124,7 @@ def test_bi_encoder_trains_query_tower_only_and_reloads(tmp_path, lists, monkeyp
 
 def test_bi_encoder_adapter_starts_as_plain_cosine_trains_and_reloads(tmp_path, lists, monkeypatch):
     monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
-    from rankers.bi_encoder_ranker import TrainableBiEncoder
+    from rankwise.rankers.bi_encoder_ranker import TrainableBiEncoder
 
     start = _tiny_dir(tmp_path, head=False)
     plain = TrainableBiEncoder.from_pretrained(start, max_length=48)
@@ -151,7 +151,7 @@ def test_config_rejects_bad_settings():
 
 
 def test_cli_trains_a_tiny_model_with_bm25_negatives(tmp_path, data_dir):
-    from cli import app
+    from rankwise.cli import app
 
     model = _tiny_dir(tmp_path, head=True)
     out = tmp_path / "cli-out"
@@ -165,7 +165,7 @@ def test_cli_trains_a_tiny_model_with_bm25_negatives(tmp_path, data_dir):
 
 
 def test_cli_bad_dataset_is_one_line_error(tmp_path):
-    from cli import app
+    from rankwise.cli import app
 
     result = CliRunner().invoke(app, ["train", "cross-encoder", "--dataset", str(tmp_path / "missing"), "--output", str(tmp_path / "o")])
     assert result.exit_code == 1

@@ -5,9 +5,9 @@ import itertools
 import pytest
 import torch
 
-from eval.datasets.beir import load_beir
-from rankers.base import Hit
-from train.data import HardNegativeLists, collate_lists
+from rankwise.eval.datasets.beir import load_beir
+from rankwise.rankers.base import Hit
+from rankwise.train.data import HardNegativeLists, collate_lists
 
 
 def _toy(calls=None):
@@ -83,7 +83,7 @@ def test_bad_arguments():
 
 
 def test_real_scifact_lists_with_bm25(data_dir):
-    from rankers.first_stage.bm25 import BM25Retriever
+    from rankwise.rankers.first_stage.bm25 import BM25Retriever
 
     ds = load_beir(data_dir / "beir" / "scifact", "train", download=False)
     bm25 = BM25Retriever.from_corpus({d: ds.doc_text(d) for d in ds.corpus})

@@ -74,8 +74,8 @@ def cross_encoder_cmd(
         rankwise train cross-encoder --objective lipo --output models/ce-lipo --save-steps 50 --resume
         rankwise train cross-encoder --objective distill-mse --teacher models/ce-lipo --model models/ce-lipo --int8-aware --lr 1e-5 --output models/ce-lipo-int8qat
     """
-    from eval.datasets.beir import load_beir
-    from train.cross_encoder_trainer import CrossEncoderTrainerConfig, train_on_beir
+    from rankwise.eval.datasets.beir import load_beir
+    from rankwise.train.cross_encoder_trainer import CrossEncoderTrainerConfig, train_on_beir
 
     try:
         load_beir(dataset, "train", data_dir=data_dir, download=False)

@@ -45,9 +45,9 @@ def _check(backbone: str, output: Path) -> None:
 
 def _lists(dataset: str, data_dir: Optional[Path], queries: int, list_size: int, seed: int) -> list:
     """``queries`` training lists (positives + BM25 hard negatives) from the train split."""
-    from eval.datasets.beir import load_beir
-    from rankers.first_stage.bm25 import BM25Retriever
-    from train.data import HardNegativeLists
+    from rankwise.eval.datasets.beir import load_beir
+    from rankwise.rankers.first_stage.bm25 import BM25Retriever
+    from rankwise.train.data import HardNegativeLists
 
     try:
         ds = load_beir(dataset, "train", data_dir=data_dir, download=False)
@@ -104,9 +104,9 @@ def erank_cmd(
     _check(backbone, output)
     from datasets import Dataset
 
-    from rankers.erank import ERankRanker, erank_prompt
-    from rankers.llm import load_causal_lm
-    from train.sft import CurriculumSFTConfig, erank_sft_examples, graded_target, train_sft
+    from rankwise.rankers.erank import ERankRanker, erank_prompt
+    from rankwise.rankers.llm import load_causal_lm
+    from rankwise.train.sft import CurriculumSFTConfig, erank_sft_examples, graded_target, train_sft
 
     lists = _lists(dataset, data_dir, queries, list_size, seed)
     model, tok = load_causal_lm(backbone)
@@ -125,7 +125,7 @@ def erank_cmd(
     else:
         from trl import GRPOConfig, GRPOTrainer
 
-        from train.grpo.erank_reward import erank_format_reward, erank_list_reward
+        from rankwise.train.grpo.erank_reward import erank_format_reward, erank_list_reward
 
         top = max(max(t.labels) for t in lists)
         rows = [
@@ -162,8 +162,8 @@ def listwise_cmd(
         rankwise train listwise --backbone models/smollm2 --output models/listwise --list-size 4 --responses 8 --beta 0.1
     """
     _check(backbone, output)
-    from rankers.listwise import ListwiseRanker
-    from train.listwise_lipo import ListwiseLiPOConfig, ListwiseLiPOTrainer
+    from rankwise.rankers.listwise import ListwiseRanker
+    from rankwise.train.listwise_lipo import ListwiseLiPOConfig, ListwiseLiPOTrainer
 
     lists = _lists(dataset, data_dir, queries, list_size, seed)
     ranker = ListwiseRanker.from_pretrained(backbone, window=list_size, stride=max(1, list_size // 2), max_doc_tokens=max_doc_tokens)
@@ -203,9 +203,9 @@ def iranker_cmd(
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from rankers.iranker import IRanker
-    from rankers.llm import load_causal_lm, truncate_text
-    from train.grpo.iranker import iranker_format_reward, iranker_states, iranker_step_reward
+    from rankwise.rankers.iranker import IRanker
+    from rankwise.rankers.llm import load_causal_lm, truncate_text
+    from rankwise.train.grpo.iranker import iranker_format_reward, iranker_states, iranker_step_reward
 
     lists = _lists(dataset, data_dir, queries, list_size, seed)
     _, tok = load_causal_lm(backbone)
@@ -246,9 +246,9 @@ def rank_grpo_cmd(
     _check(backbone, output)
     from datasets import Dataset
 
-    from rankers.listwise import ListwiseRanker, listwise_prompt
-    from rankers.llm import load_causal_lm, truncate_text
-    from train.grpo.rank_grpo import RankGRPOConfig, RankGRPOTrainer
+    from rankwise.rankers.listwise import ListwiseRanker, listwise_prompt
+    from rankwise.rankers.llm import load_causal_lm, truncate_text
+    from rankwise.train.grpo.rank_grpo import RankGRPOConfig, RankGRPOTrainer
 
     lists = _lists(dataset, data_dir, queries, list_size, seed)
     _, tok = load_causal_lm(backbone)

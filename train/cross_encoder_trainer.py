@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.curriculum import HEURISTICS, CurriculumSchedule, curriculum_weights
-from train.data import ListBatch, TrainingList, collate_lists
-from train.losses import OBJECTIVES, RankingLoss, make_objective
-from train.quantization_aware import simulate_onnx_int8
+from rankwise.train.curriculum import HEURISTICS, CurriculumSchedule, curriculum_weights
+from rankwise.train.data import ListBatch, TrainingList, collate_lists
+from rankwise.train.losses import OBJECTIVES, RankingLoss, make_objective
+from rankwise.train.quantization_aware import simulate_onnx_int8
 
 __all__ = ["CrossEncoderTrainerConfig", "CrossEncoderTrainer", "TrainableRanker", "ARCHITECTURES", "load_trainable", "train_on_beir"]
 
@@ -295,14 +295,14 @@ ARCHITECTURES = ("cross-encoder", "bi-encoder", "bi-encoder-adapter")
 
 def load_trainable(architecture: str, name_or_path: str | Path | None, max_length: int) -> TrainableRanker:
     """A fresh or saved model of ``architecture``; ``None`` starts from the bundled all-MiniLM-L6-v2."""
-    from rankers.bi_encoder import default_encoder_path
+    from rankwise.rankers.bi_encoder import default_encoder_path
 
     if architecture == "cross-encoder":
-        from rankers.cross_encoder import CrossEncoder
+        from rankwise.rankers.cross_encoder import CrossEncoder
 
         return CrossEncoder.from_pretrained(name_or_path or default_encoder_path(), max_length=max_length)
     if architecture in ("bi-encoder", "bi-encoder-adapter"):
-        from rankers.bi_encoder_ranker import TrainableBiEncoder
+        from rankwise.rankers.bi_encoder_ranker import TrainableBiEncoder
 
         adapter = architecture == "bi-encoder-adapter"
         return TrainableBiEncoder.from_pretrained(name_or_path, max_length=max_length, query_adapter=adapter, train_encoder=not adapter)
@@ -329,9 +329,9 @@ def train_on_beir(
     from the newest checkpoint in ``config.output_dir`` when there is one; ``teacher`` (a saved
     model of the same architecture) makes the labels its logits (score distillation).
     """
-    from eval.datasets.beir import load_beir
-    from rankers.first_stage.bm25 import BM25Retriever
-    from train.data import HardNegativeLists
+    from rankwise.eval.datasets.beir import load_beir
+    from rankwise.rankers.first_stage.bm25 import BM25Retriever
+    from rankwise.train.data import HardNegativeLists
 
     ds = load_beir(dataset, "train", data_dir=data_dir)
     bm25 = BM25Retriever.from_corpus({d: ds.doc_text(d) for d in ds.corpus})

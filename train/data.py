@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rankers.base import Hit
+from rankwise.rankers.base import Hit
 
 __all__ = ["TrainingList", "ListBatch", "HardNegativeLists", "collate_lists"]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rankers.listwise import ListwiseRanker, listwise_prompt
-from rankers.llm import truncate_text
-from train.losses.lipo import LiPOLambdaLoss, sequence_log_probs
+from rankwise.rankers.listwise import ListwiseRanker, listwise_prompt
+from rankwise.rankers.llm import truncate_text
+from rankwise.train.losses.lipo import LiPOLambdaLoss, sequence_log_probs
 
 __all__ = ["ListwiseLiPOConfig", "ListwiseLiPOTrainer", "permutation_responses", "order_ndcg", "order_text"]
 

@@ -14,8 +14,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
-from rankers.erank import erank_prompt
-from train.curriculum import CurriculumSchedule
+from rankwise.rankers.erank import erank_prompt
+from rankwise.train.curriculum import CurriculumSchedule
 
 __all__ = ["erank_sft_examples", "graded_target", "CurriculumSFTConfig", "CurriculumSFTTrainer", "train_sft"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from eval.datasets._io import DatasetError, find_file, read_jsonl
-from eval.datasets.paths import default_data_dir
+from rankwise.eval.datasets._io import DatasetError, find_file, read_jsonl
+from rankwise.eval.datasets.paths import default_data_dir
 
 __all__ = ["BrightDataset", "load_bright", "BRIGHT_DOMAINS"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from eval.datasets.paths import default_data_dir
+from rankwise.eval.datasets.paths import default_data_dir
 
 __all__ = [
     "Interactions",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import polars as pl
 
-from eval.datasets.paths import cache_dir
-from rankers.base import CANDIDATE_SCHEMA, Hit
-from rankers.first_stage._jvm import anserini_class, pyserini_search
+from rankwise.eval.datasets.paths import cache_dir
+from rankwise.rankers.base import CANDIDATE_SCHEMA, Hit
+from rankwise.rankers.first_stage._jvm import anserini_class, pyserini_search
 
 __all__ = ["BM25Retriever", "build_lucene_index"]
 
@@ -63,7 +63,7 @@ class BM25Retriever:
         threads: threads for :meth:`batch_search`.
 
     Example:
-        >>> from eval.datasets.beir import load_beir
+        >>> from rankwise.eval.datasets.beir import load_beir
         >>> ds = load_beir("scifact")  # doctest: +SKIP
         >>> bm25 = BM25Retriever.from_corpus({d: ds.doc_text(d) for d in ds.corpus})  # doctest: +SKIP
         >>> bm25.search("microRNA in cancer", k=3)  # doctest: +SKIP

@@ -8,8 +8,8 @@ from enum import Enum
 import numpy as np
 import polars as pl
 
-from rankers.base import CANDIDATE_SCHEMA, Hit
-from rankers.bi_encoder import BiEncoder
+from rankwise.rankers.base import CANDIDATE_SCHEMA, Hit
+from rankwise.rankers.bi_encoder import BiEncoder
 
 __all__ = ["DenseRetriever", "IndexKind"]
 

@@ -10,8 +10,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from rankers.erank import parse_score
-from train.grpo._completions import completion_text
+from rankwise.rankers.erank import parse_score
+from rankwise.train.grpo._completions import completion_text
 
 __all__ = ["erank_list_reward", "erank_format_reward"]
 

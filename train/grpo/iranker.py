@@ -14,8 +14,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from rankers.iranker import iranker_prompt, parse_elimination
-from train.grpo._completions import completion_text
+from rankwise.rankers.iranker import iranker_prompt, parse_elimination
+from rankwise.train.grpo._completions import completion_text
 
 __all__ = ["iranker_step_reward", "iranker_format_reward", "iranker_states"]
 
@@ -66,7 +66,7 @@ def iranker_states(
     random order when ``shuffle`` (so the policy cannot learn positions).
 
     Example:
-        >>> from rankers.llm import tiny_causal_lm
+        >>> from rankwise.rankers.llm import tiny_causal_lm
         >>> _, tok = tiny_causal_lm(["a b c"], vocab_size=270)
         >>> rows = iranker_states(tok, "q", ["x", "y", "z"], [2, 0, 1], random.Random(0))
         >>> [sorted(r["labels"]) for r in rows]

@@ -20,7 +20,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 from trl import GRPOConfig, GRPOTrainer
 
-from train.grpo._completions import completion_text
+from rankwise.train.grpo._completions import completion_text
 
 __all__ = [
     "parse_ranked_lines",

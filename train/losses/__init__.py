@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from train.losses._base import RankingLoss
-from train.losses.distillation import ScoreDistillationMSELoss
-from train.losses.lambdaloss import LambdaLoss
-from train.losses.lipo import LiPOLambdaLoss, policy_scores, sequence_log_probs
-from train.losses.listmle import ListMLELoss
-from train.losses.listnet import ListNetLoss
-from train.losses.pointwise import PointwiseBCELoss
-from train.losses.ranklist import RankListLoss
-from train.losses.ranknet import RankNetLoss
+from rankwise.train.losses._base import RankingLoss
+from rankwise.train.losses.distillation import ScoreDistillationMSELoss
+from rankwise.train.losses.lambdaloss import LambdaLoss
+from rankwise.train.losses.lipo import LiPOLambdaLoss, policy_scores, sequence_log_probs
+from rankwise.train.losses.listmle import ListMLELoss
+from rankwise.train.losses.listnet import ListNetLoss
+from rankwise.train.losses.pointwise import PointwiseBCELoss
+from rankwise.train.losses.ranklist import RankListLoss
+from rankwise.train.losses.ranknet import RankNetLoss
 
 __all__ = [
     "OBJECTIVES", "make_objective", "RankingLoss", "PointwiseBCELoss", "RankNetLoss", "ListNetLoss", "ListMLELoss",

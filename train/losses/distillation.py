@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from train.losses._base import RankingLoss, list_weights, prepare, reduce_lists
+from rankwise.train.losses._base import RankingLoss, list_weights, prepare, reduce_lists
 
 __all__ = ["ScoreDistillationMSELoss"]
 

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from train.losses._base import RankingLoss, informative, pair_mask, pair_weighting, pairwise_logistic, prepare, reduce_lists, score_ranks
+from rankwise.train.losses._base import RankingLoss, informative, pair_mask, pair_weighting, pairwise_logistic, prepare, reduce_lists, score_ranks
 
 __all__ = ["LiPOLambdaLoss", "policy_scores", "sequence_log_probs"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from train.losses._base import RankingLoss, informative, list_weights, prepare, reduce_lists
+from rankwise.train.losses._base import RankingLoss, informative, list_weights, prepare, reduce_lists
 
 __all__ = ["ListNetLoss"]
 

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from train.losses._base import RankingLoss, informative, pair_weighting, prepare, reduce_lists
+from rankwise.train.losses._base import RankingLoss, informative, pair_weighting, prepare, reduce_lists
 
 __all__ = ["RankListLoss"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from train.losses.lambdaloss import LambdaLoss
+from rankwise.train.losses.lambdaloss import LambdaLoss
 
 __all__ = ["RankNetLoss"]
 

@@ -1,0 +1,73 @@
+"""Strict readers for the line formats datasets ship in: every error names the file and line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["DatasetError", "read_jsonl", "read_qrels_tsv", "find_file"]
+
+
+class DatasetError(ValueError):
+    """Bad or missing dataset input; the message names the file (and line) at fault."""
+
+
+def find_file(folder: Path, stem: str) -> Path:
+    """``folder/stem`` or ``folder/stem.gz``; a :class:`DatasetError` when neither exists."""
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DatasetError(f"{folder / stem}: file not found (nor {stem}.gz)")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            yield from enumerate(fh, start=1)
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    except (OSError, EOFError) as err:
+        raise DatasetError(f"{path}: cannot be read ({err})") from None
+
+
+def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` for each non-blank line; every record must hold ``required``."""
+    seen = False
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise DatasetError(f"{path}:{lineno}: expected a JSON object")
+        missing = [f for f in required if f not in record]
+        if missing:
+            raise DatasetError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+        seen = True
+        yield lineno, record
+    if not seen:
+        raise DatasetError(f"{path}: empty file")
+
+
+def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
+    """Read a ``query-id corpus-id [score]`` TSV (header optional; a missing score means 1)."""
+    qrels: dict[str, dict[str, int]] = {}
+    for lineno, line in _lines(path):
+        parts = line.rstrip("\n").split("\t")
+        if not line.strip() or (lineno == 1 and parts[0] in ("query-id", "qid", "query_id")):
+            continue
+        if len(parts) not in (2, 3):
+            raise DatasetError(f"{path}:{lineno}: expected 'query-id<TAB>corpus-id[<TAB>score]', got {len(parts)} fields")
+        try:
+            score = int(float(parts[2])) if len(parts) == 3 else 1
+        except ValueError:
+            raise DatasetError(f"{path}:{lineno}: score {parts[2]!r} is not a number") from None
+        qrels.setdefault(parts[0], {})[parts[1]] = score
+    if not qrels:
+        raise DatasetError(f"{path}: empty file")
+    return qrels

@@ -1,0 +1,158 @@
+"""The evaluation pipeline: first stage → (reranker) → (fusion with the first stage) → metrics.
+
+One function, :func:`run_pipeline`, shared by ``rankwise eval beir|bright`` and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import polars as pl
+
+from rankwise.eval.metrics import evaluate
+from rankwise.rankers.base import Ranker, rank_by_score
+from rankwise.rankers.first_stage.dense import IndexKind
+from rankwise.rankers.fusion import FusionMethod, fuse
+
+__all__ = [
+    "RetrieverKind", "PipelineConfig", "PipelineResult", "run_pipeline", "first_stage",
+    "load_reranker", "DEFAULT_METRICS", "DEFAULT_BI_ENCODER_FUSION_WEIGHT",
+]
+
+DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
+
+#: Weight of BM25 in the z-score fusion with the bundled bi-encoder's cosine, chosen on SciFact
+#: *train* by ``benchmarks/scifact_first_stage.py`` (grid 0.00–1.00 step 0.05).
+DEFAULT_BI_ENCODER_FUSION_WEIGHT = 0.3
+
+BI_ENCODER = "bi-encoder"
+
+
+class RetrieverKind(str, Enum):
+    bm25 = "bm25"
+    dense = "dense"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What to run.
+
+    Args:
+        retriever: first stage, ``bm25`` (pyserini) or ``dense`` (bi-encoder + faiss).
+        top_k: candidates kept from the first stage and reranked.
+        reranker: ``None`` (first stage only), ``"bi-encoder"`` (the bundled MiniLM cosine) or a
+            trained model directory / hub id loadable by :func:`rankers.load_ranker`.
+        fusion: how the reranker's scores are fused with the first stage's (``none`` keeps the reranker's).
+        fusion_weight: weight of the first stage; ``None`` = the model's own ``fusion_weight``
+            (rankwise.json), or the default chosen on train for the bi-encoder, else 0.
+        dense_index: faiss index for the dense first stage.
+    """
+
+    retriever: RetrieverKind = RetrieverKind.bm25
+    top_k: int = 100
+    reranker: str | None = BI_ENCODER
+    fusion: FusionMethod = FusionMethod.zscore
+    fusion_weight: float | None = None
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    dense_index: IndexKind = IndexKind.flat
+
+
+@dataclass
+class PipelineResult:
+    first_stage: pl.DataFrame
+    final: pl.DataFrame
+    metrics: dict[str, float]
+    first_stage_metrics: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)
+    fusion_weight: float | None = None
+
+
+def load_reranker(name: str) -> tuple[Ranker, float | None]:
+    """A reranker by name or directory, and the fusion weight it carries (if any)."""
+    if name == BI_ENCODER:
+        from rankwise.rankers.bi_encoder import BiEncoderRanker
+
+        return BiEncoderRanker(), DEFAULT_BI_ENCODER_FUSION_WEIGHT
+    from rankwise.rankers import load_ranker
+    from rankwise.rankers.model_dir import RANKWISE_JSON, read_rankwise_json
+
+    if (Path(name) / RANKWISE_JSON).is_file():
+        return load_ranker(name), read_rankwise_json(name).get("fusion_weight")
+    if Path(name).exists():
+        return load_ranker(name), None  # raises a ModelDirError naming the missing rankwise.json
+    # a hub id: any HF sequence-classification model with one logit, used as a cross-encoder
+    from rankwise.rankers.cross_encoder import CrossEncoder
+
+    return CrossEncoder.from_pretrained(name), None
+
+
+def first_stage(
+    kind: RetrieverKind, corpus_text: Mapping[str, str], queries: Mapping[str, str], k: int,
+    dense_index: IndexKind = IndexKind.flat,
+) -> pl.DataFrame:
+    """Run BM25 or dense retrieval for every query; returns a candidate set."""
+    if RetrieverKind(kind) is RetrieverKind.bm25:
+        from rankwise.rankers.first_stage.bm25 import BM25Retriever
+
+        return BM25Retriever.from_corpus(corpus_text).batch_search(queries, k)
+    from rankwise.rankers.first_stage.dense import DenseRetriever
+
+    return DenseRetriever.from_corpus(corpus_text, index=dense_index, progress=True).batch_search(queries, k)
+
+
+def _drop_excluded(candidates: pl.DataFrame, excluded: Mapping[str, set[str]] | None) -> pl.DataFrame:
+    if not excluded:
+        return candidates
+    pairs = [(q, d) for q, ds in excluded.items() for d in ds]
+    if not pairs:
+        return candidates
+    drop = pl.DataFrame(pairs, schema={"qid": pl.String, "docid": pl.String}, orient="row")
+    return candidates.join(drop, on=["qid", "docid"], how="anti")
+
+
+def run_pipeline(
+    corpus_text: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    config: PipelineConfig = PipelineConfig(),
+    excluded: Mapping[str, set[str]] | None = None,
+    reranker: Ranker | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PipelineResult:
+    """First stage, optional rerank and fusion, metrics on ``qrels``.
+
+    Args:
+        corpus_text: ``docid -> text`` handed to the first stage and the reranker.
+        queries: ``qid -> text`` to run.
+        qrels: judgements for the metrics.
+        config: see :class:`PipelineConfig`.
+        excluded: ``qid -> docids`` removed from every run before scoring (BRIGHT).
+        reranker: an already built reranker (overrides ``config.reranker``).
+        progress: called with the number of documents reranked after each query.
+    """
+    timings: dict[str, float] = {}
+    weight = config.fusion_weight
+    if reranker is None and config.reranker:  # load first: a bad model fails before the first stage runs
+        reranker, carried = load_reranker(config.reranker)
+        weight = weight if weight is not None else carried
+    t0 = time.perf_counter()
+    # fetch a few extra so that removing excluded ids still leaves top_k candidates
+    extra = max((len(v) for v in (excluded or {}).values()), default=0)
+    first = first_stage(config.retriever, corpus_text, queries, config.top_k + extra, config.dense_index)
+    first = rank_by_score(_drop_excluded(first, excluded)).filter(pl.col("rank") <= config.top_k)
+    timings["first_stage_s"] = time.perf_counter() - t0
+    first_metrics = evaluate(qrels, first, config.metrics)
+    if reranker is None:
+        return PipelineResult(first, first, first_metrics, first_metrics, timings)
+    t0 = time.perf_counter()
+    reranked = reranker.rerank_candidates(first, queries, corpus_text, top_k=config.top_k, progress=progress)
+    timings["rerank_s"] = time.perf_counter() - t0
+    timings["docs_per_s"] = reranked.height / max(timings["rerank_s"], 1e-9)
+    weight = 0.0 if weight is None else float(weight)
+    final = fuse(first, reranked, weight, config.fusion) if config.fusion is not FusionMethod.none else reranked
+    return PipelineResult(first, final, evaluate(qrels, final, config.metrics), first_metrics, timings,
+                          weight if config.fusion is not FusionMethod.none else None)

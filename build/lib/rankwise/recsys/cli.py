@@ -1,0 +1,224 @@
+"""`rankwise recommend train|eval|predict`: sequential recommenders."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Train, evaluate and query sequential recommenders.", no_args_is_help=True)
+
+
+class ModelKind(str, Enum):
+    sasrec = "sasrec"
+    rearec = "rearec"
+    hllm = "hllm"
+    hcn = "hcn"
+
+
+class Objective(str, Enum):
+    erl = "erl"
+    prl = "prl"
+
+
+class ItemMode(str, Enum):
+    frozen = "frozen"
+    finetune = "finetune"
+
+
+class Adapter(str, Enum):
+    linear = "linear"
+    mlp = "mlp"
+
+
+class Split(str, Enum):
+    valid = "valid"
+    test = "test"
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    raise typer.Exit(1)
+
+
+def _load_sequences(dataset: str, item_ids: list[str] | None = None):  # noqa: ANN202 - SequenceData
+    from rankwise.eval.datasets.interactions import InteractionDataError, load_interactions
+    from rankwise.recsys.data import SequenceData
+
+    try:
+        return SequenceData.from_interactions(load_interactions(dataset), item_ids=item_ids)
+    except (InteractionDataError, ValueError) as err:
+        _fail(str(err))
+
+
+def _load_model(model_dir: Path):  # noqa: ANN202 - a SequentialRecommender
+    from rankwise.rankers.model_dir import ModelDirError
+    from rankwise.recsys import load_recommender
+
+    try:
+        return load_recommender(model_dir)
+    except ModelDirError as err:
+        _fail(str(err))
+    except FileNotFoundError as err:
+        _fail(f"{model_dir}: incomplete model directory ({err.filename} missing)")
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    from rankwise.eval.report import print_table
+    from rankwise.recsys.evaluate import KS, PROTOCOL
+
+    row = {k: metrics[k] for k in ("users", *[f"{m}@{k}" for k in KS for m in ("hr", "ndcg")]) if k in metrics}
+    print_table([row], f"{title} — {PROTOCOL}")
+
+
+@app.command("train")
+def train(
+    model: ModelKind = typer.Option(ModelKind.sasrec, help="Model family to train."),
+    dataset: str = typer.Option("ml-100k", help="'ml-100k' (embedded, from the recbole wheel), a name under <data>/recsys (ml-1m, amazon2018_scientific, yelp_s3rec) or a dataset folder."),
+    output: Path = typer.Option(..., help="Directory to write the trained model to (safetensors + rankwise.json)."),
+    epochs: int = typer.Option(10, min=1, help="Training epochs."),
+    batch_size: int = typer.Option(128, min=1, help="Training windows per step."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    max_len: int = typer.Option(50, min=2, help="Longest input sequence (older items are cut)."),
+    hidden: int = typer.Option(64, min=4, help="Model width d."),
+    layers: int = typer.Option(2, min=0, help="Transformer blocks (HCN: blocks under the interest extractor)."),
+    heads: int = typer.Option(1, min=1, help="Attention heads (must divide --hidden)."),
+    dropout: float = typer.Option(0.2, help="Dropout rate."),
+    objective: Objective = typer.Option(Objective.erl, help="ReaRec objective: erl (ensemble) or prl (progressive)."),
+    reasoning_steps: int = typer.Option(2, min=0, help="ReaRec latent reasoning steps K (0 = SASRec)."),
+    item_mode: ItemMode = typer.Option(ItemMode.frozen, help="HLLM: frozen item LLM with cached vectors (CPU) or finetune both towers."),
+    item_llm: Optional[str] = typer.Option(None, help="HLLM item LLM: HF directory or hub id (default: the bundled all-MiniLM-L6-v2)."),
+    user_llm: Optional[str] = typer.Option(None, help="HLLM user LLM: an HF decoder directory or hub id (default: a small causal transformer of --hidden/--layers/--heads)."),
+    negatives: int = typer.Option(512, min=0, help="HLLM InfoNCE negatives (0 = the whole catalog; frozen item LLM only)."),
+    adapter: Adapter = typer.Option(Adapter.linear, help="HLLM item adapter: linear, or a two-layer MLP."),
+    eval_every: int = typer.Option(0, min=0, help="Validate every N epochs and keep the best weights (0 = keep the last)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop after the epoch that passes this wall-clock budget."),
+    seed: int = typer.Option(42, help="Random seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line (train log + test metrics) instead of tables."),
+) -> None:
+    """Train a sequential recommender on a leave-one-out split and evaluate it on the test items.
+
+    Examples:
+        rankwise recommend train --model sasrec --dataset ml-100k --output runs/sasrec-ml100k --epochs 5
+        rankwise recommend train --model rearec --objective prl --dataset ml-1m --max-len 200 --output runs/rearec
+        rankwise recommend train --model hllm --dataset amazon2018_scientific --output runs/hllm-sci
+        rankwise recommend train --model hllm --negatives 0 --adapter mlp --dataset amazon2018_scientific --output runs/hllm-sci
+        rankwise recommend train --model hllm --user-llm HuggingFaceTB/SmolLM2-135M --dataset ml-100k --output runs/hllm-smol
+        rankwise recommend train --model hcn --dataset /path/to/folder --output runs/hcn --json
+    """
+    import torch
+
+    from rankwise.recsys.evaluate import evaluate_full_ranking
+    from rankwise.recsys.trainer import RecTrainer, RecTrainerConfig
+
+    if hidden % heads:
+        _fail(f"--hidden {hidden} is not divisible by --heads {heads}")
+    data = _load_sequences(dataset)
+    torch.manual_seed(seed)
+    common = {"n_items": data.n_items, "hidden": hidden, "n_layers": layers, "n_heads": heads,
+              "dropout": dropout, "max_len": max_len}
+    try:
+        if model is ModelKind.sasrec:
+            from rankwise.recsys.sasrec import SASRec, SASRecConfig
+
+            net = SASRec(SASRecConfig(**common, loss="ce"))
+        elif model is ModelKind.rearec:
+            from rankwise.recsys.rearec import ReaRec, ReaRecConfig
+
+            net = ReaRec(ReaRecConfig(**common, objective=objective.value, reasoning_steps=reasoning_steps))
+        elif model is ModelKind.hcn:
+            from rankwise.recsys.hcn import HCN, HCNConfig
+
+            net = HCN(HCNConfig(**common))
+        else:
+            from rankwise.recsys.hllm import HLLM, HLLMConfig
+
+            net = HLLM(HLLMConfig(**common, item_mode=item_mode.value, item_llm=item_llm, user_llm=user_llm,
+                                  n_negatives=negatives, adapter=adapter.value), item_texts=data.item_texts)
+    except (OSError, ValueError) as err:
+        _fail(f"cannot build {model.value}: {str(err).splitlines()[0]}")
+    net.item_ids = data.item_ids
+    cfg = RecTrainerConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
+                           max_minutes=max_minutes, progress=not as_json and sys.stderr.isatty())
+    log = RecTrainer(net, data, cfg).train()
+    metrics = evaluate_full_ranking(net, data, "test")
+    net.save_pretrained(output, dataset=dataset, train_log={"epochs": log.epochs, "train_s": round(log.train_s, 1),
+                                                            "losses": log.losses, "best_epoch": log.best_epoch},
+                        test=metrics)
+    if as_json:
+        typer.echo(json.dumps({"model": net.kind, "dataset": data.name, "output": str(output), "epochs": log.epochs,
+                               "train_s": round(log.train_s, 1), **metrics}))
+        return
+    _print_metrics(metrics, f"{net.kind} on {data.name}: {log.epochs} epochs, {log.train_s:.0f} s; saved {output}")
+
+
+@app.command("eval")
+def evaluate(
+    model_dir: Path = typer.Option(..., help="A directory written by `rankwise recommend train`."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset to evaluate on (default: the one the model was trained on)."),
+    split: Split = typer.Option(Split.test, help="Leave-one-out split: test (last item) or valid (second-last)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line instead of a table."),
+) -> None:
+    """Full-ranking evaluation (all items scored, history excluded): HR/NDCG/Recall @10/50/200.
+
+    Examples:
+        rankwise recommend eval --model-dir runs/sasrec-ml100k
+        rankwise recommend eval --model-dir runs/hllm-sci --split valid --json
+    """
+    from rankwise.recsys.evaluate import evaluate_full_ranking
+
+    net = _load_model(model_dir)
+    name = dataset or net.meta.get("dataset")
+    if not name:
+        _fail(f"{model_dir}/rankwise.json: field 'dataset' is missing; pass --dataset")
+    data = _load_sequences(name, item_ids=net.item_ids)
+    metrics = evaluate_full_ranking(net, data, split.value)
+    if as_json:
+        typer.echo(json.dumps({"model_dir": str(model_dir), "dataset": data.name, "split": split.value, **metrics}))
+        return
+    _print_metrics(metrics, f"{net.kind} on {data.name} ({split.value})")
+
+
+@app.command("predict")
+def predict(
+    model_dir: Path = typer.Option(..., help="A directory written by `rankwise recommend train`."),
+    user: str = typer.Option(..., help="User id as in the dataset."),
+    k: int = typer.Option(10, "-k", "--top-k", min=1, help="How many items to recommend."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset holding the user's history (default: the training one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Recommend the top-k unseen items for a user from their whole history (titles shown).
+
+    Examples:
+        rankwise recommend predict --model-dir runs/sasrec-ml100k --user 196 -k 10
+        rankwise recommend predict --model-dir runs/hllm-sci --user 0 -k 5 --json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from rankwise.recsys.evaluate import top_k
+
+    net = _load_model(model_dir)
+    name = dataset or net.meta.get("dataset")
+    if not name:
+        _fail(f"{model_dir}/rankwise.json: field 'dataset' is missing; pass --dataset")
+    data = _load_sequences(name, item_ids=net.item_ids)
+    if user not in data.user_ids:
+        _fail(f"user {user!r} is not in dataset {data.name} (field user_id)")
+    history = data.sequences[data.user_ids.index(user)]
+    idx, scores = top_k(net, [history], k)
+    recs = [{"rank": r + 1, "item_id": data.item_ids[i - 1], "title": data.item_titles[i - 1], "score": float(s)}
+            for r, (i, s) in enumerate(zip(idx[0], scores[0]))]
+    if as_json:
+        typer.echo(json.dumps({"user": user, "history_len": len(history), "items": recs}))
+        return
+    table = Table(title=f"top-{k} for user {user} ({len(history)} past items; last: {data.item_titles[history[-1] - 1]})")
+    for col in ("rank", "item_id", "title", "score"):
+        table.add_column(col)
+    for r in recs:
+        table.add_row(str(r["rank"]), r["item_id"], r["title"], f"{r['score']:.4f}")
+    Console().print(table)

@@ -1,0 +1,112 @@
+"""Full-ranking evaluation (the HSTU/HLLM protocol): every item is scored, the user's history is excluded.
+
+PROTOCOL names the protocol in every table and result file. HR@K equals Recall@K here because each
+user has exactly one held-out item; both keys are reported so tables line up with papers using either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from rankwise.recsys.data import SequenceData, iter_eval_batches
+
+__all__ = ["PROTOCOL", "KS", "target_ranks", "exclude_history", "rank_metrics", "evaluate_full_ranking", "top_k"]
+
+PROTOCOL = "leave-one-out, full ranking over all items, history excluded (HSTU/HLLM protocol)"
+KS = (10, 50, 200)
+
+
+def exclude_history(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """Set the scores of items the user has already interacted with to −inf.
+
+    Shapes:
+        scores: ``(B, n_items)`` (column ``j`` = item index ``j + 1``); history: ``(B, H)`` item
+        indices, 0 = padding; returns a new ``(B, n_items)`` tensor.
+    """
+    padded = torch.cat([torch.zeros_like(scores[:, :1]), scores], dim=1)  # (B, 1 + n_items)
+    padded = padded.scatter(1, history, float("-inf"))
+    return padded[:, 1:]
+
+
+def target_ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among all items; ties count against the target (pessimistic).
+
+    A target whose score is −inf (it was in the history) gets rank ``n_items`` (never a hit).
+
+    Shapes:
+        scores: ``(B, n_items)``; target: ``(B,)`` item indices in ``1..n_items``; returns ``(B,)`` int64.
+    """
+    t = scores.gather(1, (target - 1)[:, None])  # (B, 1)
+    rank = (scores >= t).sum(1) - 1  # (B,)
+    return torch.where(torch.isneginf(t[:, 0]), torch.full_like(rank, scores.shape[1]), rank)
+
+
+def rank_metrics(ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
+    """HR@K, Recall@K and NDCG@K from 0-based target ranks (one relevant item per user).
+
+    Formula:
+        HR@K = Recall@K = mean[rank < K]; NDCG@K = mean[rank < K] / log2(rank + 2).
+
+    Example:
+        >>> rank_metrics(np.array([0, 1, 20]), ks=(10,))["ndcg@10"]  # (1 + 1/log2(3) + 0) / 3
+        0.5436432511904858
+    """
+    r = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = r < k
+        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float((hit / np.log2(r + 2)).mean())
+        out[f"recall@{k}"] = float(hit.mean())
+    return out
+
+
+@torch.no_grad()
+def evaluate_full_ranking(
+    model: torch.nn.Module,
+    data: SequenceData,
+    split: str = "test",
+    batch_size: int = 256,
+    ks: Sequence[int] = KS,
+) -> dict[str, float]:
+    """Evaluate ``model`` (any :class:`recsys._seq.SequentialRecommender`) on the valid or test split.
+
+    Every user is scored against all items with ``full_sort_predict``; items in the user's history
+    (all earlier interactions, not only the last ``max_len``) are excluded before ranking.
+
+    Returns:
+        ``{"hr@10", "ndcg@10", "recall@10", ..., "users"}``.
+    """
+    was_training = model.training
+    model.eval()
+    model.sync_item_tower()
+    histories, targets = data.history(split), data.targets(split)
+    ranks = []
+    device = next(model.parameters(), torch.empty(0)).device  # CPU for parameter-free scorers
+    for batch in iter_eval_batches(histories, targets, batch_size, model.config.max_len):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        scores = exclude_history(model.full_sort_predict(batch), batch["history"])
+        ranks.append(target_ranks(scores, batch["target"]).cpu())
+    model.train(was_training)
+    out = rank_metrics(torch.cat(ranks).numpy(), ks)
+    out["users"] = len(histories)
+    return out
+
+
+@torch.no_grad()
+def top_k(model: torch.nn.Module, histories: list[np.ndarray], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` unseen item indices (1-based) and scores for each history: 2 × ``(B, k)``."""
+    model.eval()
+    model.sync_item_tower()
+    idx, val = [], []
+    device = next(model.parameters(), torch.empty(0)).device  # CPU for parameter-free scorers
+    for batch in iter_eval_batches(histories, None, 256, model.config.max_len):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        scores = exclude_history(model.full_sort_predict(batch), batch["history"])
+        v, i = scores.topk(min(k, scores.shape[1]), dim=1)
+        idx.append(i.cpu() + 1)
+        val.append(v.cpu())
+    return torch.cat(idx).numpy(), torch.cat(val).numpy()

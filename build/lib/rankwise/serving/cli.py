@@ -1,0 +1,181 @@
+"""`rankwise export` and `rankwise rerank`: ONNX export and offline batch reranking."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer()
+
+
+class Quantize(str, Enum):
+    """Quantisation schemes of ``rankwise export``."""
+
+    none = "none"
+    int8 = "int8"
+    int8_smooth = "int8-smooth"
+    int8_blockwise = "int8-blockwise"
+
+
+class Part(str, Enum):
+    """What ``rankwise export`` exports from a model directory."""
+
+    model = "model"
+    item_tower = "item-tower"
+
+
+class Engine(str, Enum):
+    """Execution engines of ``rankwise rerank``."""
+
+    local = "local"
+    ray = "ray"
+
+
+class DeviceChoice(str, Enum):
+    """Where onnxruntime / PyTorch run."""
+
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    model_dir: Path = typer.Option(..., "--model-dir", help="A rankwise model directory (rankwise.json names its kind)."),
+    output: Path = typer.Option(..., "--output", help="Export directory: model.onnx, tokenizer / item vectors, serving.json."),
+    quantize: Quantize = typer.Option(Quantize.none, "--quantize", help="int8: onnxruntime dynamic quantisation (QInt8 weights, per-tensor activations; fastest on CPU). int8-smooth: the same after SmoothQuant scaling chosen on --calibration pairs (same speed, less score error). int8-blockwise: MatMulNBits, 8-bit weights and activations per block of 128 (closer to fp32, slower)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Float16 weights with float32 inputs/outputs (for CUDA serving)."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="int8-smooth / --fp32-ops: .jsonl or .parquet of (query, doc) pairs like the served traffic (>= 32; a few hundred)."),
+    fp32_ops: int = typer.Option(0, "--fp32-ops", min=0, help="int8 / int8-smooth: keep this many weight MatMuls in fp32, those whose quantisation moves the --calibration scores most (mixed precision)."),
+    exact_head: int = typer.Option(0, "--exact-head", min=0, help="With --quantize / --fp16: also ship the fp32 graph and rescore each query's top K documents with it (a cascade: the quantised graph scores all, fp32 orders the head)."),
+    tolerance: float = typer.Option(1e-3, "--tolerance", help="Max allowed fp32 |ONNX - PyTorch| on the parity inputs."),
+    fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fuse a BERT-family encoder's attention/LayerNorm/GELU into onnxruntime ops (inputs right-padded)."),
+    part: Part = typer.Option(Part.model, "--part", help="model: the scorer / user tower; item-tower: HLLM item text -> vector."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
+) -> None:
+    """Export a trained model to ONNX (dynamic batch and sequence axes) and check it against PyTorch.
+
+    Exportable kinds: cross-encoder (logit), erank (expected 0-10 score computed in the graph),
+    bi-encoder (scale * cosine), the recommenders' user towers (item vectors are cached beside the
+    graph) and, with --part item-tower, HLLM's item tower. The export fails,
+    writing nothing, when the fp32 graph differs from PyTorch by more than --tolerance.
+
+    Examples:
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-onnx
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-int8 --quantize int8
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-sq --quantize int8-smooth --calibration pairs.jsonl
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-mp --quantize int8-smooth --calibration pairs.jsonl --fp32-ops 4
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-head --quantize int8-smooth --calibration pairs.jsonl --exact-head 4
+        rankwise export --model-dir runs/sasrec-ml1m --output runs/sasrec-onnx --json
+        rankwise export --model-dir runs/hllm-ml1m --output runs/hllm-items-onnx --part item-tower
+    """
+    import json
+
+    from rankwise.rankers.model_dir import ModelDirError
+    from rankwise.serving.export import ExportParityError, export_model, read_pairs_file
+
+    if quantize is not Quantize.none and fp16:
+        _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
+    needs_pairs = quantize is Quantize.int8_smooth or fp32_ops > 0
+    if fp32_ops and quantize not in (Quantize.int8, Quantize.int8_smooth):
+        _fail("--fp32-ops needs --quantize int8 or int8-smooth")
+    if exact_head and quantize is Quantize.none and not fp16:
+        _fail("--exact-head needs --quantize or --fp16 (the head is rescored by the fp32 graph)")
+    if needs_pairs != (calibration is not None):
+        _fail(f"{'--quantize int8-smooth' if quantize is Quantize.int8_smooth else '--fp32-ops'} needs --calibration FILE" if calibration is None
+              else "--calibration is used by --quantize int8-smooth and --fp32-ops only")
+    try:
+        result = export_model(
+            model_dir, output, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,
+            tolerance=tolerance, part=part.value, fuse=fuse, fp32_ops=fp32_ops, exact_head=exact_head,
+            calibration_pairs=read_pairs_file(calibration) if calibration is not None else None,
+        )
+    except (ModelDirError, ExportParityError, ValueError) as err:
+        _fail(str(err))
+    if json_out:
+        typer.echo(json.dumps({"output": str(result.output_dir), "kind": result.kind, "precision": result.precision,
+                               "parity_max_abs_diff": result.parity_max_abs_diff, "export_s": round(result.export_s, 2),
+                               "exact_head": exact_head}))
+    else:
+        head = f" + fp32 head of {exact_head}" if exact_head else ""
+        typer.echo(f"exported {result.kind} ({result.precision}{head}) to {result.output_dir} in {result.export_s:.1f}s; "
+                   f"max |ONNX - PyTorch| = {result.parity_max_abs_diff:.2e}")
+
+
+@app.command("rerank")
+def rerank(
+    model: Path = typer.Option(..., "--model", help="A reranker directory: PyTorch (rankwise.json) or ONNX export (serving.json)."),
+    candidates: Path = typer.Option(..., "--candidates", help="First-stage candidates: TREC run, .parquet or .jsonl (qid, docid, score[, rank])."),
+    corpus: Path = typer.Option(..., "--corpus", help="Documents: .jsonl[.gz] (_id/docid, title, text) or .parquet (docid, title, text)."),
+    queries: Path = typer.Option(..., "--queries", help="Queries: .jsonl[.gz] (_id/qid, text) or .tsv (qid<TAB>text)."),
+    output: Path = typer.Option(..., "--output", help="Output run: .parquet, else a TREC run file. Work goes to OUTPUT.parts/."),
+    top_k: int = typer.Option(100, "--top-k", min=1, help="Rerank each query's first TOP_K candidates."),
+    chunk_queries: int = typer.Option(32, "--chunk-queries", min=1, help="Queries per chunk (unit of atomic writes and of resume)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed job from OUTPUT.parts/manifest.json."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier job's parts and output."),
+    engine: Engine = typer.Option(Engine.local, "--engine", help="local: this process; ray: Ray Data actor pool."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Ray actors, one model session each (--engine ray)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster address (default: start a local one)."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto: CUDA when available, else CPU."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads per model session."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Pairs per forward pass."),
+    tag: str = typer.Option("rankwise", "--tag", help="Run tag written in the TREC output."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line instead of a progress bar."),
+) -> None:
+    """Rerank a first-stage run offline, in resumable chunks, with any rankwise reranker.
+
+    Each chunk of queries is written atomically with a manifest of hashes, so a job killed at any
+    point continues with --resume and ends with the same output, byte for byte, as an uninterrupted run.
+
+    Examples:
+        rankwise rerank --model runs/ce-onnx --candidates bm25.trec --corpus scifact/corpus.jsonl.gz --queries scifact/queries.jsonl.gz --output ce.trec
+        rankwise rerank --model runs/ce-onnx --candidates bm25.trec --corpus scifact/corpus.jsonl.gz --queries scifact/queries.jsonl.gz --output ce.trec --resume
+        rankwise rerank --model runs/ce-onnx --candidates bm25.parquet --corpus corpus.parquet --queries queries.tsv --output ce.parquet --engine ray --workers 4
+    """
+    import functools
+    import hashlib
+    import json
+
+    from rankwise.eval.datasets._io import DatasetError
+    from rankwise.rankers.model_dir import ModelDirError, read_rankwise_json
+    from rankwise.serving.api import Reranker
+    from rankwise.serving.export import read_serving_json
+    from rankwise.serving.batch import BatchRerankConfig, run_batch_rerank
+
+    if engine is Engine.ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            _fail("--engine ray needs Ray: pip install 'ray[data]'")
+    try:
+        onnx = (model / "serving.json").is_file()
+        if onnx:  # a bad directory fails here, not inside a worker
+            read_serving_json(model)
+        else:
+            read_rankwise_json(model)
+        config = BatchRerankConfig(
+            candidates, queries, corpus, output, top_k=top_k, chunk_queries=chunk_queries, engine=engine.value,
+            workers=workers, ray_address=ray_address, resume=resume, overwrite=overwrite, tag=tag,
+        )
+        meta = model / ("serving.json" if onnx else "rankwise.json")
+        model_id = f"{model.resolve()}#{hashlib.sha256(meta.read_bytes()).hexdigest()[:16]}"
+        factory = functools.partial(Reranker.load, model, device=device.value, threads=threads, batch_size=batch_size)
+        result = run_batch_rerank(config, factory, model_id, progress=not json_out and sys.stderr.isatty())
+    except (ModelDirError, DatasetError, FileExistsError, ValueError) as err:
+        _fail(str(err))
+    summary = {"output": str(result.output), "queries": result.queries, "docs": result.docs, "chunks": result.chunks,
+               "chunks_reused": result.chunks_reused, "seconds": round(result.seconds, 2), "docs_per_s": round(result.docs_per_s, 1)}
+    if json_out:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"reranked {result.queries} queries ({result.docs} docs, {result.chunks_reused}/{result.chunks} chunks "
+                   f"reused) in {result.seconds:.1f}s = {result.docs_per_s:.1f} docs/s -> {result.output}")

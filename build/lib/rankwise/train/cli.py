@@ -1,0 +1,104 @@
+"""`rankwise train cross-encoder`: fine-tune a reranker with a ranking objective (issue: objectives)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Train rerankers with pointwise, pairwise and listwise objectives.", no_args_is_help=True)
+
+
+class Objective(str, Enum):
+    """Objectives of ``train/losses``."""
+
+    lipo = "lipo"
+    ranklist = "ranklist"
+    listnet = "listnet"
+    listmle = "listmle"
+    ranknet = "ranknet"
+    lambdaloss = "lambdaloss"
+    pointwise = "pointwise"
+    distill_mse = "distill-mse"
+
+
+class Curriculum(str, Enum):
+    """Curriculum heuristics of ``train/curriculum.py``."""
+
+    bm25_rr = "bm25-rr"
+    bm25_score = "bm25-score"
+    bm25_pair = "bm25-pair"
+
+
+class Architecture(str, Enum):
+    """What is fine-tuned."""
+
+    cross_encoder = "cross-encoder"
+    bi_encoder = "bi-encoder"
+    bi_encoder_adapter = "bi-encoder-adapter"
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    raise typer.Exit(1)
+
+
+@app.command("cross-encoder")
+def cross_encoder_cmd(
+    dataset: str = typer.Option("scifact", "--dataset", help="BEIR dataset name (under the data dir) or a BEIR-layout folder with qrels/train.tsv."),
+    objective: Objective = typer.Option(Objective.lipo, "--objective", help="Training objective."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained model (save_pretrained + rankwise.json) and its checkpoints."),
+    curriculum: Optional[Curriculum] = typer.Option(None, "--curriculum", help="Curriculum weighting from BM25 evidence (bm25-pair: pairwise objectives only)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Starting encoder (folder or hub id); default: the bundled all-MiniLM-L6-v2."),
+    architecture: Architecture = typer.Option(Architecture.cross_encoder, "--architecture", help="cross-encoder (pair -> logit), bi-encoder (scaled cosine, query tower trained, frozen cached document tower) or bi-encoder-adapter (only a linear query adapter and the scale train: seconds on CPU)."),
+    max_steps: int = typer.Option(200, "--max-steps", min=1, help="Optimiser steps."),
+    lists_per_step: int = typer.Option(8, "--lists-per-step", min=1, help="Queries (lists) per step."),
+    list_size: int = typer.Option(16, "--list-size", min=2, help="Candidates per list: positives + BM25 hard negatives."),
+    learning_rate: float = typer.Option(2e-5, "--lr", help="Peak AdamW learning rate."),
+    max_length: int = typer.Option(256, "--max-length", min=8, help="Token limit per pair (cross-encoder) or per text (bi-encoder)."),
+    save_steps: int = typer.Option(0, "--save-steps", min=0, help="Checkpoint every N steps (0: only the final model)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --output."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the model and the list stream."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained model whose logits become the labels (needed by --objective distill-mse)."),
+    int8_aware: bool = typer.Option(False, "--int8-aware", help="Train through the simulation of `rankwise export --quantize int8` (quantisation-aware; cross-encoder only)."),
+) -> None:
+    """Fine-tune a reranker on a BEIR train split with BM25 hard negatives and one objective.
+
+    Examples:
+        rankwise train cross-encoder --dataset scifact --objective lipo --output models/ce-lipo
+        rankwise train cross-encoder --dataset scifact --objective ranklist --curriculum bm25-rr --output models/ce-rl
+        rankwise train cross-encoder --objective listnet --architecture bi-encoder --max-length 128 --output models/bi-listnet
+        rankwise train cross-encoder --objective lipo --output models/ce-lipo --save-steps 50 --resume
+        rankwise train cross-encoder --objective distill-mse --teacher models/ce-lipo --model models/ce-lipo --int8-aware --lr 1e-5 --output models/ce-lipo-int8qat
+    """
+    from rankwise.eval.datasets.beir import load_beir
+    from rankwise.train.cross_encoder_trainer import CrossEncoderTrainerConfig, train_on_beir
+
+    try:
+        load_beir(dataset, "train", data_dir=data_dir, download=False)
+    except (OSError, ValueError) as err:
+        _fail(f"--dataset {dataset}: {err}")
+    if model is not None and not Path(model).exists() and "/" not in model:
+        _fail(f"--model {model}: no such folder (give a local folder or an org/name hub id)")
+    if (objective is Objective.distill_mse) != (teacher is not None):
+        _fail("--objective distill-mse and --teacher go together: the teacher's logits are the labels")
+    if teacher is not None and not (teacher / "rankwise.json").is_file():
+        _fail(f"--teacher {teacher}: not a rankwise model directory (no rankwise.json)")
+    if int8_aware and architecture is not Architecture.cross_encoder:
+        _fail(f"--int8-aware: only the cross-encoder architecture is exported with --quantize int8, not {architecture.value}")
+    try:
+        config = CrossEncoderTrainerConfig(
+            output_dir=str(output), objective=objective.value, max_steps=max_steps, lists_per_step=lists_per_step,
+            learning_rate=learning_rate, curriculum=curriculum.value if curriculum else None,
+            save_steps=save_steps, seed=seed, int8_aware=int8_aware,
+        )
+    except ValueError as err:
+        _fail(str(err))
+    summary = train_on_beir(
+        dataset, config, model=model, architecture=architecture.value, max_length=max_length, list_size=list_size,
+        data_dir=data_dir, resume=resume, data_seed=seed, teacher=teacher,
+    )
+    typer.echo(f"trained {summary['steps']} steps in {summary['train_s']:.1f}s, final loss {summary['final_loss']:.4f} -> {output}")

@@ -1,0 +1,147 @@
+"""Supervised fine-tuning of LLM rankers on TRL's ``SFTTrainer``, with optional curriculum weights.
+
+ERank's SFT teaches the integer readout: prompt = the ERank prompt, completion = the target
+integer 0–10. The same trainer warms up any prompt → completion format (e.g. ranked lines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import SFTConfig, SFTTrainer
+
+from rankwise.rankers.erank import erank_prompt
+from rankwise.train.curriculum import CurriculumSchedule
+
+__all__ = ["erank_sft_examples", "graded_target", "CurriculumSFTConfig", "CurriculumSFTTrainer", "train_sft"]
+
+
+def graded_target(label: float, max_label: float, teacher: float | None = None) -> int:
+    """The 0–10 SFT target of one pair.
+
+    Formula: round(10 · label / max_label) from the qrels grade; an unjudged/negative pair with a
+    teacher score t ∈ [0, 1] (e.g. a cross-encoder's sigmoid) gets round(10 · t) instead. A judged
+    positive always keeps its qrels grade.
+
+    Example:
+        >>> graded_target(1, 1), graded_target(0, 1), graded_target(0, 1, teacher=0.34), graded_target(1, 2)
+        (10, 0, 3, 5)
+    """
+    if label > 0 or teacher is None:
+        return int(round(10 * float(label) / max(float(max_label), 1e-12)))
+    return int(round(10 * min(max(float(teacher), 0.0), 1.0)))
+
+
+def erank_sft_examples(
+    tokenizer: PreTrainedTokenizerBase,
+    queries: Mapping[str, str],
+    lists: Mapping[str, Sequence[tuple[str, float, int]]],
+    max_label: float = 1.0,
+    teacher: Mapping[tuple[str, str], float] | None = None,
+    max_doc_chars: int = 1000,
+) -> list[dict[str, Any]]:
+    """Prompt/completion rows for ERank SFT, with each row's curriculum ease.
+
+    Args:
+        tokenizer: the backbone's tokenizer (for the chat template).
+        queries: ``qid -> query``.
+        lists: ``qid -> [(doc_text, label, first_stage_rank), ...]`` (qrels positives + BM25 negatives).
+        max_label: the largest qrels grade (mapped to 10).
+        teacher: optional ``(qid, doc_text) -> score in [0, 1]`` for negatives.
+        max_doc_chars: documents are cut to this many characters.
+
+    Returns:
+        rows with ``prompt``, ``completion`` (the integer + EOS) and ``ease`` (reciprocal-rank ease:
+        1/r for positives, 1 − 1/r for negatives; MacAvaney et al.).
+    """
+    rows = []
+    eos = tokenizer.eos_token or ""
+    for qid, items in lists.items():
+        for doc, label, rank in items:
+            t = None if teacher is None else teacher.get((qid, doc))
+            target = graded_target(label, max_label, t)
+            rr = 1.0 / max(int(rank), 1)
+            rows.append({
+                "prompt": erank_prompt(tokenizer, queries[qid], doc[:max_doc_chars], "integer"),
+                "completion": f"{target}{eos}",
+                "ease": rr if label > 0 else 1.0 - rr,
+            })
+    return rows
+
+
+@dataclass
+class CurriculumSFTConfig(SFTConfig):
+    """``SFTConfig`` plus the curriculum schedule length (``None``: no curriculum weighting).
+
+    Args:
+        curriculum_m: optimiser step at which every sample's weight reaches 1 (MacAvaney et al.'s m).
+    """
+
+    curriculum_m: int | None = field(default=None, metadata={"help": "Curriculum length in steps (None: off)."})
+
+
+class CurriculumSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` whose per-sample loss is weighted by the curriculum ``W(ease, step)``.
+
+    Formula: loss = mean_b W_b · (mean over b's completion tokens of −log p(token)),
+    W_b = D_b (1 − i/m) + i/m (i = optimiser step) from :class:`train.curriculum.CurriculumSchedule`.
+    Without ``curriculum_m`` (or an ``ease`` column) it is TRL's ``SFTTrainer`` unchanged.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        m = getattr(self.args, "curriculum_m", None)
+        self._schedule = CurriculumSchedule(m) if m else None
+        if self._schedule is not None:
+            base = self.data_collator
+
+            def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
+                ease = [float(e.pop("ease", 1.0)) for e in examples]
+                batch = base(examples)
+                batch["ease"] = torch.tensor(ease)
+                return batch
+
+            self.data_collator = collate
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if getattr(self.args, "curriculum_m", None) and "ease" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "ease"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ease = inputs.pop("ease", None)
+        if ease is None or self._schedule is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs["labels"][:, 1:]  # (B, T-1), -100 off the completion
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
+        )  # (B, T-1)
+        valid = (labels != -100).float()
+        per_sample = (nll * valid).sum(1) / valid.sum(1).clamp_min(1.0)  # (B,)
+        weights = self._schedule.weight(ease.to(per_sample.device), self.state.global_step)
+        loss = (weights * per_sample).mean()
+        return (loss, None) if return_outputs else loss
+
+
+def train_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[Mapping[str, Any]],
+    config: CurriculumSFTConfig,
+) -> CurriculumSFTTrainer:
+    """Fine-tune ``model`` on prompt/completion ``rows`` (plus ``ease`` when curriculum is on); returns the trainer."""
+    from datasets import Dataset
+
+    keep = ("prompt", "completion", "ease") if config.curriculum_m else ("prompt", "completion")
+    data = Dataset.from_list([{k: r[k] for k in keep} for r in rows])
+    trainer = CurriculumSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    # Mixed precision (TRL's default bf16) leaves accelerate's autocast wrapper as ``model.forward``,
+    # bound to this object: a deepcopy of the model would keep running the original's weights.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    return trainer
