@@ -130,12 +130,11 @@ def _cross_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str,
     class _Logit(torch.nn.Module):
         def __init__(self, model: torch.nn.Module) -> None:
             super().__init__()
-            self.model = model
+            self.model = model  # registered, so the export sees its weights
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):  # (B, T) each
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).logits.squeeze(-1)  # (B,)
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            return ce.pair_logits(input_ids, attention_mask, **extra)  # (B,), through ce's pooling
 
     def feeds(sel: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
         enc = ce.tokenize([q for q, _ in sel], [d for _, d in sel])

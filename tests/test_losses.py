@@ -79,8 +79,7 @@ def test_gradient_raises_relevant_and_lowers_irrelevant(name):
     make_objective(name)(scores, labels).backward()
     assert scores.grad[0, 0] < 0  # gradient descent raises the relevant score
     assert scores.grad[0, 1:].sum() > 0  # and lowers the irrelevant ones overall
-    if name != "listmle":  # ListMLE also orders tied negatives among themselves
-        assert (scores.grad[0, 1:] > 0).all()
+    assert (scores.grad[0, 1:] > 0).all()  # every irrelevant one (ListMLE: tied negatives are not ranked among themselves)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -90,6 +89,18 @@ def test_per_list_weights_scale_each_list(name):
     per = torch.stack([loss(scores[i : i + 1], labels[i : i + 1]) for i in range(3)])
     w = torch.tensor([0.0, 0.5, 1.0])
     assert loss(scores, labels, weights=w).item() == pytest.approx((per * w).mean().item(), rel=1e-5)
+
+
+def test_listmle_ties_do_not_train_negatives_order_and_are_order_free():
+    # regression: ties used to be ordered by the current score, so with one positive and tied
+    # negatives most terms ranked the negatives among themselves (the top negative was pushed up)
+    scores = torch.tensor([[0.0, 3.0, 1.0, -1.0]], requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    loss = ListMLELoss()(scores, labels)
+    expected = torch.logsumexp(scores.detach()[0], 0) - scores.detach()[0, 0]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert (scores.grad[0, 1:] > 0).all() and scores.grad[0, 0] < 0
 
 
 def test_pointwise_bce_hand_value():

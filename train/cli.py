@@ -64,6 +64,12 @@ def cross_encoder_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for the model and the list stream."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained model whose logits become the labels (needed by --objective distill-mse)."),
     int8_aware: bool = typer.Option(False, "--int8-aware", help="Train through the simulation of `rankwise export --quantize int8` (quantisation-aware; cross-encoder only)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cuda or cpu."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32, or bf16 (autocast; weights and optimiser stay fp32)."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="Cross-encoder pooling: cls or mean (default: the model directory's own, else cls)."),
+    dev_fraction: float = typer.Option(0.0, "--dev-fraction", min=0.0, max=0.9, help="Hold out this share of the train queries for dev nDCG@10 (early stopping, best checkpoint)."),
+    eval_steps: int = typer.Option(0, "--eval-steps", min=0, help="Evaluate dev nDCG@10 every N steps (needs --dev-fraction)."),
+    patience: int = typer.Option(3, "--patience", min=1, help="Stop after N dev evaluations without improvement."),
 ) -> None:
     """Fine-tune a reranker on a BEIR train split with BM25 hard negatives and one objective.
 
@@ -87,18 +93,36 @@ def cross_encoder_cmd(
         _fail("--objective distill-mse and --teacher go together: the teacher's logits are the labels")
     if teacher is not None and not (teacher / "rankwise.json").is_file():
         _fail(f"--teacher {teacher}: not a rankwise model directory (no rankwise.json)")
+    import torch
+
+    from rankwise.rankers.device import resolve_device, resolve_dtype
+
+    try:
+        resolve_device(device)
+        precision = resolve_dtype(dtype)
+    except ValueError as err:
+        _fail(f"--device/--dtype: {err}")
+    if precision is torch.float16:
+        _fail("--dtype fp16: training in fp16 needs loss scaling, which this trainer does not do; use --dtype bf16")
+    if pooling is not None and (pooling not in ("cls", "mean") or architecture is not Architecture.cross_encoder):
+        _fail(f"--pooling {pooling}: cls or mean, for --architecture cross-encoder only")
+    if (eval_steps > 0) != (dev_fraction > 0):
+        _fail("--eval-steps and --dev-fraction go together: dev nDCG@10 is measured on the held-out train queries")
     if int8_aware and architecture is not Architecture.cross_encoder:
         _fail(f"--int8-aware: only the cross-encoder architecture is exported with --quantize int8, not {architecture.value}")
     try:
         config = CrossEncoderTrainerConfig(
             output_dir=str(output), objective=objective.value, max_steps=max_steps, lists_per_step=lists_per_step,
             learning_rate=learning_rate, curriculum=curriculum.value if curriculum else None,
-            save_steps=save_steps, seed=seed, int8_aware=int8_aware,
+            save_steps=save_steps, seed=seed, int8_aware=int8_aware, bf16=precision is torch.bfloat16,
+            eval_steps=eval_steps, patience=patience,
         )
     except ValueError as err:
         _fail(str(err))
     summary = train_on_beir(
         dataset, config, model=model, architecture=architecture.value, max_length=max_length, list_size=list_size,
-        data_dir=data_dir, resume=resume, data_seed=seed, teacher=teacher,
+        data_dir=data_dir, resume=resume, data_seed=seed, teacher=teacher, device=device, pooling=pooling,
+        dev_fraction=dev_fraction,
     )
-    typer.echo(f"trained {summary['steps']} steps in {summary['train_s']:.1f}s, final loss {summary['final_loss']:.4f} -> {output}")
+    best = f", best dev nDCG@10 {summary['best']['dev']:.4f} at step {summary['best']['step']}" if summary.get("best") else ""
+    typer.echo(f"trained {summary['steps']} steps in {summary['train_s']:.1f}s, final loss {summary['final_loss']:.4f}{best} -> {output}")

@@ -2,8 +2,16 @@
 
 A plain PyTorch loop, kept small: lists from :mod:`train.data` -> scores ``(B, L)`` from the model ->
 an objective from :mod:`train.losses` (optionally weighted by :mod:`train.curriculum`) -> AdamW with
-linear warm-up/decay and gradient clipping. Checkpoints are ``save_pretrained`` directories with
-``rankwise.json`` plus ``trainer_state.pt`` (optimiser, scheduler, step), so a run resumes exactly.
+linear warm-up, then linear decay to 0 over the steps the run will actually take (``max_steps``, or
+fewer when the list stream ends first), and gradient clipping. Checkpoints are ``save_pretrained``
+directories with ``rankwise.json`` plus ``trainer_state.pt`` (optimiser, scheduler, step), so a run
+resumes exactly.
+
+Training to convergence: given an ``evaluator`` (e.g. :func:`rankwise.train.dev_eval.dev_ndcg_evaluator`, nDCG@10 on held-out
+train queries) and ``eval_steps``, the trainer scores the model at step 0 and every ``eval_steps``
+steps, keeps the best weights in ``output_dir/best``, stops once ``patience`` evaluations in a row
+fail to improve by ``min_delta``, and saves the best weights as the final model. The curve is in
+the summary (``curve``) and in ``training_log.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +41,7 @@ from rankwise.train.quantization_aware import simulate_onnx_int8
 __all__ = ["CrossEncoderTrainerConfig", "CrossEncoderTrainer", "TrainableRanker", "ARCHITECTURES", "load_trainable", "train_on_beir"]
 
 STATE_FILE = "trainer_state.pt"
+BEST_DIR = "best"
 PAIRWISE = ("ranknet", "lambdaloss", "lipo", "ranklist")
 
 
@@ -74,6 +83,11 @@ class CrossEncoderTrainerConfig:
             with ``rankwise export --quantize int8``; usually with ``objective="distill-mse"`` and the
             fp32 model as the trainer's ``teacher``.
         progress: show a progress bar.
+        eval_steps: evaluate the trainer's ``evaluator`` at step 0 and every so many steps (``0``: never).
+        patience: stop after this many evaluations in a row without a gain of more than ``min_delta``.
+        min_delta: the smallest dev gain that counts as an improvement.
+        init_head_bias: for the pointwise objective on a fresh cross-encoder, start the head's bias at
+            the logit of the lists' positive rate (measured on the first lists of the stream).
     """
 
     output_dir: str
@@ -94,6 +108,10 @@ class CrossEncoderTrainerConfig:
     bf16: bool = False
     int8_aware: bool = False
     progress: bool = True
+    eval_steps: int = 0
+    patience: int = 3
+    min_delta: float = 0.0
+    init_head_bias: bool = True
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -107,6 +125,8 @@ class CrossEncoderTrainerConfig:
             )
         if self.max_steps < 1 or self.lists_per_step < 1:
             raise ValueError("CrossEncoderTrainerConfig: max_steps and lists_per_step must be >= 1")
+        if self.eval_steps < 0 or self.patience < 1:
+            raise ValueError("CrossEncoderTrainerConfig: eval_steps must be >= 0 and patience >= 1")
         if not 0.0 < self.curriculum_fraction <= 1.0:
             raise ValueError(f"CrossEncoderTrainerConfig.curriculum_fraction must be in (0, 1], got {self.curriculum_fraction}")
 
@@ -129,6 +149,8 @@ class CrossEncoderTrainer:
         teacher: a frozen ranker whose fp32 logits replace the lists' labels (score distillation,
             e.g. ``objective="distill-mse"``); the student then trains without dropout, so that it
             matches the teacher's deterministic scores. ``None``: labels are the qrels.
+        evaluator: ``ranker -> dev metric`` (higher is better) for early stopping and best-checkpoint
+            selection every ``config.eval_steps`` steps; see :func:`rankwise.train.dev_eval.dev_ndcg_evaluator`.
 
     Example:
         >>> trainer = CrossEncoderTrainer(ce, lists, CrossEncoderTrainerConfig("out", objective="lipo"))  # doctest: +SKIP
@@ -142,8 +164,10 @@ class CrossEncoderTrainer:
         config: CrossEncoderTrainerConfig | None = None,
         objective: RankingLoss | None = None,
         teacher: TrainableRanker | None = None,
+        evaluator: Callable[[TrainableRanker], float] | None = None,
     ) -> None:
         self.ranker = model
+        self.evaluator = evaluator
         self.teacher = teacher
         if teacher is not None:
             teacher.model.eval().requires_grad_(False)
@@ -159,14 +183,37 @@ class CrossEncoderTrainer:
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.learning_rate,
         )
-        warmup = int(cfg.warmup_ratio * cfg.max_steps)
+        self.total_steps = self.planned_steps(train_lists, cfg)
+        total, warmup = self.total_steps, int(cfg.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (cfg.max_steps - s) / max(cfg.max_steps - warmup, 1)),
+            lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1)),
         )
-        self.schedule = CurriculumSchedule(max(1, round(cfg.curriculum_fraction * cfg.max_steps))) if cfg.curriculum else None
+        self.schedule = CurriculumSchedule(max(1, round(cfg.curriculum_fraction * total))) if cfg.curriculum else None
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.curve: list[dict[str, float]] = []
+        self.head_init: dict[str, float] | None = None
+        self.best: dict[str, float] | None = None
+        self.stale = 0
+
+    @staticmethod
+    def planned_steps(train_lists: Iterable[TrainingList], config: CrossEncoderTrainerConfig) -> int:
+        """Steps the run will take: ``max_steps``, or fewer when the stream is finite and shorter
+        (a sequence of lists, or a stream with ``len()`` lists per epoch and an integer ``epochs``)."""
+        available = None
+        epochs = getattr(train_lists, "epochs", 1)
+        if hasattr(train_lists, "__len__") and epochs is not None:
+            available = math.ceil(len(train_lists) * int(epochs) / config.lists_per_step)  # type: ignore[arg-type]
+        return max(1, min(config.max_steps, available)) if available is not None else config.max_steps
+
+    def _init_head_bias(self) -> None:
+        """Pointwise start: head bias = logit of the positive rate of the stream's first lists."""
+        labels = [y for lst in itertools.islice(iter(self.train_lists), 64) for y in lst.labels]
+        init = getattr(self.ranker, "init_head_bias", None)
+        if labels and init is not None:
+            rate = sum(1 for y in labels if y > 0) / len(labels)
+            self.head_init = {"head_bias": init(rate), "positive_rate": rate}
 
     def list_scores(self, batch: ListBatch, ranker: TrainableRanker | None = None) -> torch.Tensor:
         """fp32 scores of ``ranker`` (default: the trained model) for every real candidate, padded
@@ -196,7 +243,7 @@ class CrossEncoderTrainer:
                 self.config.curriculum, self.schedule, self.step, labels, mask,
                 batch.first_stage_ranks.to(scores.device), batch.first_stage_scores.to(scores.device),
             )
-        progress = self.step / self.config.max_steps
+        progress = self.step / self.total_steps
         return self.objective(scores, labels, mask, weights=weights, progress=progress)
 
     def save_checkpoint(self, directory: Path, with_state: bool = True) -> None:
@@ -208,7 +255,8 @@ class CrossEncoderTrainer:
         )
         if with_state:
             torch.save(
-                {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "history": self.history},
+                {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "history": self.history, "curve": self.curve, "best": self.best, "stale": self.stale},
                 directory / STATE_FILE,
             )
 
@@ -225,6 +273,25 @@ class CrossEncoderTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.history = list(state["history"])
+        self.curve = list(state.get("curve", []))
+        self.best = state.get("best")
+        self.stale = int(state.get("stale", 0))
+
+    def evaluate(self) -> bool:
+        """Score the model with the evaluator, log the point, keep the best weights in
+        ``output_dir/best``; returns ``True`` when training should stop (patience used up)."""
+        was_training = self.ranker.model.training
+        self.ranker.model.eval()
+        with torch.inference_mode():
+            value = float(self.evaluator(self.ranker))  # type: ignore[misc]
+        self.ranker.model.train(was_training)
+        self.curve.append({"step": self.step, "dev": value})
+        if self.best is None or value > self.best["dev"] + self.config.min_delta:
+            self.best, self.stale = {"step": self.step, "dev": value}, 0
+            self.save_checkpoint(Path(self.config.output_dir) / BEST_DIR, with_state=False)
+        else:
+            self.stale += 1
+        return self.stale >= self.config.patience
 
     def _prune(self, out: Path) -> None:
         ckpts = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
@@ -249,9 +316,15 @@ class CrossEncoderTrainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {cfg.objective}", unit="step")
+        if self.step == 0 and cfg.init_head_bias and cfg.objective == "pointwise" and self.teacher is None:
+            self._init_head_bias()
+        evaluating = self.evaluator is not None and cfg.eval_steps > 0
+        stopped = False
+        if evaluating and not self.curve:
+            stopped = self.evaluate()
         start, running = time.perf_counter(), []
         with simulation:  # the int8 simulation ends with the loop, even on an error
-            while self.step < cfg.max_steps:
+            while self.step < self.total_steps and not stopped:
                 lists = list(itertools.islice(stream, cfg.lists_per_step))
                 if not lists:
                     break
@@ -271,18 +344,32 @@ class CrossEncoderTrainer:
                         bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}")
                 if bar is not None:
                     bar.update(1)
-                if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < cfg.max_steps:
+                if evaluating and (self.step % cfg.eval_steps == 0 or self.step == self.total_steps):
+                    stopped = self.evaluate()
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{running[-1]:.4f}", dev=f"{self.curve[-1]['dev']:.4f}")
+                if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.total_steps:
                     self.save_checkpoint(out / f"checkpoint-{self.step}")
                     self._prune(out)
         if bar is not None:
             bar.close()
+        if self.best is not None and self.best["step"] != self.step:  # the final model is the best one seen
+            self._load_weights(out / BEST_DIR)
         self.ranker.model.eval()
         self.save_checkpoint(out, with_state=False)
+        losses = [h["loss"] for h in self.history if "loss" in h]
         summary = {"steps": self.step, "train_s": time.perf_counter() - start, "history": self.history,
-                   "final_loss": self.history[-1]["loss"] if self.history else math.nan,
+                   "final_loss": losses[-1] if losses else math.nan, "curve": self.curve, "best": self.best,
+                   "stopped_early": stopped and self.step < self.total_steps, "planned_steps": self.total_steps, "head_init": self.head_init,
                    "config": asdict(cfg)}
         (out / "training_log.json").write_text(json.dumps(summary, indent=1))
         return summary
+
+    def _load_weights(self, directory: Path) -> None:
+        """Load the weights of a saved directory of the same ranker class into the trained model."""
+        saved = type(self.ranker).from_pretrained(directory)  # type: ignore[attr-defined]
+        device = next(self.ranker.model.parameters()).device
+        self.ranker.model.load_state_dict({k: v.to(device) for k, v in saved.model.state_dict().items()})
 
     @staticmethod
     def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -293,19 +380,29 @@ class CrossEncoderTrainer:
 ARCHITECTURES = ("cross-encoder", "bi-encoder", "bi-encoder-adapter")
 
 
-def load_trainable(architecture: str, name_or_path: str | Path | None, max_length: int) -> TrainableRanker:
-    """A fresh or saved model of ``architecture``; ``None`` starts from the bundled all-MiniLM-L6-v2."""
+def load_trainable(
+    architecture: str,
+    name_or_path: str | Path | None,
+    max_length: int,
+    device: str | torch.device | None = "cpu",
+    pooling: str | None = None,
+) -> TrainableRanker:
+    """A fresh or saved model of ``architecture`` on ``device`` (``auto``: CUDA when available);
+    ``None`` starts from the bundled all-MiniLM-L6-v2. ``pooling`` (cross-encoder): ``cls`` or ``mean``."""
     from rankwise.rankers.bi_encoder import default_encoder_path
+    from rankwise.rankers.device import resolve_device
 
     if architecture == "cross-encoder":
         from rankwise.rankers.cross_encoder import CrossEncoder
 
-        return CrossEncoder.from_pretrained(name_or_path or default_encoder_path(), max_length=max_length)
+        return CrossEncoder.from_pretrained(name_or_path or default_encoder_path(), max_length=max_length, pooling=pooling, device=device)
     if architecture in ("bi-encoder", "bi-encoder-adapter"):
         from rankwise.rankers.bi_encoder_ranker import TrainableBiEncoder
 
         adapter = architecture == "bi-encoder-adapter"
-        return TrainableBiEncoder.from_pretrained(name_or_path, max_length=max_length, query_adapter=adapter, train_encoder=not adapter)
+        ranker = TrainableBiEncoder.from_pretrained(name_or_path, max_length=max_length, query_adapter=adapter, train_encoder=not adapter)
+        ranker.model.to(resolve_device(device))
+        return ranker
     raise ValueError(f"unknown architecture {architecture!r}; choose one of {list(ARCHITECTURES)}")
 
 
@@ -322,28 +419,42 @@ def train_on_beir(
     resume: bool = False,
     data_seed: int = 0,
     teacher: str | Path | None = None,
+    device: str | torch.device | None = "auto",
+    pooling: str | None = None,
+    dev_fraction: float = 0.0,
+    dev_top_k: int = 30,
 ) -> dict[str, Any]:
     """Train on a BEIR dataset's ``train`` split with BM25 hard negatives; returns the summary.
 
     ``query_ids`` restricts training to those queries (e.g. to hold some out); ``resume`` continues
     from the newest checkpoint in ``config.output_dir`` when there is one; ``teacher`` (a saved
     model of the same architecture) makes the labels its logits (score distillation).
+    ``dev_fraction > 0`` holds that share of the train queries out (seeded by ``data_seed``) and,
+    with ``config.eval_steps``, evaluates nDCG@10 on their BM25 top-``dev_top_k`` for early
+    stopping and best-checkpoint selection.
     """
     from rankwise.eval.datasets.beir import load_beir
     from rankwise.rankers.first_stage.bm25 import BM25Retriever
     from rankwise.train.data import HardNegativeLists
+    from rankwise.train.dev_eval import dev_ndcg_evaluator, split_dev_queries
 
     ds = load_beir(dataset, "train", data_dir=data_dir)
     bm25 = BM25Retriever.from_corpus({d: ds.doc_text(d) for d in ds.corpus})
     queries = ds.queries if query_ids is None else {q: ds.queries[q] for q in query_ids}
+    evaluator = None
+    if dev_fraction > 0:
+        fit, dev = split_dev_queries({q: ds.qrels[q] for q in queries if q in ds.qrels}, dev_fraction, data_seed)
+        candidates = {q: [(h.docid, ds.doc_text(h.docid)) for h in bm25.search(queries[q], dev_top_k)] for q in dev}
+        evaluator = dev_ndcg_evaluator(queries, candidates, ds.qrels)
+        queries = {q: queries[q] for q in fit}
     lists = HardNegativeLists(
         queries, ds.qrels, ds.doc_text, lambda q, k: bm25.search(q, k),
         list_size=list_size, negatives_from=negatives_from, epochs=None, seed=data_seed,
     )
     checkpoint = CrossEncoderTrainer.latest_checkpoint(config.output_dir) if resume else None
-    ranker = load_trainable(architecture, checkpoint or model, max_length)
-    teacher_ranker = load_trainable(architecture, teacher, max_length) if teacher is not None else None
-    trainer = CrossEncoderTrainer(ranker, lists, config, teacher=teacher_ranker)
+    ranker = load_trainable(architecture, checkpoint or model, max_length, device=device, pooling=pooling)
+    teacher_ranker = load_trainable(architecture, teacher, max_length, device=device) if teacher is not None else None
+    trainer = CrossEncoderTrainer(ranker, lists, config, teacher=teacher_ranker, evaluator=evaluator)
     if checkpoint is not None:
         trainer.resume(checkpoint)
     return trainer.train()

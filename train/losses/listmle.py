@@ -19,10 +19,20 @@ class ListMLELoss(RankingLoss):
 
     Paper:
         Xia et al., "Listwise Approach to Learning to Rank: Theory and Algorithm", ICML 2008.
-        https://dl.acm.org/doi/10.1145/1390156.1390306. Differences from the paper: candidates
-        with equal labels are ordered by descending current score (no gradient through the
-        order), the most lenient permutation consistent with the labels; this keeps the loss
-        invariant to the input order (sentence-transformers shuffles ties at random instead).
+        https://dl.acm.org/doi/10.1145/1390156.1390306. Differences from the paper (ties): qrels
+        give few distinct labels (one positive and ~15 tied negatives per list is typical), so the
+        label order is not a permutation. Only the positions that separate different labels
+        contribute: candidate ``i`` is compared with itself and the candidates of *lower* label,
+        never with its tied peers, and candidates of the lowest label contribute no term:
+
+            ``loss_b = sum_{i: y_i > min y} [log (exp(s_i) + sum_{m: y_m < y_i} exp(s_m)) - s_i]``.
+
+        With distinct labels this is exactly ListMLE (the candidates after ``i`` in the label
+        order are the lower-labelled ones). With ties, ordering them by any rule (the current
+        score, or at random) makes most terms train one arbitrary order of tied negatives among
+        themselves, which pushes some negatives *up*; this form is deterministic and invariant
+        to the order of tied candidates. With binary labels each positive is scored against
+        every negative.
 
     Shapes:
         ``scores, labels, mask: (B, L)``; ``weights: (B,)``; returns ``()``.
@@ -39,15 +49,11 @@ class ListMLELoss(RankingLoss):
         self, scores: Tensor, labels: Tensor, mask: Tensor | None = None, weights: Tensor | None = None, progress: float = 1.0
     ) -> Tensor:
         scores, labels, mask = prepare(scores, labels, mask, "ListMLELoss")
-        big = 1e30
-        # order: real candidates first, by label desc, ties by score desc (lexicographic via two stable sorts)
-        by_score = torch.sort(scores.detach().masked_fill(~mask, -big), dim=1, descending=True, stable=True).indices
-        lab = torch.gather(labels.masked_fill(~mask, -big), 1, by_score)
-        order = torch.gather(by_score, 1, torch.sort(lab, dim=1, descending=True, stable=True).indices)  # (B, L)
-        s = torch.gather(scores, 1, order)  # (B, L) in label order
-        m = torch.gather(mask, 1, order)  # (B, L) real candidates first
-        neg = torch.finfo(s.dtype).min
-        tail_lse = torch.logcumsumexp(s.masked_fill(~m, neg).flip(1), dim=1).flip(1)  # (B, L) log sum_{m>=k}
-        terms = torch.where(m, tail_lse - s, torch.zeros_like(s))
+        lower = mask[:, None, :] & (labels[:, None, :] < labels[:, :, None])  # (B, L, L): m below i
+        lower = lower | torch.eye(scores.shape[1], dtype=torch.bool, device=scores.device)[None]  # i itself
+        neg = torch.finfo(scores.dtype).min
+        lse = torch.logsumexp(scores[:, None, :].expand_as(lower).masked_fill(~lower, neg), dim=2)  # (B, L)
+        lowest = labels.masked_fill(~mask, torch.finfo(labels.dtype).max).amin(dim=1, keepdim=True)  # (B, 1)
+        terms = torch.where(mask & (labels > lowest), lse - scores, torch.zeros_like(scores))  # (B, L)
         per_list = terms.sum(dim=1)
         return reduce_lists(per_list, informative(labels, mask), list_weights(weights, scores.shape[0], "ListMLELoss"), scores)
