@@ -1,0 +1,98 @@
+"""Device and dtype names shared by every model-loading entry point.
+
+One place turns the strings people type (``--device auto``, ``--dtype bf16``)
+into torch objects, so rankers, trainers and benchmarks agree on what
+``"auto"`` means and reject the same bad values with the same message.
+
+Example:
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_dtype("bf16")
+    torch.bfloat16
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["resolve_device", "resolve_dtype"]
+
+_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn a device name into a ``torch.device``.
+
+    Args:
+        device: ``"auto"`` or ``None`` (CUDA when ``torch.cuda.is_available()``,
+            else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+
+    Returns:
+        The resolved device.
+
+    Raises:
+        ValueError: the name is not a device torch knows, or CUDA was asked for
+            on a machine without it.
+
+    Example:
+        >>> resolve_device(torch.device("cpu"))
+        device(type='cpu')
+    """
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, torch.device):
+        resolved = device
+    elif isinstance(device, str):
+        try:
+            resolved = torch.device(device.strip().lower())
+        except RuntimeError as exc:
+            raise ValueError(
+                f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+            ) from exc
+    else:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} requested but CUDA is not available on this machine: "
+            "use 'cpu' or 'auto'"
+        )
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None = "fp32") -> torch.dtype:
+    """Turn a dtype name into a floating ``torch.dtype``.
+
+    Args:
+        dtype: ``"fp32"``/``"float32"`` (also ``None``), ``"bf16"``/``"bfloat16"``,
+            ``"fp16"``/``"float16"``, or one of those ``torch.dtype`` objects.
+
+    Returns:
+        The resolved dtype.
+
+    Raises:
+        ValueError: any other name or dtype.
+
+    Example:
+        >>> resolve_dtype("float16")
+        torch.float16
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype in _DTYPES.values():
+            return dtype
+        raise ValueError(f"unsupported dtype {dtype!r}: use 'fp32', 'bf16' or 'fp16'")
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.")
+        if key in _DTYPES:
+            return _DTYPES[key]
+    raise ValueError(f"unknown dtype {dtype!r}: use 'fp32', 'bf16' or 'fp16'")
