@@ -43,6 +43,8 @@ import torch
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.eval.datasets.paths import cache_dir
 from rankwise.eval.metrics import evaluate
+from rankwise.eval.subsets import positive_overlap_subsets
+from rankwise.train.dev_eval import split_dev_queries
 from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
 from rankwise.rankers.bi_encoder_ranker import QueryTower, TrainableBiEncoder
 from rankwise.rankers.first_stage.bm25 import BM25Retriever
@@ -75,20 +77,7 @@ class BenchConfig:
 
 def split_train_queries(qrels: dict, seed: int = 0, dev_fraction: float = 0.2) -> tuple[list[str], list[str]]:
     """(fit, dev) query ids: train queries with a positive, shuffled by ``seed``, ``dev_fraction`` held out."""
-    qids = sorted(q for q, rel in qrels.items() if any(g > 0 for g in rel.values()))
-    random.Random(seed).shuffle(qids)
-    n_dev = round(dev_fraction * len(qids))
-    return sorted(qids[n_dev:]), sorted(qids[:n_dev])
-
-
-def positive_overlap_subsets(train_qrels: dict, test_qrels: dict) -> dict[str, dict]:
-    """Test qrels split by whether a relevant document of the query is also a train positive."""
-    seen_docs = {d for rel in train_qrels.values() for d, g in rel.items() if g > 0}
-    subsets: dict[str, dict] = {"positives-seen-in-train": {}, "positives-unseen-in-train": {}}
-    for q, rel in test_qrels.items():
-        seen = any(d in seen_docs for d, g in rel.items() if g > 0)
-        subsets["positives-seen-in-train" if seen else "positives-unseen-in-train"][q] = rel
-    return subsets
+    return split_dev_queries(qrels, dev_fraction, seed)
 
 
 def _rerank(ranker: TrainableBiEncoder, cands: pl.DataFrame, queries: dict, doc_text) -> pl.DataFrame:

@@ -79,14 +79,27 @@ class TrainConfig:
     runs: list[str] = field(default_factory=lambda: list(RUNS))
     budget_s: float | None = None  # lower ``steps`` (the same for every run) so all runs fit this many seconds
     limit_queries: int | None = None  # smoke tests: cap fit/dev/test queries
+    pooling: str = "cls"  # cross-encoder read-out: cls or mean (see rankers/cross_encoder.py)
+    eval_steps: int = 0  # dev nDCG@10 every N steps, best checkpoint kept, stop after ``patience`` flat evaluations
+    patience: int = 3
+    dev_eval_queries: int = 40  # the first N dev queries ...
+    dev_eval_top_k: int = 20  # ... and their BM25 top-k, scored at each evaluation (the fusion weight uses all of dev)
+
+
+def parse_run(run: str) -> tuple[str, str | None, int | None]:
+    """``objective[:curriculum][#seed]`` -> (objective, curriculum, seed or None for the config's)."""
+    spec, _, seed = run.partition("#")
+    objective, _, curriculum = spec.partition(":")
+    return objective, curriculum or None, int(seed) if seed else None
 
 
 # -- 1. prepare (here: BM25 through pyserini) ------------------------------------------------------
 def prepare(bundle: Path, top_k: int = 100, seed: int = 0, fp16_weights: bool = True) -> Path:
     """Write the bundle: queries, train qrels, BM25 top-``k`` of every fit/dev/test query, the texts of
     every document they name, and the start weights (fp16 safetensors halve the transfer size)."""
-    from objectives_scifact import split_train_queries
     from safetensors.torch import load_file, save_file
+
+    from rankwise.train.dev_eval import split_dev_queries
 
     from rankwise.eval.datasets.beir import load_beir
     from rankwise.rankers.bi_encoder import default_encoder_path
@@ -95,7 +108,7 @@ def prepare(bundle: Path, top_k: int = 100, seed: int = 0, fp16_weights: bool = 
     train, test = load_beir("scifact", "train"), load_beir("scifact", "test")
     doc_text = {d: train.doc_text(d) for d in train.corpus}
     bm25 = BM25Retriever.from_corpus(doc_text)
-    fit_ids, dev_ids = split_train_queries(train.qrels, seed)
+    fit_ids, dev_ids = split_dev_queries(train.qrels, 0.2, seed)
     splits = {"fit": {q: train.queries[q] for q in fit_ids}, "dev": {q: train.queries[q] for q in dev_ids},
               "test": dict(test.queries)}
     hits = {name: {q: [[h.docid, h.score, h.rank] for h in bm25.search(text, top_k)] for q, text in qs.items()}
@@ -155,9 +168,8 @@ def score_pairs(ranker, queries: list[str], texts: list[str], batch: int, bf16: 
 def _fresh_model(bundle: Path, cfg: TrainConfig, device: str):
     from rankwise.rankers.cross_encoder import CrossEncoder
 
-    ce = CrossEncoder.from_pretrained(bundle / START_DIR, max_length=cfg.max_length, dtype=torch.float32)
-    ce.model.to(device)
-    return ce
+    return CrossEncoder.from_pretrained(bundle / START_DIR, max_length=cfg.max_length, dtype=torch.float32, pooling=cfg.pooling,
+                                        device=device)
 
 
 def _save_parts(ranker, out: Path, part_mb: int = 15) -> list[str]:
@@ -224,6 +236,14 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
         list_size=cfg.list_size, negatives_from=doc["top_k"], epochs=None, seed=cfg.seed,
     )
     pairs = {split: _pairs(doc, split) for split in ("dev", "test")}
+    evaluator = None
+    if cfg.eval_steps:
+        from rankwise.train.dev_eval import dev_ndcg_evaluator
+
+        dev_q = dict(list(doc["queries"]["dev"].items())[: cfg.dev_eval_queries])
+        evaluator = dev_ndcg_evaluator(
+            dev_q, {q: [(d, doc["docs"][d]) for d, _, _ in doc["bm25"]["dev"][q][: cfg.dev_eval_top_k]] for q in dev_q},
+            doc["qrels"]["train"])
     scores: dict[str, np.ndarray] = {f"{s}_{k}": np.asarray(v) for s, p in pairs.items() for k, v in zip(("qid", "docid"), p[:2])}
     hardware = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
                 "torch": torch.__version__}
@@ -258,14 +278,21 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
     del untrained
     flush()
     for run in [r for r in cfg.runs if r not in log["runs"]]:
-        objective, _, curriculum = run.partition(":")
+        objective, curriculum, run_seed = parse_run(run)
+        seed = cfg.seed if run_seed is None else run_seed
+        torch.manual_seed(seed)
         ranker = _fresh_model(bundle, cfg, device)
         tcfg = CrossEncoderTrainerConfig(
-            str(work / run.replace(":", "-")), objective=objective, curriculum=curriculum or None, max_steps=cfg.steps,
-            lists_per_step=cfg.lists_per_step, learning_rate=cfg.learning_rate, seed=cfg.seed, bf16=cfg.bf16,
-            log_every=25, progress=True,
+            str(work / run.replace(":", "-").replace("#", "-")), objective=objective, curriculum=curriculum, max_steps=cfg.steps,
+            lists_per_step=cfg.lists_per_step, learning_rate=cfg.learning_rate, seed=seed, bf16=cfg.bf16,
+            log_every=25, progress=True, eval_steps=cfg.eval_steps, patience=cfg.patience,
         )
-        trainer = CrossEncoderTrainer(ranker, lists, tcfg)
+        run_lists = lists if run_seed is None else HardNegativeLists(
+            doc["queries"]["fit"], doc["qrels"]["train"], doc["docs"],
+            lambda query, k: [Hit(d, s, r) for d, s, r in by_text[query][:k]],
+            list_size=cfg.list_size, negatives_from=doc["top_k"], epochs=None, seed=seed,
+        )
+        trainer = CrossEncoderTrainer(ranker, run_lists, tcfg, evaluator=evaluator)
         t0 = time.perf_counter()
         summary = trainer.train()
         if device.startswith("cuda"):
@@ -275,7 +302,8 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
         for split, (_, _, queries, texts) in pairs.items():
             scores[f"{run}_{split}"] = score_pairs(ranker, queries, texts, cfg.score_batch, cfg.bf16)
         log["runs"][run] = {"train_s": round(train_s, 1), "score_s": round(time.perf_counter() - t1, 1),
-                            "steps": summary["steps"], "history": summary["history"], **hardware}
+                            "steps": summary["steps"], "history": summary["history"], "curve": summary["curve"],
+                            "best": summary["best"], "stopped_early": summary["stopped_early"], "seed": seed, **hardware}
         print(f"{run}: {train_s:.1f}s, loss {summary['history'][0]['loss']:.4f} -> {summary['final_loss']:.4f}", flush=True)
         if run == "lipo":
             log["runs"][run]["weights"] = _save_parts(ranker, out)
@@ -283,7 +311,7 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
         if save_models:
             ranker.save_pretrained(save_models / run.replace(":", "-"), training={"objective": objective, "curriculum": curriculum or None,
                                                                                    "source": "benchmarks/objectives_scifact_cross_encoder.py"})
-        shutil.rmtree(work / run.replace(":", "-"), ignore_errors=True)
+        shutil.rmtree(work / run.replace(":", "-").replace("#", "-"), ignore_errors=True)
         del ranker, trainer
     return log
 
@@ -312,71 +340,108 @@ def unpack_model(scores_dir: Path, bundle: Path, dest: Path) -> Path:
 
 
 # -- 3. report (here) ----------------------------------------------------------------------------
-def report(scores_dir: Path, bundle: Path, hardware: str) -> list[dict]:
-    """Metrics of every run alone and fused with BM25 (weight chosen on dev), on all test queries and
-    on the seen/unseen-positive subsets; writes the results JSON and PNG."""
-    import polars as pl
-    from objectives_scifact import METRICS, positive_overlap_subsets
+METRICS = ("ndcg@10", "recall@10", "mrr@10")
 
+
+def _bi_encoder_scores(doc: dict, qids: np.ndarray, docids: np.ndarray, split: str) -> np.ndarray:
+    """The bundled all-MiniLM-L6-v2 cosine of every (query, candidate) pair (document vectors cached)."""
+    from rankwise.rankers.bi_encoder import BiEncoder
+
+    enc = BiEncoder()
+    uq, ud = sorted(set(qids.tolist())), sorted(set(docids.tolist()))
+    qv = dict(zip(uq, enc.encode_queries([doc["queries"][split][q] for q in uq])))
+    dv = dict(zip(ud, enc.encode_documents([doc["docs"][d] for d in ud], progress=True)))
+    return np.asarray([float(qv[q] @ dv[d]) for q, d in zip(qids.tolist(), docids.tolist())])
+
+
+def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
+    """Metrics of every run alone, fused with BM25, and fused with BM25 and the bi-encoder (every
+    weight chosen on dev), on all test queries and on the seen/unseen-positive subsets; writes the
+    results JSON and PNGs. Each scores folder is one training job (its own recipe and hardware)."""
+    import polars as pl
+
+    from rankwise.eval.fusion_fit import fit_fusion_weights
     from rankwise.eval.metrics import evaluate
-    from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
-    from rankwise.rankers.fusion import fuse
+    from rankwise.eval.report import RESULTS_DIR, plot_bars, plot_lines, print_table, write_results
+    from rankwise.eval.subsets import positive_overlap_subsets
+    from rankwise.rankers.fusion import fuse_many
 
     doc = _load_bundle(bundle, None)
-    log = json.loads((scores_dir / LOG_FILE).read_text())
-    data = np.load(scores_dir / SCORES_FILE)
     qrels_test = doc["qrels"]["test"]
     qrels_dev = {q: doc["qrels"]["train"][q] for q in doc["queries"]["dev"]}
+    subsets = {"all": qrels_test, **positive_overlap_subsets(doc["qrels"]["train"], qrels_test)}
+    rows, curves, jobs = [], [], {}
 
-    def frame(split: str, values: np.ndarray) -> pl.DataFrame:
+    def frame(data, split: str, values: np.ndarray) -> pl.DataFrame:
         df = pl.DataFrame({"qid": data[f"{split}_qid"], "docid": data[f"{split}_docid"], "score": values.astype(np.float64)})
         return df.with_columns(pl.col("score").rank("ordinal", descending=True).over("qid").cast(pl.Int64).alias("rank"))
-
-    bm25 = {}
-    for s in ("dev", "test"):
-        score = {(q, d): sc for q, hits in doc["bm25"][s].items() for d, sc, _ in hits}
-        bm25[s] = frame(s, np.asarray([score[q, d] for q, d in zip(data[f"{s}_qid"], data[f"{s}_docid"])]))
-    subsets = {"all": qrels_test, **positive_overlap_subsets(doc["qrels"]["train"], qrels_test)}
-    grid = [i / 20 for i in range(21)]
-    rows = []
 
     def add(name: dict, run_test: pl.DataFrame, extra: dict) -> None:
         for subset, qrels in subsets.items():
             rows.append({"dataset": "scifact", **name, "subset": subset, "queries": len(qrels), **evaluate(qrels, run_test, METRICS), **extra})
 
-    add({"model": "bm25", "objective": "none", "curriculum": "none", "fusion": "none"}, bm25["test"], {})
-    for run in ["untrained", *log["runs"]]:
-        if f"{run}_test" not in data:
-            continue
-        objective, _, curriculum = run.partition(":")
-        dev, test = frame("dev", data[f"{run}_dev"]), frame("test", data[f"{run}_test"])
-        dev_ndcg = [evaluate(qrels_dev, fuse(bm25["dev"], dev, w), ["ndcg@10"])["ndcg@10"] for w in grid]
-        w = grid[max(range(len(grid)), key=lambda i: (dev_ndcg[i], -abs(grid[i] - 0.5)))]
-        info = log["runs"].get(run, {})
-        extra = {"train_s": info.get("train_s", 0.0), "steps": info.get("steps", 0),
-                 "final_loss": info["history"][-1]["loss"] if info.get("history") else None}
-        name = {"model": "cross-encoder", "objective": objective, "curriculum": curriculum or "none"}
-        add({**name, "fusion": "none"}, test, extra)
-        add({**name, "fusion": "zscore", "fusion_weight": w}, fuse(bm25["test"], test, w), {**extra, "dev_ndcg@10_fused": dev_ndcg[grid.index(w)]})
-    cfg = log["config"]
+    base = None
+    for scores_dir in scores_dirs:
+        log = json.loads((scores_dir / LOG_FILE).read_text())
+        data = np.load(scores_dir / SCORES_FILE)
+        cfg = log["config"]
+        job = scores_dir.name
+        jobs[job] = {"config": cfg, "device": log["device"], "gpu": log["gpu"], "torch": log["torch"],
+                     "missing_runs": [r for r in cfg["runs"] if r not in log["runs"]]}
+        bm25, bi = {}, {}
+        for s in ("dev", "test"):
+            score = {(q, d): sc for q, hits in doc["bm25"][s].items() for d, sc, _ in hits}
+            bm25[s] = frame(data, s, np.asarray([score[q, d] for q, d in zip(data[f"{s}_qid"], data[f"{s}_docid"])]))
+            bi[s] = frame(data, s, _bi_encoder_scores(doc, data[f"{s}_qid"], data[f"{s}_docid"], s))
+        if base is None:  # the baselines, once: BM25 alone, the bi-encoder alone and fused (weight on dev)
+            base = scores_dir
+            add({"model": "bm25", "objective": "none", "curriculum": "none", "fusion": "none"}, bm25["test"], {})
+            add({"model": "bi-encoder", "objective": "untrained", "curriculum": "none", "fusion": "none"}, bi["test"], {})
+            (w, _), dev_value = fit_fusion_weights([bm25["dev"], bi["dev"]], qrels_dev)
+            add({"model": "bi-encoder", "objective": "untrained", "curriculum": "none", "fusion": "zscore", "fusion_weight": w},
+                fuse_many([bm25["test"], bi["test"]], [w, 1 - w]), {"dev_ndcg@10_fused": dev_value})
+        recipe = {"job": job, "max_length": cfg["max_length"], "lists_per_step": cfg["lists_per_step"],
+                  "pooling": cfg.get("pooling", "cls"), "selection": "best-dev" if cfg.get("eval_steps") else "last-step"}
+        for run in ["untrained", *log["runs"]]:
+            if f"{run}_test" not in data:
+                continue
+            objective, curriculum, _ = parse_run(run)
+            info = log["runs"].get(run, {})
+            dev, test = frame(data, "dev", data[f"{run}_dev"]), frame(data, "test", data[f"{run}_test"])
+            extra = {**recipe, "seed": info.get("seed", cfg["seed"]), "train_s": info.get("train_s", 0.0), "steps": info.get("steps", 0),
+                     "final_loss": info["history"][-1]["loss"] if info.get("history") else None,
+                     "hardware": info.get("gpu") or info.get("device") or log["device"]}
+            if info.get("best"):
+                extra |= {"best_step": info["best"]["step"], "best_dev_curve_ndcg@10": info["best"]["dev"]}
+            name = {"model": "cross-encoder", "objective": objective, "curriculum": curriculum or "none"}
+            add({**name, "fusion": "none"}, test, extra)
+            (w, _), dev_value = fit_fusion_weights([bm25["dev"], dev], qrels_dev)
+            add({**name, "fusion": "zscore", "fusion_weight": w}, fuse_many([bm25["test"], test], [w, 1 - w]),
+                {**extra, "dev_ndcg@10_fused": dev_value})
+            weights, dev_value = fit_fusion_weights([bm25["dev"], bi["dev"], dev], qrels_dev)
+            add({**name, "fusion": "zscore+bi-encoder", "fusion_weight": weights[0], "fusion_weight_bi_encoder": weights[1],
+                 "fusion_weight_cross_encoder": weights[2]}, fuse_many([bm25["test"], bi["test"], test], weights),
+                {**extra, "dev_ndcg@10_fused": dev_value})
+            for point in info.get("curve", []):
+                curves.append({"run": f"{job}/{run}", "step": point["step"], "dev_ndcg@10": point["dev"]})
     protocol = (
         f"SciFact test (300 queries), BM25 top-{doc['top_k']} reranked by all-MiniLM-L6-v2 fine-tuned as a cross-encoder "
-        f"(new head, max length {cfg['max_length']}); every objective with seed {cfg['seed']}, {cfg['steps']} steps x "
-        f"{cfg['lists_per_step']} lists x {cfg['list_size']} candidates (positives + sampled BM25 top-{doc['top_k']} negatives), "
-        f"AdamW lr {cfg['learning_rate']}, 10% warm-up, linear decay, bf16 autocast={cfg['bf16']}, on 80% of SciFact train "
-        "queries; z-score BM25 fusion weight chosen on the other 20% (never test); subsets split test queries by whether a "
-        "relevant document is also a train positive (one shared corpus); one seed"
+        "(new head; pooling, max length, steps and hardware per row); training on 80% of SciFact train queries (positives + "
+        "sampled BM25 negatives), AdamW, warm-up then linear decay; 'best-dev' rows keep the checkpoint with the best nDCG@10 on "
+        "held-out train queries and stop at a plateau, 'last-step' rows ran a fixed number of steps; z-score fusion weights (BM25, "
+        "and BM25 + the bundled bi-encoder's cosine) chosen on the other 20% of train queries (never test); subsets split test "
+        "queries by whether a relevant document is also a train positive (one shared corpus)"
     )
     shown = [r for r in rows if r["subset"] == "all"]
     print_table(shown, f"cross-encoder objectives on SciFact - {protocol}")
     print_table([r for r in rows if r["subset"] != "all" and r["fusion"] != "none" or r["model"] == "bm25"], "by subset")
-    write_results("objectives_scifact_cross_encoder", rows, protocol, hardware=hardware, device_log={
-        "device": log["device"], "gpu": log["gpu"], "torch": log["torch"],
-        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "weights"} for k, v in log["runs"].items()},
-        "missing_runs": [r for r in cfg["runs"] if r not in log["runs"]]})
-    plot_bars([r for r in shown if r["fusion"] == "zscore" or r["model"] == "bm25"], ["model", "objective", "curriculum"],
-              "ndcg@10", RESULTS_DIR / "objectives_scifact_cross_encoder.png",
-              title="SciFact test nDCG@10, MiniLM cross-encoder + BM25 fusion")
+    write_results("objectives_scifact_cross_encoder", rows, protocol, hardware=hardware, jobs=jobs, curves=curves)
+    plot_bars([r for r in shown if r["fusion"] != "none" or r["model"] == "bm25"],
+              ["model", "objective", "curriculum", "fusion", "job", "seed"], "ndcg@10", RESULTS_DIR / "objectives_scifact_cross_encoder.png",
+              title="SciFact test nDCG@10, MiniLM cross-encoder fused with BM25 (and the bi-encoder)")
+    if curves:
+        plot_lines(curves, "step", "dev_ndcg@10", "run", RESULTS_DIR / "objectives_scifact_cross_encoder_curves.png",
+                   title="dev nDCG@10 while training (held-out SciFact train queries)")
     return rows
 
 
@@ -388,7 +453,7 @@ def main() -> None:
     t = sub.add_parser("train", help="train every objective and score dev/test (torch + transformers only)")
     t.add_argument("--bundle", type=Path, required=True)
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    t.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu")
     t.add_argument("--steps", type=int, default=TrainConfig.steps)
     t.add_argument("--runs", default=",".join(RUNS), help="objective[:curriculum], comma separated")
     t.add_argument("--limit-queries", type=int, default=None, help="smoke test: first N queries of each split")
@@ -397,8 +462,14 @@ def main() -> None:
     t.add_argument("--no-bf16", action="store_true")
     t.add_argument("--budget-s", type=float, default=None, help="fit every run in this many seconds (fewer steps, same for all)")
     t.add_argument("--save-models", type=Path, default=None, help="also keep every trained model as a directory here")
+    t.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
+    t.add_argument("--pooling", choices=("cls", "mean"), default=TrainConfig.pooling)
+    t.add_argument("--eval-steps", type=int, default=0, help="dev nDCG@10 every N steps; best checkpoint; early stop")
+    t.add_argument("--patience", type=int, default=TrainConfig.patience)
+    t.add_argument("--dev-eval-queries", type=int, default=TrainConfig.dev_eval_queries)
+    t.add_argument("--dev-eval-top-k", type=int, default=TrainConfig.dev_eval_top_k)
     r = sub.add_parser("report", help="metrics, fusion on dev, subsets -> results JSON + PNG")
-    r.add_argument("--scores", type=Path, required=True)
+    r.add_argument("--scores", type=Path, required=True, action="append", help="a train job's --out (repeat for several jobs)")
     r.add_argument("--bundle", type=Path, required=True)
     r.add_argument("--hardware", required=True, help="what ran step 2, e.g. 'NVIDIA H200 (lent device)'")
     r.add_argument("--unpack", type=Path, default=None, help="also rebuild the LiPO-λ model as an fp32 directory here")
@@ -408,12 +479,16 @@ def main() -> None:
     elif args.step == "train":
         cfg = TrainConfig(steps=args.steps, runs=args.runs.split(","), limit_queries=args.limit_queries,
                           max_length=args.max_length, lists_per_step=args.lists_per_step, bf16=not args.no_bf16,
-                          budget_s=args.budget_s)
-        train_all(args.bundle, args.out, cfg, args.device, args.save_models)
+                          budget_s=args.budget_s, learning_rate=args.learning_rate, pooling=args.pooling,
+                          eval_steps=args.eval_steps, patience=args.patience, dev_eval_queries=args.dev_eval_queries,
+                          dev_eval_top_k=args.dev_eval_top_k)
+        from rankwise.rankers.device import resolve_device
+
+        train_all(args.bundle, args.out, cfg, str(resolve_device(args.device)), args.save_models)
     else:
         report(args.scores, args.bundle, args.hardware)
         if args.unpack:
-            print(unpack_model(args.scores, args.bundle, args.unpack))
+            print(unpack_model(args.scores[0], args.bundle, args.unpack))
 
 
 if __name__ == "__main__":

@@ -109,3 +109,30 @@ def plot_bars(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_lines(rows: Sequence[dict], x: str, y: str, group: str | Sequence[str], path: Path, title: str = "") -> Path:
+    """One line of ``y`` against ``x`` per distinct value of ``group`` (e.g. dev curves per objective)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [group] if isinstance(group, str) else list(group)
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        lines.setdefault(" / ".join(str(r.get(k)) for k in keys), []).append((float(r[x]), float(r[y])))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in lines.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,21 +1,24 @@
-"""Score fusion of a first-stage run with a reranker's scores, per query.
+"""Score fusion of a first-stage run with one or more rerankers' scores, per query.
 
-Formula:
-    z-score: ``s = w · z(first) + (1 − w) · z(rerank)`` with ``z(x) = (x − mean_q x) / std_q x``;
-    RRF:     ``s = w / (k + rank_first) + (1 − w) / (k + rank_rerank)`` (k = 60; w = 0.5 is the usual RRF).
+Formula (``n`` runs over the first run's candidates, weights ``w_i >= 0`` summing to 1):
+    z-score: ``s = sum_i w_i · z(s_i)`` with ``z(x) = (x − mean_q x) / std_q x``;
+    RRF:     ``s = sum_i w_i / (k + rank_i)`` (k = 60; equal weights are the usual RRF).
+Two runs with weights ``(w, 1 − w)`` are :func:`fuse`. Reciprocal rank fusion: Cormack et al.,
+SIGIR 2009; z-score (CombSUM over standardised scores): Fox & Shaw, TREC-2, 1994.
 
 Fusion weights must be chosen on a training split, never on the split being reported.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 
 import polars as pl
 
 from rankwise.rankers.base import rank_by_score
 
-__all__ = ["FusionMethod", "fuse"]
+__all__ = ["FusionMethod", "fuse", "fuse_many"]
 
 
 class FusionMethod(str, Enum):
@@ -46,11 +49,42 @@ def fuse(
         >>> fuse(a, b, 0.7)["docid"].to_list()
         ['x', 'y']
     """
-    method = FusionMethod(method)
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"fuse: weight must be in [0, 1], got {weight}")
-    if method is FusionMethod.none:
+    if FusionMethod(method) is FusionMethod.none:
         return rank_by_score(reranked)
+    return fuse_many([first_stage, reranked], [weight, 1.0 - weight], method, rrf_k)
+
+
+def fuse_many(
+    runs: Sequence[pl.DataFrame],
+    weights: Sequence[float],
+    method: FusionMethod | str = FusionMethod.zscore,
+    rrf_k: int = 60,
+) -> pl.DataFrame:
+    """Fuse ``n`` candidate sets over the first run's ``(qid, docid)`` pairs; returns a ranked set.
+
+    Args:
+        runs: the first-stage run first, then each reranker's run (subsets are fine: a pair a run
+            did not score gets that query's lowest normalised value in z-score fusion, 0 in RRF).
+        weights: one non-negative weight per run (normalised to sum to 1).
+        method: ``zscore`` or ``rrf``.
+
+    Example:
+        >>> a = pl.DataFrame({"qid": ["q", "q"], "docid": ["x", "y"], "score": [2.0, 1.0], "rank": [1, 2]})
+        >>> b = pl.DataFrame({"qid": ["q", "q"], "docid": ["x", "y"], "score": [0.1, 0.9], "rank": [2, 1]})
+        >>> fuse_many([a, b, b], [0.5, 0.25, 0.25])["docid"].to_list()
+        ['x', 'y']
+    """
+    method = FusionMethod(method)
+    if method is FusionMethod.none:
+        raise ValueError("fuse_many: method 'none' fuses nothing; use zscore or rrf")
+    if len(runs) != len(weights) or len(runs) < 2:
+        raise ValueError(f"fuse_many: need >= 2 runs and one weight per run, got {len(runs)} runs and {len(weights)} weights")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"fuse_many: weights must be >= 0 with a positive sum, got {list(weights)}")
+    total = float(sum(weights))
+    weights = [w / total for w in weights]
 
     def norm(frame: pl.DataFrame, name: str) -> pl.DataFrame:
         if method is FusionMethod.rrf:
@@ -60,10 +94,12 @@ def fuse(
             value = pl.when(std > 0).then((pl.col("score") - pl.col("score").mean().over("qid")) / std).otherwise(0.0)
         return rank_by_score(frame).select("qid", "docid", value.cast(pl.Float64).alias(name))
 
-    joined = norm(first_stage, "a").join(norm(reranked, "b"), on=["qid", "docid"], how="left")
-    if method is FusionMethod.rrf:
-        joined = joined.with_columns(pl.col("b").fill_null(0.0))
-    else:
-        joined = joined.with_columns(pl.col("b").fill_null(pl.col("b").min().over("qid")).fill_null(0.0))
-    fused = joined.select("qid", "docid", (weight * pl.col("a") + (1 - weight) * pl.col("b")).alias("score"))
+    names = [f"r{i}" for i in range(len(runs))]
+    joined = norm(runs[0], names[0])
+    for name, run in zip(names[1:], runs[1:]):
+        joined = joined.join(norm(run, name), on=["qid", "docid"], how="left")
+        fill = pl.lit(0.0) if method is FusionMethod.rrf else pl.col(name).min().over("qid")
+        joined = joined.with_columns(pl.col(name).fill_null(fill).fill_null(0.0))
+    score = sum((w * pl.col(n) for w, n in zip(weights, names)), pl.lit(0.0))
+    fused = joined.select("qid", "docid", score.alias("score"))
     return rank_by_score(fused.with_columns(pl.lit(0, pl.Int64).alias("rank")))

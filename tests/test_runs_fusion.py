@@ -52,3 +52,23 @@ def test_rrf_fusion_and_weight_check():
     assert fused["score"].to_list() == pytest.approx([0.5 / 61 + 0.5 / 62] * 2)
     with pytest.raises(ValueError, match="weight must be in"):
         fuse(first, rer, 1.5)
+
+
+def test_fuse_many_generalises_fuse_and_fit_finds_the_informative_run():
+    import polars as pl
+
+    from rankwise.eval.fusion_fit import fit_fusion_weights, simplex_grid
+    from rankwise.rankers.fusion import fuse, fuse_many
+
+    rows = [(f"q{q}", f"d{d}") for q in range(6) for d in range(5)]
+    base = pl.DataFrame({"qid": [q for q, _ in rows], "docid": [d for _, d in rows],
+                         "score": [float(5 - int(d[1:])) for _, d in rows]}).with_columns(pl.lit(0).alias("rank"))
+    oracle = base.with_columns(pl.when(pl.col("docid") == "d3").then(10.0).otherwise(pl.col("score") * 0.1).alias("score"))
+    noise = base.with_columns((pl.col("score") * -1.0).alias("score"))
+    two = fuse(base, oracle, 0.3)
+    many = fuse_many([base, oracle], [0.3, 0.7])
+    assert two.sort("qid", "rank").equals(many.sort("qid", "rank"))
+    assert len(simplex_grid(3, 0.25)) == 15 and all(abs(sum(w) - 1) < 1e-9 for w in simplex_grid(3, 0.25))
+    qrels = {f"q{q}": {"d3": 1} for q in range(6)}
+    weights, value = fit_fusion_weights([base, noise, oracle], qrels, step=0.25)
+    assert value == 1.0 and weights[2] > weights[1]

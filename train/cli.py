@@ -70,6 +70,8 @@ def cross_encoder_cmd(
     dev_fraction: float = typer.Option(0.0, "--dev-fraction", min=0.0, max=0.9, help="Hold out this share of the train queries for dev nDCG@10 (early stopping, best checkpoint)."),
     eval_steps: int = typer.Option(0, "--eval-steps", min=0, help="Evaluate dev nDCG@10 every N steps (needs --dev-fraction)."),
     patience: int = typer.Option(3, "--patience", min=1, help="Stop after N dev evaluations without improvement."),
+    dev_top_k: int = typer.Option(30, "--dev-top-k", min=2, help="BM25 candidates per dev query scored at each evaluation."),
+    dev_max_queries: Optional[int] = typer.Option(None, "--dev-max-queries", min=1, help="Score at most N held-out queries at each evaluation."),
 ) -> None:
     """Fine-tune a reranker on a BEIR train split with BM25 hard negatives and one objective.
 
@@ -122,7 +124,7 @@ def cross_encoder_cmd(
     summary = train_on_beir(
         dataset, config, model=model, architecture=architecture.value, max_length=max_length, list_size=list_size,
         data_dir=data_dir, resume=resume, data_seed=seed, teacher=teacher, device=device, pooling=pooling,
-        dev_fraction=dev_fraction,
+        dev_fraction=dev_fraction, dev_top_k=dev_top_k, dev_max_queries=dev_max_queries,
     )
     best = f", best dev nDCG@10 {summary['best']['dev']:.4f} at step {summary['best']['step']}" if summary.get("best") else ""
     typer.echo(f"trained {summary['steps']} steps in {summary['train_s']:.1f}s, final loss {summary['final_loss']:.4f}{best} -> {output}")

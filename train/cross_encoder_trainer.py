@@ -347,7 +347,7 @@ class CrossEncoderTrainer:
                 if evaluating and (self.step % cfg.eval_steps == 0 or self.step == self.total_steps):
                     stopped = self.evaluate()
                     if bar is not None:
-                        bar.set_postfix(loss=f"{running[-1]:.4f}", dev=f"{self.curve[-1]['dev']:.4f}")
+                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", dev=f"{self.curve[-1]['dev']:.4f}")
                 if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.total_steps:
                     self.save_checkpoint(out / f"checkpoint-{self.step}")
                     self._prune(out)
@@ -423,6 +423,7 @@ def train_on_beir(
     pooling: str | None = None,
     dev_fraction: float = 0.0,
     dev_top_k: int = 30,
+    dev_max_queries: int | None = None,
 ) -> dict[str, Any]:
     """Train on a BEIR dataset's ``train`` split with BM25 hard negatives; returns the summary.
 
@@ -431,7 +432,8 @@ def train_on_beir(
     model of the same architecture) makes the labels its logits (score distillation).
     ``dev_fraction > 0`` holds that share of the train queries out (seeded by ``data_seed``) and,
     with ``config.eval_steps``, evaluates nDCG@10 on their BM25 top-``dev_top_k`` for early
-    stopping and best-checkpoint selection.
+    stopping and best-checkpoint selection (on at most ``dev_max_queries`` of them, to bound its cost;
+    the others are still held out of training).
     """
     from rankwise.eval.datasets.beir import load_beir
     from rankwise.rankers.first_stage.bm25 import BM25Retriever
@@ -444,7 +446,7 @@ def train_on_beir(
     evaluator = None
     if dev_fraction > 0:
         fit, dev = split_dev_queries({q: ds.qrels[q] for q in queries if q in ds.qrels}, dev_fraction, data_seed)
-        candidates = {q: [(h.docid, ds.doc_text(h.docid)) for h in bm25.search(queries[q], dev_top_k)] for q in dev}
+        candidates = {q: [(h.docid, ds.doc_text(h.docid)) for h in bm25.search(queries[q], dev_top_k)] for q in dev[:dev_max_queries]}
         evaluator = dev_ndcg_evaluator(queries, candidates, ds.qrels)
         queries = {q: queries[q] for q in fit}
     lists = HardNegativeLists(

@@ -1,0 +1,51 @@
+"""Choosing fusion weights on held-out queries (never on the split that is reported).
+
+:func:`fit_fusion_weights` searches the simplex of run weights on a grid (step ``step``) for the
+best mean metric over the given qrels, with :func:`rankwise.rankers.fusion.fuse_many`. Ties go to the
+weights closest to equal (the least committed choice). Two runs give the familiar one-parameter
+search over the first stage's weight ``w``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import polars as pl
+
+from rankwise.eval.metrics import evaluate
+from rankwise.rankers.fusion import FusionMethod, fuse_many
+
+__all__ = ["fit_fusion_weights", "simplex_grid"]
+
+
+def simplex_grid(n: int, step: float) -> list[tuple[float, ...]]:
+    """Every ``n``-tuple of multiples of ``step`` in [0, 1] that sums to 1."""
+    if n < 2 or not 0.0 < step <= 0.5:
+        raise ValueError(f"simplex_grid: need n >= 2 and step in (0, 0.5], got n={n}, step={step}")
+    units = round(1.0 / step)
+    return [tuple(c * step for c in (*head, units - sum(head)))
+            for head in itertools.product(range(units + 1), repeat=n - 1) if sum(head) <= units]
+
+
+def fit_fusion_weights(
+    runs: Sequence[pl.DataFrame],
+    qrels: Mapping[str, Mapping[str, int]],
+    step: float = 0.05,
+    metric: str = "ndcg@10",
+    method: FusionMethod | str = FusionMethod.zscore,
+) -> tuple[tuple[float, ...], float]:
+    """The weights of ``runs`` (first stage first) that maximise ``metric`` on ``qrels``, and that value.
+
+    Only the queries of ``qrels`` are scored, so pass the held-out (dev) queries' judgements.
+    """
+    keep = [pl.DataFrame(run).filter(pl.col("qid").is_in(list(qrels))) for run in runs]
+    n = len(keep)
+    best: tuple[float, tuple[float, ...]] | None = None
+    for weights in simplex_grid(n, step):
+        value = evaluate(qrels, fuse_many(keep, weights, method), [metric])[metric]
+        spread = sum(abs(w - 1.0 / n) for w in weights)
+        if best is None or (value, -spread) > (best[0], -sum(abs(w - 1.0 / n) for w in best[1])):
+            best = (value, tuple(round(w, 6) for w in weights))
+    assert best is not None
+    return best[1], best[0]
