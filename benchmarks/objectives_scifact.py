@@ -41,7 +41,7 @@ import polars as pl
 import torch
 
 from rankwise.eval.datasets.beir import load_beir
-from rankwise.eval.datasets.paths import cache_dir
+from rankwise.core.paths import cache_dir
 from rankwise.eval.metrics import evaluate
 from rankwise.eval.subsets import positive_overlap_subsets
 from rankwise.train.dev_eval import split_dev_queries
@@ -49,7 +49,7 @@ from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_resu
 from rankwise.rankers.bi_encoder_ranker import QueryTower, TrainableBiEncoder
 from rankwise.rankers.first_stage.bm25 import BM25Retriever
 from rankwise.rankers.fusion import fuse
-from rankwise.rankers.model_dir import read_rankwise_json, write_rankwise_json
+from rankwise.core.model_dir import read_rankwise_json, write_rankwise_json
 from rankwise.train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
 from rankwise.train.data import HardNegativeLists
 

@@ -33,6 +33,11 @@ FusionWeightOpt = Annotated[
 ]
 DenseIndexOpt = Annotated[IndexKind, typer.Option(help="faiss index for --retriever dense.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON line instead of a table.")]
+LogGenerationsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--log-generations", help="Listwise LLM rerankers: append each window's prompt ids, raw answer, "
+                 "parsed order and parse flags to this JSONL file."),
+]
 
 
 def _load_error(reranker: str, err: Exception) -> str:
@@ -48,8 +53,8 @@ def _fail(message: str) -> None:
 @contextmanager
 def _one_line_errors(reranker: str) -> Iterator[None]:
     """Bad data or model input → one line on stderr and exit code 1, never a traceback."""
-    from rankwise.eval.datasets._io import DatasetError
-    from rankwise.rankers.model_dir import ModelDirError
+    from rankwise.core.io import DatasetError
+    from rankwise.core.model_dir import ModelDirError
 
     try:
         yield
@@ -60,7 +65,7 @@ def _one_line_errors(reranker: str) -> Iterator[None]:
 
 
 def _run(name: str, corpus_text, queries, qrels, excluded, retriever, reranker, top_k, fusion, fusion_weight,
-         dense_index, output_dir: Path, as_json: bool) -> None:
+         dense_index, output_dir: Path, as_json: bool, log_generations: Optional[Path] = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rankwise.eval.pipeline import PipelineConfig, run_pipeline
@@ -69,9 +74,15 @@ def _run(name: str, corpus_text, queries, qrels, excluded, retriever, reranker, 
 
     if fusion_weight is not None and not 0.0 <= fusion_weight <= 1.0:
         _fail(f"--fusion-weight must be in [0, 1], got {fusion_weight}")
+    if log_generations is not None:
+        from rankwise.core.model_dir import RANKWISE_JSON, read_rankwise_json
+
+        if not (Path(reranker) / RANKWISE_JSON).is_file() or read_rankwise_json(reranker)["kind"] != "listwise":
+            _fail(f"--log-generations needs a listwise LLM ranker directory as --reranker, got {reranker!r}")
     config = PipelineConfig(
         retriever=retriever, top_k=top_k, reranker=None if reranker == "none" else reranker,
         fusion=fusion, fusion_weight=fusion_weight, metrics=DEFAULT_METRICS, dense_index=dense_index,
+        reranker_options={"log_generations": log_generations} if log_generations is not None else {},
     )
     total = len(queries) * top_k
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -114,6 +125,7 @@ def eval_beir(
     dense_index: DenseIndexOpt = IndexKind.flat,
     output_dir: Path = typer.Option(Path("runs/beir"), help="Where run.trec and metrics.json are written."),
     as_json: JsonOpt = False,
+    log_generations: LogGenerationsOpt = None,
 ) -> None:
     """BEIR: first stage, rerank, fuse, and score (nDCG@10, R@10, R@100, MRR@10, MAP@100).
 
@@ -126,6 +138,8 @@ def eval_beir(
         rankwise eval beir --dataset scifact --reranker runs/ce-lipo --top-k 100
 
         rankwise eval beir --dataset path/to/beir/nfcorpus --retriever dense --dense-index hnsw
+
+        rankwise eval beir --dataset scifact --reranker models/listwise --top-k 20 --log-generations gen.jsonl
     """
     from rankwise.eval.datasets.beir import load_beir
 
@@ -133,7 +147,7 @@ def eval_beir(
         ds = load_beir(dataset, split, data_dir)
         corpus_text = {d: ds.doc_text(d) for d in ds.corpus}
         _run(f"beir/{ds.name}/{split}", corpus_text, ds.queries, ds.qrels, None, retriever, reranker, top_k,
-             fusion, fusion_weight, dense_index, output_dir, as_json)
+             fusion, fusion_weight, dense_index, output_dir, as_json, log_generations)
 
 
 @app.command("bright")
@@ -150,6 +164,7 @@ def eval_bright(
     dense_index: DenseIndexOpt = IndexKind.flat,
     output_dir: Path = typer.Option(Path("runs/bright"), help="Where run.trec and metrics.json are written."),
     as_json: JsonOpt = False,
+    log_generations: LogGenerationsOpt = None,
 ) -> None:
     """BRIGHT: like `eval beir`; each query's excluded ids are removed before scoring, as BRIGHT does.
 
@@ -164,4 +179,4 @@ def eval_bright(
     with _one_line_errors(reranker):
         ds = load_bright(domain, data_dir, documents, long)
         _run(f"bright/{domain}{'-long' if long else ''}", ds.corpus, ds.queries, ds.qrels, ds.excluded, retriever,
-             reranker, top_k, fusion, fusion_weight, dense_index, output_dir, as_json)
+             reranker, top_k, fusion, fusion_weight, dense_index, output_dir, as_json, log_generations)

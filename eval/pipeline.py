@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -50,6 +51,8 @@ class PipelineConfig:
         fusion_weight: weight of the first stage; ``None`` = the model's own ``fusion_weight``
             (rankwise.json), or the default chosen on train for the bi-encoder, else 0.
         dense_index: faiss index for the dense first stage.
+        reranker_options: keyword arguments for a rankwise model directory's constructor (e.g.
+            ``{"log_generations": "gen.jsonl"}`` for a listwise LLM ranker).
     """
 
     retriever: RetrieverKind = RetrieverKind.bm25
@@ -59,6 +62,7 @@ class PipelineConfig:
     fusion_weight: float | None = None
     metrics: tuple[str, ...] = DEFAULT_METRICS
     dense_index: IndexKind = IndexKind.flat
+    reranker_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,17 +75,20 @@ class PipelineResult:
     fusion_weight: float | None = None
 
 
-def load_reranker(name: str) -> tuple[Ranker, float | None]:
-    """A reranker by name or directory, and the fusion weight it carries (if any)."""
+def load_reranker(name: str, **options: Any) -> tuple[Ranker, float | None]:
+    """A reranker by name or directory, and the fusion weight it carries (if any).
+
+    ``options`` go to a rankwise model directory's ``from_pretrained`` (its constructor settings).
+    """
     if name == BI_ENCODER:
         from rankwise.rankers.bi_encoder import BiEncoderRanker
 
         return BiEncoderRanker(), DEFAULT_BI_ENCODER_FUSION_WEIGHT
     from rankwise.rankers import load_ranker
-    from rankwise.rankers.model_dir import RANKWISE_JSON, read_rankwise_json
+    from rankwise.core.model_dir import RANKWISE_JSON, read_rankwise_json
 
     if (Path(name) / RANKWISE_JSON).is_file():
-        return load_ranker(name), read_rankwise_json(name).get("fusion_weight")
+        return load_ranker(name, **options), read_rankwise_json(name).get("fusion_weight")
     if Path(name).exists():
         return load_ranker(name), None  # raises a ModelDirError naming the missing rankwise.json
     # a hub id: any HF sequence-classification model with one logit, used as a cross-encoder
@@ -137,7 +144,7 @@ def run_pipeline(
     timings: dict[str, float] = {}
     weight = config.fusion_weight
     if reranker is None and config.reranker:  # load first: a bad model fails before the first stage runs
-        reranker, carried = load_reranker(config.reranker)
+        reranker, carried = load_reranker(config.reranker, **config.reranker_options)
         weight = weight if weight is not None else carried
     t0 = time.perf_counter()
     # fetch a few extra so that removing excluded ids still leaves top_k candidates

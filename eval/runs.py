@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from rankwise.eval.datasets._io import DatasetError
+from rankwise.core.io import DatasetError
 from rankwise.rankers.base import CANDIDATE_SCHEMA, rank_by_score
 
 __all__ = ["read_trec_run", "write_trec_run", "read_candidates", "write_candidates"]

@@ -38,7 +38,7 @@ def load_ranker(dir_or_name: str | Path, **kwargs) -> Ranker:
     Raises :class:`rankers.model_dir.ModelDirError` naming the file when the directory is missing,
     has no ``rankwise.json``, or holds an unregistered kind.
     """
-    from rankwise.rankers.model_dir import ModelDirError, read_rankwise_json
+    from rankwise.core.model_dir import ModelDirError, read_rankwise_json
 
     meta = read_rankwise_json(dir_or_name)
     kind = meta["kind"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rankwise.eval.datasets.paths import cache_dir
+from rankwise.core.paths import cache_dir
 from rankwise.rankers.base import Ranker
 
 __all__ = ["default_encoder_path", "BiEncoder", "BiEncoderRanker", "DEFAULT_ENCODER"]

@@ -23,7 +23,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from rankwise.rankers.base import Ranker
 from rankwise.rankers.device import resolve_device, resolve_dtype
-from rankwise.rankers.model_dir import read_rankwise_json, write_rankwise_json
+from rankwise.core.model_dir import read_rankwise_json, write_rankwise_json
 
 __all__ = ["CrossEncoder"]
 

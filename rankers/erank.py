@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -13,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rankwise.rankers.base import Ranker
 from rankwise.rankers.llm import LLMRanker, chat_prompt, generate, next_token_logprobs, single_token_id, truncate_text
 
-__all__ = ["ERankRanker", "erank_prompt", "parse_score", "expected_score"]
+__all__ = ["ERankRanker", "ERankReadout", "ERankStats", "erank_prompt", "parse_score", "expected_score"]
 
 SYSTEM = "You are a search relevance judge."
 INTEGER_TASK = (
@@ -85,6 +88,45 @@ def expected_score(first: torch.Tensor, after_one: torch.Tensor) -> torch.Tensor
     return (other + p[:, 1] * (1 - q) + 10 * p[:, 1] * q) / mass
 
 
+@dataclass(frozen=True)
+class ERankReadout:
+    """Scores of one :meth:`ERankRanker.score_readout` call, with how much the model meant to answer a digit.
+
+    Args:
+        scores: relevance per document.
+        digit_mass: integer readout only (else ``None``): Σ_{k=0..9} P(first answer token = "k"),
+            the softmax over the *full* vocabulary at the answer's first position. Near 1: the model
+            answers with a number; near 0: the expected score is read from a distribution the model
+            barely puts mass on, and the ranking is mostly noise.
+
+    Shapes:
+        scores: ``(N,)``; digit_mass: ``(N,)`` in [0, 1].
+    """
+
+    scores: np.ndarray
+    digit_mass: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class ERankStats:
+    """Counts over every pair an :class:`ERankRanker` scored (what a benchmark row reports).
+
+    Args:
+        pairs: (query, document) pairs scored.
+        digit_pairs: pairs scored with the integer readout (the ones with a digit mass).
+        digit_mass_sum: Σ digit mass over those pairs.
+    """
+
+    pairs: int = 0
+    digit_pairs: int = 0
+    digit_mass_sum: float = 0.0
+
+    @property
+    def mean_digit_mass(self) -> float:
+        """Mean probability mass on the digit tokens (NaN when no pair used the integer readout)."""
+        return self.digit_mass_sum / self.digit_pairs if self.digit_pairs else math.nan
+
+
 class ERankRanker(LLMRanker, Ranker):
     """Pointwise LLM ranker: (query, document) → relevance integer 0–10, read as an expectation.
 
@@ -101,7 +143,9 @@ class ERankRanker(LLMRanker, Ranker):
         paper generates after reasoning); "10" is two tokens in common tokenizers, so its probability
         is p("1")·p("0" | "1") from one extra position of the same forward pass. The yes/no readout is
         ours too: small instruction models (SmolLM2-135M) rate 0–10 at chance zero-shot but answer
-        yes/no well; the integer readout is what SFT (``train/sft.py``) teaches.
+        yes/no well; the integer readout is what SFT (``train/sft.py``) teaches. The expectation is
+        renormalised over the digits, so it hides how little mass a zero-shot model may put on them:
+        :meth:`score_readout` returns that mass per pair and :attr:`stats` its mean.
 
     Args:
         model, tokenizer: a causal LM (see :mod:`rankers.llm`).
@@ -109,6 +153,7 @@ class ERankRanker(LLMRanker, Ranker):
         max_doc_tokens: documents are cut to this many tokens inside the prompt.
         batch_size: prompts per forward pass.
         max_new_tokens: generation budget in reasoning mode.
+        device, dtype: see :class:`rankers.llm.LLMRanker`.
 
     Shapes:
         ``score(query, docs)``: ``(len(docs),)``.
@@ -128,8 +173,11 @@ class ERankRanker(LLMRanker, Ranker):
         max_doc_tokens: int = 200,
         batch_size: int = 8,
         max_new_tokens: int = 128,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
-        super().__init__(model, tokenizer)
+        super().__init__(model, tokenizer, device=device, dtype=dtype)
         if readout not in ("integer", "yes_no", "reasoning"):
             raise ValueError(f"ERankRanker: readout must be integer, yes_no or reasoning, got {readout!r}")
         self.readout = readout
@@ -139,6 +187,14 @@ class ERankRanker(LLMRanker, Ranker):
         self._digits = [single_token_id(tokenizer, str(k)) for k in range(10)]
         self._yes = self._word_ids(("yes", "Yes", " yes", " Yes"))
         self._no = self._word_ids(("no", "No", " no", " No"))
+        self._lock = threading.Lock()
+        self._stats = ERankStats()
+
+    @property
+    def stats(self) -> ERankStats:
+        """Pairs scored and their mean digit mass since construction."""
+        with self._lock:
+            return self._stats
 
     def _word_ids(self, words: Sequence[str]) -> list[int]:
         ids = []
@@ -160,18 +216,34 @@ class ERankRanker(LLMRanker, Ranker):
 
     def score(self, query: str, docs: Sequence[str]) -> np.ndarray:
         """Relevance in [0, 10] (integer, reasoning) or [0, 1] (yes_no) for each document."""
+        return self.score_readout(query, docs).scores
+
+    def score_readout(self, query: str, docs: Sequence[str]) -> ERankReadout:
+        """Scores and, for the integer readout, the digit mass of each pair; counted in :attr:`stats`."""
         if not docs:
-            return np.zeros(0)
+            return ERankReadout(np.zeros(0), np.zeros(0) if self.readout == "integer" else None)
         prompts = self.prompts(query, docs)
+        mass = None
         if self.readout == "reasoning":
             texts = generate(self.model, self.tokenizer, prompts, self.max_new_tokens, self.batch_size)
-            return np.array([float(parse_score(t) or 0) for t in texts])
-        if self.readout == "yes_no":
+            scores = np.array([float(parse_score(t) or 0) for t in texts])
+        elif self.readout == "yes_no":
             logp = next_token_logprobs(self.model, self.tokenizer, prompts, 1, self.batch_size)[:, -1]  # (N, V)
             yes = torch.logsumexp(logp[:, self._yes], -1)
             no = torch.logsumexp(logp[:, self._no], -1)
-            return torch.sigmoid(yes - no).numpy().astype(np.float64)
-        logp = next_token_logprobs(
-            self.model, self.tokenizer, prompts, keep=2, batch_size=self.batch_size, append_ids=[self._digits[1]]
-        )  # (N, 2, V)
-        return expected_score(logp[:, 0, self._digits], logp[:, 1, self._digits]).numpy().astype(np.float64)
+            scores = torch.sigmoid(yes - no).numpy().astype(np.float64)
+        else:
+            logp = next_token_logprobs(
+                self.model, self.tokenizer, prompts, keep=2, batch_size=self.batch_size, append_ids=[self._digits[1]]
+            )  # (N, 2, V), log-softmax over the full vocabulary
+            first = logp[:, 0, self._digits]  # (N, 10)
+            scores = expected_score(first, logp[:, 1, self._digits]).numpy().astype(np.float64)
+            mass = first.exp().sum(-1).clamp(0.0, 1.0).numpy().astype(np.float64)  # (N,)
+        with self._lock:
+            s = self._stats
+            self._stats = ERankStats(
+                s.pairs + len(docs),
+                s.digit_pairs + (len(docs) if mass is not None else 0),
+                s.digit_mass_sum + (float(mass.sum()) if mass is not None else 0.0),
+            )
+        return ERankReadout(scores, mass)

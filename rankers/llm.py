@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from rankwise.rankers.device import resolve_device, resolve_dtype
+
 __all__ = [
     "PACKAGED_GGUF",
     "PackagedGGUF",
@@ -83,7 +85,7 @@ def gguf_path(name: str, work_dir: str | Path | None = None) -> Path:
     if found is None or not found.submodule_search_locations:
         raise FileNotFoundError(f"package {spec_.package!r} is not installed: {spec_.pip}")
     if spec_.assembled:
-        from rankwise.eval.datasets.paths import cache_dir
+        from rankwise.core.paths import cache_dir
 
         module = importlib.import_module(spec_.package)
         target = Path(work_dir) if work_dir is not None else cache_dir() / "gguf"
@@ -118,16 +120,24 @@ def materialize(name: str, output: str | Path) -> Path:
 
 def load_causal_lm(
     name_or_path: str | Path,
-    dtype: torch.dtype = torch.float32,
+    dtype: str | torch.dtype | None = torch.float32,
     gguf_file: str | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from an HF directory or hub id.
 
     The tokenizer is set up for batched last-position readout: left padding, and a pad token (the
     EOS token when the model has none).
+
+    Args:
+        dtype: weights' dtype, ``"fp32"``/``"bf16"``/``"fp16"`` or a ``torch.dtype``
+            (see :func:`rankers.device.resolve_dtype`).
+        device: ``None`` keeps the model where transformers loads it (CPU); ``"auto"``, ``"cpu"``,
+            ``"cuda"`` move it (see :func:`rankers.device.resolve_device`).
     """
+    dtype = resolve_dtype(dtype)
+    target = resolve_device(device) if device is not None else None  # fails before the slow load
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     model = AutoModelForCausalLM.from_pretrained(
         str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
@@ -138,8 +148,8 @@ def load_causal_lm(
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if device is not None:
-        model.to(device)
+    if target is not None:
+        model.to(target)
     model.eval()
     return model, tokenizer
 
@@ -273,38 +283,74 @@ class LLMRanker:
     """Shared loading/saving of the LLM rankers: a causal LM, its tokenizer and ``rankwise.json``.
 
     Subclasses set ``KIND`` and list their settings in ``_settings()``; ``from_pretrained`` reads
-    those settings back from ``rankwise.json`` (keyword arguments override them).
+    those settings back from ``rankwise.json`` (keyword arguments override them). Device and dtype
+    are not settings: they belong to the machine, not to the model directory.
+
+    Args:
+        model, tokenizer: a causal LM.
+        device: ``None`` leaves the model where it is; ``"auto"`` (CUDA when available), ``"cpu"``,
+            ``"cuda"`` move it there. Inputs always follow ``model.device``.
+        dtype: ``None`` keeps the model's dtype; ``"fp32"``, ``"bf16"``, ``"fp16"`` cast it.
     """
 
     KIND = ""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> None:
+        if dtype is not None:
+            model = model.to(resolve_dtype(dtype))
+        if device is not None:
+            model = model.to(resolve_device(device))
         self.model = model
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights (and so every input) live."""
+        return self.model.device
+
     def _settings(self) -> dict:
         raise NotImplementedError
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, dtype: torch.dtype = torch.float32, **settings):
-        """Load a rankwise model directory of this kind, or start from any causal-LM dir / hub id."""
-        from rankwise.rankers.model_dir import RANKWISE_JSON, read_rankwise_json
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        dtype: str | torch.dtype | None = "fp32",
+        device: str | torch.device | None = "auto",
+        **settings,
+    ):
+        """Load a rankwise model directory of this kind, or start from any causal-LM dir / hub id.
 
+        Args:
+            name_or_path: a rankwise LLM ranker directory, a causal-LM directory or a hub id.
+            dtype: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or a ``torch.dtype``.
+            device: ``"auto"`` (default: CUDA when available, else CPU), ``"cuda"`` or ``"cpu"``.
+            settings: the ranker's constructor settings; they override ``rankwise.json``.
+        """
         import inspect
+
+        from rankwise.core.model_dir import RANKWISE_JSON, read_rankwise_json
 
         meta: dict = {}
         if (Path(name_or_path) / RANKWISE_JSON).is_file():
-            known = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "tokenizer"}
+            known = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "tokenizer", "device", "dtype"}
             meta = {k: v for k, v in read_rankwise_json(name_or_path, cls.KIND).items() if k in known}
-        model, tokenizer = load_causal_lm(name_or_path, dtype=dtype)
+        model, tokenizer = load_causal_lm(name_or_path, dtype=dtype, device=resolve_device(device))
         return cls(model, tokenizer, **{**meta, **settings})
 
     def save_pretrained(self, directory: str | Path, **extra) -> None:
         """Save weights (safetensors), tokenizer and ``rankwise.json`` with this ranker's settings."""
-        from rankwise.rankers.model_dir import write_rankwise_json
+        from rankwise.core.model_dir import write_rankwise_json
 
         self.model.save_pretrained(str(directory))
         self.tokenizer.save_pretrained(str(directory))

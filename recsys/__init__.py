@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
 
 def load_recommender(directory: str | Path) -> Any:
     """Load any recommender directory by the ``kind`` in its ``rankwise.json``."""
-    from rankwise.rankers.model_dir import read_rankwise_json
+    from rankwise.core.model_dir import read_rankwise_json
 
     kind = read_rankwise_json(directory, tuple(MODEL_KINDS))["kind"]
     return __getattr__(MODEL_KINDS[kind]).from_pretrained(directory)

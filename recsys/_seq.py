@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rankwise.rankers.model_dir import read_rankwise_json, write_rankwise_json
+from rankwise.core.model_dir import read_rankwise_json, write_rankwise_json
 
 __all__ = [
     "causal_mask",

@@ -56,7 +56,7 @@ def _load_sequences(dataset: str, item_ids: list[str] | None = None):  # noqa: A
 
 
 def _load_model(model_dir: Path):  # noqa: ANN202 - a SequentialRecommender
-    from rankwise.rankers.model_dir import ModelDirError
+    from rankwise.core.model_dir import ModelDirError
     from rankwise.recsys import load_recommender
 
     try:

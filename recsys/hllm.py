@@ -266,7 +266,7 @@ class HLLM(SequentialRecommender):
         """Frozen mode: encode the catalog once, cached on disk under ``cache_dir()/hllm_items``."""
         from safetensors.torch import load_file, save_file
 
-        from rankwise.eval.datasets.paths import cache_dir
+        from rankwise.core.paths import cache_dir
 
         cfg = self.config
         key = json.dumps([cfg.item_llm or "bundled-minilm", cfg.pooling, cfg.prompt, cfg.max_text_len, self.item_texts])

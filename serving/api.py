@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rankwise.rankers.base import Hit, Ranker
-from rankwise.rankers.model_dir import RANKWISE_JSON, ModelDirError, read_rankwise_json
+from rankwise.core.model_dir import RANKWISE_JSON, ModelDirError, read_rankwise_json
 from rankwise.serving._kinds import RECOMMENDER_CLASSES, load_class, ranker_classes
 from rankwise.serving.export import SERVING_JSON, read_serving_json
 from rankwise.serving.runtime import Device

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from rankwise.eval.datasets._io import DatasetError, read_jsonl
+from rankwise.core.io import DatasetError, read_jsonl
 from rankwise.rankers.base import Ranker
 
 __all__ = ["BatchRerankConfig", "BatchResult", "run_batch_rerank", "scan_candidates"]

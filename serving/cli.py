@@ -80,7 +80,7 @@ def export(
     """
     import json
 
-    from rankwise.rankers.model_dir import ModelDirError
+    from rankwise.core.model_dir import ModelDirError
     from rankwise.serving.export import ExportParityError, export_model, read_pairs_file
 
     if quantize is not Quantize.none and fp16:
@@ -145,8 +145,8 @@ def rerank(
     import hashlib
     import json
 
-    from rankwise.eval.datasets._io import DatasetError
-    from rankwise.rankers.model_dir import ModelDirError, read_rankwise_json
+    from rankwise.core.io import DatasetError
+    from rankwise.core.model_dir import ModelDirError, read_rankwise_json
     from rankwise.serving.api import Reranker
     from rankwise.serving.export import read_serving_json
     from rankwise.serving.batch import BatchRerankConfig, run_batch_rerank

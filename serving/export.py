@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rankwise.rankers.model_dir import ModelDirError, read_rankwise_json
+from rankwise.core.model_dir import ModelDirError, read_rankwise_json
 from rankwise.serving._kinds import RECOMMENDER_CLASSES, load_class
 
 __all__ = [
@@ -217,7 +217,7 @@ def _erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) 
 
     from rankwise.rankers.erank import ERankRanker, expected_score
 
-    ranker = ERankRanker.from_pretrained(model_dir)
+    ranker = ERankRanker.from_pretrained(model_dir, device="cpu")  # traced with CPU feeds
     if ranker.readout == "reasoning":
         raise ModelDirError(f"{model_dir / 'rankwise.json'}: readout 'reasoning' generates text and cannot be exported; "
                             "export the 'integer' or 'yes_no' readout")

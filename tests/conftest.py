@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rankwise.eval.datasets.paths import default_data_dir
+from rankwise.core.paths import default_data_dir
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rankwise.eval.datasets._io import DatasetError
+from rankwise.core.io import DatasetError
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.eval.datasets.bright import load_bright
 

@@ -81,3 +81,85 @@ def test_eval_beir_reranks_with_every_llm_ranker_kind(tmp_path, scifact_small, b
     ])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "run.trec").is_file()
+
+
+# --- issue #19: --device / --dtype on the LLM trainers, --log-generations on eval -----------------------------
+
+
+def _weights_dtype(directory):
+    from safetensors import safe_open
+
+    with safe_open(str(directory / "model.safetensors"), "pt") as fh:
+        return fh.get_tensor(next(iter(fh.keys()))).dtype
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"),
+    [
+        ("erank", ["--max-steps", "1"]),
+        ("listwise", ["--max-steps", "1", "--list-size", "3", "--responses", "2"]),
+        ("iranker", ["--max-steps", "1", "--list-size", "3", "--generations", "2"]),
+        ("rank-grpo", ["--max-steps", "1", "--list-size", "3", "--generations", "2"]),
+    ],
+)
+def test_train_llm_commands_load_the_model_in_the_dtype_on_cpu(tmp_path, data_dir, backbone, command, extra):
+    import torch
+
+    out = tmp_path / command
+    result = CliRunner().invoke(app, [
+        "train", command, "--backbone", str(backbone), "--dataset", str(data_dir / "beir" / "scifact"),
+        "--queries", "2", "--output", str(out), "--device", "cpu", "--dtype", "bf16", *extra,
+    ])
+    assert result.exit_code == 0, result.output
+    assert _weights_dtype(out) == torch.bfloat16  # on CPU: weights in the dtype, no mixed precision
+
+
+def test_train_llm_placement_maps_dtype_to_trl_mixed_precision_only_on_cuda(monkeypatch):
+    import torch
+
+    from rankwise.train.cli_llm import DeviceChoice, DtypeChoice, _Placement
+
+    cpu = _Placement(DeviceChoice.cpu, DtypeChoice.fp16)
+    assert cpu.trainer_args() == {"use_cpu": True, "bf16": False, "fp16": False}
+    assert cpu.model_init_kwargs() == {"dtype": "float16"} and cpu.load_dtype == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cuda = _Placement(DeviceChoice.auto, DtypeChoice.bf16)
+    assert cuda.trainer_args() == {"use_cpu": False, "bf16": True, "fp16": False}
+    assert cuda.model_init_kwargs() == {"dtype": "float32"}  # fp32 master weights under autocast
+    assert _Placement(DeviceChoice.cuda, DtypeChoice.fp32).trainer_args() == {"use_cpu": False, "bf16": False, "fp16": False}
+
+
+def test_train_llm_cuda_without_cuda_is_one_line_error(tmp_path, backbone, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(app, ["train", "rank-grpo", "--backbone", str(backbone), "--output", str(tmp_path / "o"),
+                                      "--device", "cuda"])
+    assert result.exit_code == 1 and "--device" in result.output and "CUDA is not available" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["train", "erank", "--backbone", str(backbone), "--output", str(tmp_path / "o"),
+                                      "--dtype", "fp64"])
+    assert result.exit_code == 2 and "fp64" in result.output
+
+
+def test_eval_beir_log_generations_writes_one_line_per_listwise_window(tmp_path, scifact_small, backbone):
+    from rankwise.rankers.llm import load_causal_lm
+
+    model, tok = load_causal_lm(backbone)
+    ListwiseRanker(model, tok, window=2, stride=1, max_new_tokens=4).save_pretrained(tmp_path / "listwise")
+    log = tmp_path / "gen.jsonl"
+    result = CliRunner().invoke(app, [
+        "eval", "beir", "--dataset", str(scifact_small), "--reranker", str(tmp_path / "listwise"), "--top-k", "3",
+        "--output-dir", str(tmp_path / "out"), "--json", "--log-generations", str(log),
+    ])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    queries = json.loads((tmp_path / "out" / "metrics.json").read_text())["queries"]
+    assert len(lines) == 2 * queries  # top-3, window 2, stride 1: two windows per query
+    assert {"qid", "candidates", "answer", "order", "failed", "partial", "echo"} <= set(lines[0])
+    ERankRanker(model, tok).save_pretrained(tmp_path / "erank")
+    result = CliRunner().invoke(app, [
+        "eval", "beir", "--dataset", str(scifact_small), "--reranker", str(tmp_path / "erank"), "--top-k", "3",
+        "--output-dir", str(tmp_path / "out2"), "--log-generations", str(log),
+    ])
+    assert result.exit_code == 1 and "--log-generations" in result.output and "Traceback" not in result.output

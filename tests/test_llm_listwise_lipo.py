@@ -20,7 +20,7 @@ def _one_thread():
 
 
 def test_listwise_lipo_doctests_pass():
-    result = doctest.testmod(train.listwise_lipo)
+    result = doctest.testmod(rankwise.train.listwise_lipo)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -137,3 +137,177 @@ def test_gguf_path_names_the_install_command_when_missing(monkeypatch):
     with pytest.raises(KeyError):
         gguf_path("nope")
     assert set(PACKAGED_GGUF) == {"smollm2", "gemma3-270m"}
+
+
+# --- issue #19: parse accounting, position bias, digit mass, device/dtype ---------------------------------------
+
+
+def test_parse_answer_reports_failures_echoes_and_partial_answers():
+    from rankwise.rankers.listwise import parse_answer
+
+    failed = parse_answer("I cannot rank these", 3)
+    assert failed.failed and not failed.echo and not failed.partial and failed.order == [0, 1, 2]
+    echo = parse_answer("[1] > [2] > [3]", 3)
+    assert echo.echo and not echo.failed and not echo.partial
+    partial = parse_answer("[3] > [9]", 3)
+    assert partial.partial and partial.named == 1 and partial.order == [2, 0, 1] and not partial.echo
+    real = parse_answer("[2] > [3] > [1]", 3)
+    assert not (real.failed or real.echo or real.partial) and real.order == [1, 2, 0]
+
+
+def test_listwise_ranker_counts_failures_echoes_and_partials_and_logs_each_window(lm, tmp_path, monkeypatch):
+    import json
+
+    import polars as pl
+
+    import rankwise.rankers.listwise as listwise
+
+    model, tok = lm
+    answers = iter(["no idea", "[1] > [2] > [3]", "[2] > [1]"])
+    monkeypatch.setattr(listwise, "generate", lambda *a, **k: [next(answers)])
+    log = tmp_path / "gen" / "windows.jsonl"
+    ranker = ListwiseRanker(model, tok, window=3, stride=2, log_generations=log)
+    candidates = pl.DataFrame({
+        "qid": ["q1"] * 5, "docid": [f"d{i}" for i in range(5)], "score": [5.0, 4, 3, 2, 1], "rank": [1, 2, 3, 4, 5],
+    })
+    ranker.rerank_candidates(candidates, {"q1": "red"}, {f"d{i}": f"doc {i}" for i in range(5)})
+    ranker.rerank("red", ["a", "b", "c"])  # one window, answered "[2] > [1]": completed with [3]
+    stats = ranker.stats
+    assert (stats.calls, stats.parse_failures, stats.echoes, stats.partial) == (3, 1, 1, 1)
+    assert stats.rates()["parse_failure_rate"] == pytest.approx(1 / 3)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == 3
+    assert lines[0] == {"qid": "q1", "candidates": ["d2", "d3", "d4"], "answer": "no idea",
+                        "order": ["d2", "d3", "d4"], "failed": True, "partial": False, "echo": False}
+    assert lines[1]["candidates"] == ["d0", "d1", "d2"] and lines[1]["echo"]
+    assert lines[2]["query"] == "red" and lines[2]["order"] == ["1", "0", "2"] and lines[2]["partial"]
+    assert "log_generations" not in ranker._settings()
+
+
+def test_listwise_ranker_logs_real_generations_of_the_tiny_model(lm, tmp_path):
+    import json
+
+    model, tok = lm
+    ranker = ListwiseRanker(model, tok, window=4, stride=2, max_new_tokens=4, log_generations=tmp_path / "g.jsonl")
+    ranker.rerank("red", ["a", "b", "c"])
+    (line,) = [json.loads(x) for x in (tmp_path / "g.jsonl").read_text().splitlines()]
+    assert sorted(line["order"]) == ["0", "1", "2"] and isinstance(line["answer"], str)
+    assert ranker.stats.calls == 1 and ranker.stats.parse_failures == int(line["failed"])
+
+
+def _biased_letter_readout(ranker, bias: str):
+    """A stand-in for ``next_token_logprobs``: letter logits = a strong position prior + relevance.
+
+    Irrelevant passages (no "apple") get +2 on their letter; the letter at the biased position gets
+    +8 whatever it holds, so a plain argmax names that position's passage as the least relevant.
+    """
+    import re
+
+    vocab = len(ranker.tokenizer)
+    seen: list[str] = []
+
+    def fake(model, tokenizer, prompts, keep=1, batch_size=8, append_ids=()):
+        seen.extend(prompts)
+        out = torch.full((len(prompts), keep, vocab), -30.0)
+        for row, prompt in enumerate(prompts):
+            passages = re.findall(r"^\[[A-Z]\] (.*)$", prompt, flags=re.M)
+            for j, text in enumerate(passages):
+                prior = 8.0 if j == (0 if bias == "first" else len(passages) - 1) else 0.0
+                out[row, -1, ranker._ids[j]] = prior + (0.0 if "apple" in text else 2.0)
+        return torch.log_softmax(out, dim=-1)
+
+    return fake, seen
+
+
+@pytest.mark.parametrize("bias", ["first", "last"])
+@pytest.mark.parametrize("position", range(5))
+def test_iranker_ranks_the_relevant_passage_first_at_every_position_despite_a_letter_prior(lm, monkeypatch, bias, position):
+    import rankwise.rankers.iranker as iranker
+
+    model, tok = lm
+    ranker = IRanker(model, tok)
+    fake, _ = _biased_letter_readout(ranker, bias)
+    monkeypatch.setattr(iranker, "next_token_logprobs", fake)
+    docs = [f"junk passage {i}" for i in range(4)]
+    docs.insert(position, "a red apple")
+    hits = ranker.rerank("red apple", docs)
+    assert hits[0].docid == str(position)
+
+
+def test_iranker_shuffles_each_pool_deterministically_per_query_and_averages_permutations(lm, monkeypatch):
+    import rankwise.rankers.iranker as iranker
+
+    model, tok = lm
+    docs = [f"passage {c}" for c in "vwxyz"]
+    ranker = IRanker(model, tok, permutations=3, calibrate=False)
+    fake, seen = _biased_letter_readout(ranker, "first")
+    monkeypatch.setattr(iranker, "next_token_logprobs", fake)
+    first = ranker.eliminations(["q"], [docs])
+    n_prompts = len(seen)
+    assert n_prompts == 3 * 4  # P orderings per step, N - 1 steps, no calibration prompts
+    assert first == ranker.eliminations(["q"], [docs])  # same query, same shuffles
+    assert seen[:n_prompts] == seen[n_prompts:]
+    orders = [sorted(docs, key=p.index) for p in seen[:3]]
+    assert orders[1] == orders[0][::-1] and sorted(orders[2]) == sorted(docs)  # a shuffle, its reverse, a new one
+    with pytest.raises(ValueError, match="permutations"):
+        IRanker(model, tok, permutations=0)
+
+
+def test_erank_digit_mass_is_the_full_vocabulary_probability_of_the_digits(lm):
+    model, tok = lm
+    ranker = ERankRanker(model, tok, readout="integer")
+    docs = ["a red apple", "blue sky", "green"]
+    out = ranker.score_readout("red apple", docs)
+    digits = [single_token_id(tok, str(k)) for k in range(10)]
+    manual = []
+    for prompt in ranker.prompts("red apple", docs):
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]  # (V,)
+        manual.append(float(torch.softmax(logits.double(), -1)[digits].sum()))
+    assert out.digit_mass.shape == (3,) and np.all((out.digit_mass >= 0) & (out.digit_mass <= 1))
+    assert out.digit_mass == pytest.approx(manual, rel=1e-4)
+    assert out.scores == pytest.approx(ranker.score("red apple", docs), rel=1e-5)
+    assert ranker.stats.pairs == 6 and ranker.stats.digit_pairs == 6
+    assert ranker.stats.mean_digit_mass == pytest.approx(float(np.mean(manual)), rel=1e-4)
+    yes_no = ERankRanker(model, tok, readout="yes_no")
+    assert yes_no.score_readout("q", ["a"]).digit_mass is None and math.isnan(yes_no.stats.mean_digit_mass)
+
+
+def test_resolve_device_and_dtype_accept_the_names_and_reject_bad_values_in_one_line(monkeypatch):
+    from rankwise.rankers.device import resolve_device, resolve_dtype
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == resolve_device("auto")
+    assert [resolve_dtype(n) for n in ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")] == [
+        torch.float32, torch.float32, torch.bfloat16, torch.bfloat16, torch.float16, torch.float16,
+    ]
+    with pytest.raises(ValueError, match="'tpu7'"):
+        resolve_device("tpu7")
+    with pytest.raises(ValueError, match="'int8'"):
+        resolve_dtype("int8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("cls", [ERankRanker, ListwiseRanker, IRanker])
+def test_llm_ranker_from_pretrained_puts_the_model_on_the_device_in_the_dtype(lm, cls, tmp_path):
+    model, tok = lm
+    cls(model, tok).save_pretrained(tmp_path / "m")
+    loaded = cls.from_pretrained(tmp_path / "m", device="cpu", dtype="bf16")
+    assert loaded.model.dtype == torch.bfloat16 and loaded.device == torch.device("cpu")
+    auto = load_ranker(tmp_path / "m", device="auto", dtype="fp32")
+    assert auto.model.dtype == torch.float32 and auto.device == _auto_device()
+    if cls is ERankRanker:
+        assert np.all(np.isfinite(loaded.score("q", ["a", "b"])))
+    moved = cls(auto.model, tok, dtype="fp16", device="cpu")
+    assert moved.model.dtype == torch.float16
+    with pytest.raises(ValueError, match="fp64"):
+        cls.from_pretrained(tmp_path / "m", dtype="fp64")
+
+
+def _auto_device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

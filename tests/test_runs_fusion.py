@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from rankwise.eval.datasets._io import DatasetError
+from rankwise.core.io import DatasetError
 from rankwise.eval.runs import read_candidates, read_trec_run, write_candidates, write_trec_run
 from rankwise.rankers.fusion import fuse
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rankwise.rankers.model_dir import ModelDirError, write_rankwise_json
+from rankwise.core.model_dir import ModelDirError, write_rankwise_json
 from rankwise.serving.api import Recommender, Reranker
 from rankwise.serving.export import export_model
 from tests._serving_models import tiny_cross_encoder_dir, tiny_sasrec_dir

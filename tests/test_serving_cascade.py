@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rankwise.rankers.model_dir import ModelDirError
+from rankwise.core.model_dir import ModelDirError
 from rankwise.serving.api import Reranker
 from rankwise.serving.cascade import head_indices, merge_head
 from rankwise.serving.export import HEAD_FILE, export_model

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rankwise.rankers.cross_encoder import CrossEncoder
-from rankwise.rankers.model_dir import ModelDirError, write_rankwise_json
+from rankwise.core.model_dir import ModelDirError, write_rankwise_json
 from rankwise.serving import export as export_mod
 from rankwise.serving.export import PARITY_PAIRS, ExportGraph, ExportParityError, export_model
 from rankwise.serving.onnx_ranker import OnnxRanker

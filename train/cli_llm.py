@@ -25,8 +25,31 @@ class ERankStage(str, Enum):
 class RankReward(str, Enum):
     """Rank-GRPO per-rank reward."""
 
-    log_decay = "log_decay"
     exp_inf = "exp_inf"
+    log_decay = "log_decay"
+
+
+class DeviceChoice(str, Enum):
+    """Where the model trains."""
+
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+class DtypeChoice(str, Enum):
+    """Training precision."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+DEVICE_HELP = "auto (CUDA when available, else CPU), cuda or cpu."
+DTYPE_HELP = (
+    "fp32, bf16 or fp16. On CUDA bf16/fp16 is mixed precision over fp32 weights (TRL/transformers "
+    "--bf16/--fp16, autocast for listwise); on CPU the weights are loaded in that dtype."
+)
 
 
 def _fail(message: str) -> None:
@@ -63,15 +86,45 @@ def _lists(dataset: str, data_dir: Optional[Path], queries: int, list_size: int,
     return out
 
 
-def _on_cpu() -> bool:
-    import torch
+class _Placement:
+    """Device and precision of one training run, mapped onto TRL/transformers arguments.
 
-    return not torch.cuda.is_available()
+    On CUDA the weights stay fp32 and bf16/fp16 is mixed precision (``bf16``/``fp16`` arguments);
+    on CPU there is no mixed precision: the weights are loaded in the requested dtype.
+    """
+
+    def __init__(self, device: DeviceChoice, dtype: DtypeChoice) -> None:
+        import torch
+
+        from rankwise.rankers.device import resolve_device, resolve_dtype
+
+        try:
+            self.device = resolve_device(device.value)
+        except ValueError as err:
+            _fail(f"--device: {err}")
+        self.dtype = resolve_dtype(dtype.value)
+        self.cuda = self.device.type == "cuda"
+        self.load_dtype = torch.float32 if self.cuda else self.dtype
+
+    def trainer_args(self) -> dict:
+        """``use_cpu``, ``bf16``, ``fp16`` for a ``TrainingArguments`` subclass."""
+        import torch
+
+        return {
+            "use_cpu": not self.cuda,
+            "bf16": self.cuda and self.dtype == torch.bfloat16,
+            "fp16": self.cuda and self.dtype == torch.float16,
+        }
+
+    def model_init_kwargs(self) -> dict:
+        """How TRL loads a model given by path (``GRPOConfig.model_init_kwargs``)."""
+        return {"dtype": str(self.load_dtype).removeprefix("torch.")}
 
 
-def _grpo_args(config_cls, output: Path, max_steps: int, lr: float, generations: int, batch: int, completion: int, seed: int, **kw):
+def _grpo_args(config_cls, output: Path, max_steps: int, lr: float, generations: int, batch: int, completion: int, seed: int,
+               place: _Placement, **kw):
     return config_cls(
-        use_cpu=_on_cpu(),
+        **place.trainer_args(), model_init_kwargs=place.model_init_kwargs(),
         output_dir=str(output / "checkpoints"), max_steps=max_steps, learning_rate=lr, num_generations=generations,
         per_device_train_batch_size=batch, max_completion_length=completion, logging_steps=max(1, max_steps // 20),
         save_strategy="no", report_to="none", seed=seed, **kw,
@@ -93,6 +146,8 @@ def erank_cmd(
     max_doc_chars: int = typer.Option(800, "--max-doc-chars", min=50, help="Documents are cut to this many characters."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
     seed: int = typer.Option(0, "--seed", help="Seed for lists and training."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
+    dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
 ) -> None:
     """Fine-tune an ERank pointwise ranker: SFT on 0-10 targets, then optionally GRPO.
 
@@ -100,8 +155,10 @@ def erank_cmd(
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --max-steps 200
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --curriculum-m 50
         rankwise train erank --stage grpo --backbone models/erank-sft --output models/erank-rl --max-steps 50
+        rankwise train erank --backbone models/smollm2 --output models/erank-sft --device cuda --dtype bf16
     """
     _check(backbone, output)
+    place = _Placement(device, dtype)
     from datasets import Dataset
 
     from rankwise.rankers.erank import ERankRanker, erank_prompt
@@ -109,7 +166,7 @@ def erank_cmd(
     from rankwise.train.sft import CurriculumSFTConfig, erank_sft_examples, graded_target, train_sft
 
     lists = _lists(dataset, data_dir, queries, list_size, seed)
-    model, tok = load_causal_lm(backbone)
+    model, tok = load_causal_lm(backbone, dtype=place.load_dtype)
     if stage == ERankStage.sft:
         rows = erank_sft_examples(
             tok, {t.qid: t.query for t in lists},
@@ -119,7 +176,7 @@ def erank_cmd(
         config = CurriculumSFTConfig(
             output_dir=str(output / "checkpoints"), max_steps=max_steps, learning_rate=lr, per_device_train_batch_size=8,
             save_strategy="no", report_to="none", seed=seed, logging_steps=max(1, max_steps // 20),
-            curriculum_m=curriculum_m or None, use_cpu=_on_cpu(),
+            curriculum_m=curriculum_m or None, **place.trainer_args(),
         )
         trainer = train_sft(model, tok, rows, config)
     else:
@@ -132,7 +189,8 @@ def erank_cmd(
             {"prompt": erank_prompt(tok, t.query, d[:max_doc_chars]), "qid": t.qid, "label": graded_target(y, top)}
             for t in lists for d, y in zip(t.docs, t.labels)
         ]
-        args = _grpo_args(GRPOConfig, output, max_steps, lr, generations, list_size * generations, 8, seed, shuffle_dataset=False)
+        args = _grpo_args(GRPOConfig, output, max_steps, lr, generations, list_size * generations, 8, seed, place,
+                          shuffle_dataset=False)
         trainer = GRPOTrainer(backbone, reward_funcs=[erank_list_reward, erank_format_reward],
                               train_dataset=Dataset.from_list(rows), processing_class=tok, args=args)
         trainer.train()
@@ -154,23 +212,34 @@ def listwise_cmd(
     max_doc_tokens: int = typer.Option(64, "--max-doc-tokens", min=8, help="Each passage is cut to this many tokens."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
     seed: int = typer.Option(0, "--seed", help="Seed for lists and permutations."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
+    dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
 ) -> None:
     """Fine-tune the listwise permutation ranker with LiPO-λ against a frozen reference.
 
     Examples:
         rankwise train listwise --backbone models/smollm2 --output models/listwise --max-steps 100
         rankwise train listwise --backbone models/smollm2 --output models/listwise --list-size 4 --responses 8 --beta 0.1
+        rankwise train listwise --backbone models/smollm2 --output models/listwise --device cuda --dtype bf16
     """
     _check(backbone, output)
+    place = _Placement(device, dtype)
+    import contextlib
+
+    import torch
+
     from rankwise.rankers.listwise import ListwiseRanker
     from rankwise.train.listwise_lipo import ListwiseLiPOConfig, ListwiseLiPOTrainer
 
     lists = _lists(dataset, data_dir, queries, list_size, seed)
-    ranker = ListwiseRanker.from_pretrained(backbone, window=list_size, stride=max(1, list_size // 2), max_doc_tokens=max_doc_tokens)
+    ranker = ListwiseRanker.from_pretrained(backbone, dtype=place.load_dtype, device=place.device, window=list_size,
+                                            stride=max(1, list_size // 2), max_doc_tokens=max_doc_tokens)
     trainer = ListwiseLiPOTrainer(ranker, ListwiseLiPOConfig(beta=beta, responses=responses, learning_rate=lr, max_doc_tokens=max_doc_tokens, seed=seed))
+    mixed = place.cuda and place.dtype != torch.float32
     for step in range(max_steps):
         t = lists[step % len(lists)]
-        loss = trainer.step([(t.query, list(t.docs), list(t.labels))])
+        with torch.autocast("cuda", dtype=place.dtype) if mixed else contextlib.nullcontext():
+            loss = trainer.step([(t.query, list(t.docs), list(t.labels))])
         if step % max(1, max_steps // 20) == 0:
             typer.echo(f"step {step} loss {loss:.4f}")
     ranker.save_pretrained(output, backbone=str(backbone))
@@ -190,14 +259,18 @@ def iranker_cmd(
     max_doc_tokens: int = typer.Option(64, "--max-doc-tokens", min=8, help="Each passage is cut to this many tokens."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
     seed: int = typer.Option(0, "--seed", help="Seed for lists, states and training."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
+    dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
 ) -> None:
     """Train IRanker's single elimination step with GRPO (step reward + format reward).
 
     Examples:
         rankwise train iranker --backbone models/smollm2 --output models/iranker --max-steps 100
         rankwise train iranker --backbone models/smollm2 --output models/iranker --list-size 10 --generations 8
+        rankwise train iranker --backbone models/smollm2 --output models/iranker --device cuda --dtype bf16
     """
     _check(backbone, output)
+    place = _Placement(device, dtype)
     if list_size > 26:
         _fail(f"--list-size {list_size}: IRanker pools hold at most 26 candidates")
     from datasets import Dataset
@@ -214,7 +287,7 @@ def iranker_cmd(
         row for t in lists
         for row in iranker_states(tok, t.query, [truncate_text(tok, d, max_doc_tokens) for d in t.docs], t.labels, rng)
     ]
-    args = _grpo_args(GRPOConfig, output, max_steps, lr, generations, 2 * generations, 6, seed, beta=1e-3)
+    args = _grpo_args(GRPOConfig, output, max_steps, lr, generations, 2 * generations, 6, seed, place, beta=1e-3)
     trainer = GRPOTrainer(backbone, reward_funcs=[iranker_step_reward, iranker_format_reward],
                           train_dataset=Dataset.from_list(rows), processing_class=tok, args=args)
     trainer.train()
@@ -232,18 +305,22 @@ def rank_grpo_cmd(
     max_steps: int = typer.Option(100, "--max-steps", min=1, help="GRPO steps."),
     lr: float = typer.Option(1e-6, "--lr", help="Learning rate (the paper: 1e-6)."),
     generations: int = typer.Option(8, "--generations", min=2, help="Samples per prompt (the paper: 8)."),
-    rank_reward: RankReward = typer.Option(RankReward.log_decay, "--rank-reward", help="Per-rank reward: DCG from rank k (log_decay) or the rank's own relevance (exp_inf)."),
+    rank_reward: RankReward = typer.Option(RankReward.exp_inf, "--rank-reward", help="Per-rank reward: the rank's own relevance (exp_inf, the authors' default) or DCG from rank k (log_decay)."),
     max_doc_tokens: int = typer.Option(64, "--max-doc-tokens", min=8, help="Each passage is cut to this many tokens."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
     seed: int = typer.Option(0, "--seed", help="Seed for lists and training."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
+    dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
 ) -> None:
     """Train a listwise ranker whose answer is one passage id per line, with rank-level GRPO.
 
     Examples:
         rankwise train rank-grpo --backbone models/smollm2 --output models/rank-grpo --max-steps 100
-        rankwise train rank-grpo --backbone models/smollm2 --output models/rank-grpo --rank-reward exp_inf --generations 4
+        rankwise train rank-grpo --backbone models/smollm2 --output models/rank-grpo --rank-reward log_decay --generations 4
+        rankwise train rank-grpo --backbone models/smollm2 --output models/rank-grpo --device cuda --dtype bf16
     """
     _check(backbone, output)
+    place = _Placement(device, dtype)
     from datasets import Dataset
 
     from rankwise.rankers.listwise import ListwiseRanker, listwise_prompt
@@ -257,7 +334,7 @@ def rank_grpo_cmd(
          "labels": list(t.labels)}
         for t in lists
     ]
-    args = _grpo_args(RankGRPOConfig, output, max_steps, lr, generations, generations, 6 * list_size, seed,
+    args = _grpo_args(RankGRPOConfig, output, max_steps, lr, generations, generations, 6 * list_size, seed, place,
                       n_ranks=list_size, rank_reward=rank_reward.value)
     trainer = RankGRPOTrainer(backbone, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     trainer.train()

@@ -13,8 +13,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rankwise.eval.datasets._io import DatasetError, find_file, read_jsonl, read_qrels_tsv
-from rankwise.eval.datasets.paths import cache_dir, default_data_dir
+from rankwise.core.io import DatasetError, find_file, read_jsonl, read_qrels_tsv
+from rankwise.core.paths import cache_dir, default_data_dir
 
 __all__ = ["BeirDataset", "load_beir", "BEIR_URL"]
 

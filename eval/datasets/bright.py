@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from rankwise.eval.datasets._io import DatasetError, find_file, read_jsonl
-from rankwise.eval.datasets.paths import default_data_dir
+from rankwise.core.io import DatasetError, find_file, read_jsonl
+from rankwise.core.paths import default_data_dir
 
 __all__ = ["BrightDataset", "load_bright", "BRIGHT_DOMAINS"]
 

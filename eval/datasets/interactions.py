@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from rankwise.eval.datasets.paths import default_data_dir
+from rankwise.core.paths import default_data_dir
 
 __all__ = [
     "Interactions",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from rankwise.eval.datasets.paths import cache_dir
+from rankwise.core.paths import cache_dir
 from rankwise.rankers.base import CANDIDATE_SCHEMA, Hit
 from rankwise.rankers.first_stage._jvm import anserini_class, pyserini_search
 

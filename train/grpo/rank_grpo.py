@@ -34,16 +34,33 @@ __all__ = [
 ]
 
 
-def parse_ranked_lines(text: str, n_items: int) -> list[int | None]:
-    """0-based passage id named on each non-empty line (None: no valid id, or a repeat).
+def _line_ranks(text: str) -> list[int]:
+    """Rank (0-based) of each ``"\\n"``-separated line of ``text``; −1 for a blank (whitespace-only) line.
+
+    The one line segmentation of Rank-GRPO: :func:`parse_ranked_lines` reads items from it and
+    :func:`token_rank_index` maps tokens through it, so a token is credited with the item it belongs to.
 
     Example:
-        >>> parse_ranked_lines("[2]\\n[2]\\n[9]\\n1\\n", 3)
+        >>> _line_ranks("[2]\\n\\n[1]\\n")
+        [0, -1, 1, -1]
+    """
+    out, k = [], 0
+    for line in text.split("\n"):
+        out.append(k if line.strip() else -1)
+        k += bool(line.strip())
+    return out
+
+
+def parse_ranked_lines(text: str, n_items: int) -> list[int | None]:
+    """0-based passage id named on each non-blank line (None: no valid id, or a repeat).
+
+    Example:
+        >>> parse_ranked_lines("[2]\\n[2]\\n\\n[9]\\n1\\n", 3)
         [1, None, None, 0]
     """
     out: list[int | None] = []
-    for line in text.split("\n"):
-        if not line.strip():
+    for line, k in zip(text.split("\n"), _line_ranks(text)):
+        if k < 0:
             continue
         match = re.search(r"\d+", line)
         index = int(match.group()) - 1 if match else -1
@@ -51,16 +68,16 @@ def parse_ranked_lines(text: str, n_items: int) -> list[int | None]:
     return out
 
 
-def rank_rewards(items: Sequence[int | None], labels: Sequence[float], n_ranks: int, mode: Literal["exp_inf", "log_decay"] = "log_decay") -> list[float]:
+def rank_rewards(items: Sequence[int | None], labels: Sequence[float], n_ranks: int, mode: Literal["exp_inf", "log_decay"] = "exp_inf") -> list[float]:
     """Per-rank rewards of one ranked list (ranks past the list's end count as relevance 0).
 
     Formula: rel_k = labels[item_k] (0 if invalid or missing);
         ``exp_inf``: r_k = rel_k;  ``log_decay``: r_k = Σ_{j ≥ k} rel_j / log2(j + 1)  (1-based j).
 
     Example:
-        >>> [round(r, 4) for r in rank_rewards([1, 0], [0.0, 1.0], 2)]
+        >>> rank_rewards([1, 0], [0.0, 1.0], 2)
         [1.0, 0.0]
-        >>> [round(r, 4) for r in rank_rewards([0, 1], [0.0, 1.0], 2)]
+        >>> [round(r, 4) for r in rank_rewards([0, 1], [0.0, 1.0], 2, "log_decay")]
         [0.6309, 0.6309]
     """
     rel = [float(labels[i]) if i is not None else 0.0 for i in list(items)[:n_ranks]]
@@ -73,10 +90,16 @@ def rank_rewards(items: Sequence[int | None], labels: Sequence[float], n_ranks: 
     return [sum(disc[k:]) for k in range(n_ranks)]
 
 
-def rank_advantages(rewards: Tensor, num_generations: int, eps: float = 1e-4) -> Tensor:
-    """Advantage of each rank normalised across the G samples of the same prompt.
+def rank_advantages(
+    rewards: Tensor, num_generations: int, scale: Literal["group", "batch", "none"] | bool = "group", eps: float = 1e-4
+) -> Tensor:
+    """Advantage of each rank: its reward minus the mean over the G samples of the same prompt, scaled.
 
-    Formula: Â_{g,k} = (r_{g,k} − mean_g r_{·,k}) / (std_g r_{·,k} + 1e-4)  (unbiased std, as TRL).
+    Formula: Â_{g,k} = (r_{g,k} − mean_g r_{·,k}) / (σ_k + 1e-4), with σ_k (unbiased, as TRL) by ``scale``:
+        ``"group"`` (or True): std over the G samples of the prompt, per rank;
+        ``"batch"``: std over every sample of the batch, per rank;
+        ``"none"`` (or False): no division (Dr. GRPO), Â = r − mean.
+    The names and meanings are TRL's ``GRPOConfig.scale_rewards``, applied per rank.
 
     Shapes: ``rewards: (B, N)`` with ``B = prompts × G`` (a prompt's samples consecutive); returns ``(B, N)``.
 
@@ -84,22 +107,45 @@ def rank_advantages(rewards: Tensor, num_generations: int, eps: float = 1e-4) ->
         >>> rank_advantages(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), 2).round(decimals=3)
         tensor([[ 0.7070,  0.0000],
                 [-0.7070,  0.0000]])
+        >>> rank_advantages(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), 2, scale="none")
+        tensor([[ 0.5000,  0.0000],
+                [-0.5000,  0.0000]])
     """
+    scale = {True: "group", False: "none"}.get(scale, scale)  # type: ignore[arg-type]
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"rank_advantages: scale must be group, batch or none, got {scale!r}")
     grouped = rewards.view(-1, num_generations, rewards.shape[-1])  # (P, G, N)
-    mean = grouped.mean(dim=1, keepdim=True)
-    std = grouped.std(dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(mean)
-    return ((grouped - mean) / (std + eps)).view_as(rewards)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)  # (P, G, N)
+    if scale == "none":
+        return centred.view_as(rewards)
+    if scale == "group":
+        std = grouped.std(dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(grouped[:, :1])
+    else:
+        std = rewards.std(dim=0).view(1, 1, -1) if rewards.shape[0] > 1 else torch.zeros_like(grouped[:1, :1])
+    return (centred / (std + eps)).view_as(rewards)
 
 
 def token_rank_index(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[int]:
-    """0-based line (rank) each completion token belongs to: the number of newlines before it.
+    """0-based rank (item line) each completion token belongs to; −1 for tokens on a blank line.
 
-    A token holding the newline that ends an item belongs to that item.
+    Lines are segmented exactly as :func:`parse_ranked_lines` does (blank lines are not items), so the
+    k-th parsed item and the tokens of rank k are the same line. A token belongs to the line it starts
+    on: the token holding the newline that ends an item belongs to that item. Special tokens decode
+    to nothing, as in the parser's ``skip_special_tokens`` text.
+
+    Example:
+        >>> from rankwise.rankers.llm import tiny_causal_lm
+        >>> _, tok = tiny_causal_lm(["[1]\\n[2]\\n"], vocab_size=270)
+        >>> ids = [tok.convert_tokens_to_ids(t) for t in ["[", "1", "]", "Ċ", "Ċ", "[", "2", "]"]]
+        >>> token_rank_index(tok, ids)
+        [0, 0, 0, 0, -1, 1, 1, 1]
     """
-    out, lines = [], 0
-    for tok in ids:
-        out.append(lines)
-        lines += tokenizer.decode([tok]).count("\n")
+    pieces = [tokenizer.decode([tok], skip_special_tokens=True) for tok in ids]
+    line_rank = _line_ranks("".join(pieces))
+    out, line = [], 0
+    for piece in pieces:
+        out.append(line_rank[line])
+        line += piece.count("\n")
     return out
 
 
@@ -177,12 +223,13 @@ class RankGRPOConfig(GRPOConfig):
 
     Args:
         n_ranks: items expected in a completion (N; the paper: 20). ``None``: each row's ``len(labels)``.
-        rank_reward: ``"log_decay"`` (DCG from rank k on) or ``"exp_inf"`` (the rank's own relevance).
+        rank_reward: ``"exp_inf"`` (default, the rank's own relevance; the authors' default) or
+            ``"log_decay"`` (DCG from rank k on).
         length_penalty: shaping on tokens past item N (−), and on EOS after exactly N (+) / fewer (−) items.
     """
 
     n_ranks: int | None = field(default=None, metadata={"help": "Items per completion (None: len(labels))."})
-    rank_reward: str = field(default="log_decay", metadata={"help": "log_decay or exp_inf."})
+    rank_reward: str = field(default="exp_inf", metadata={"help": "exp_inf (the rank's relevance) or log_decay (DCG from the rank on)."})
     length_penalty: float = field(default=0.1, metadata={"help": "Length shaping magnitude."})
     epsilon: float = field(default=0.06, metadata={"help": "Lower clip (1 - epsilon)."})
     epsilon_high: float | None = field(default=0.08, metadata={"help": "Upper clip (1 + epsilon_high)."})
@@ -206,7 +253,10 @@ class RankGRPOTrainer(GRPOTrainer):
         (Zhu et al., 2025), https://arxiv.org/abs/2510.20150. Differences from the paper: items are
         passage ids of a ranking prompt rather than movie titles; the loss is averaged over all
         completion tokens of the batch. TRL options that act inside its own ``_compute_loss``
-        (``loss_type``, entropy masking, vLLM importance-sampling correction) do not apply here.
+        (``loss_type``, entropy masking, vLLM importance-sampling correction) do not apply here;
+        ``scale_rewards`` does, per rank (:func:`rank_advantages`). The overridden hooks follow TRL
+        1.16's private API (``_get_per_token_logps_and_entropies`` returns three values since 1.7):
+        ``pyproject.toml`` pins the TRL range and ``tests/test_rank_grpo.py`` calls the hooks.
 
     Args:
         reward_funcs: TRL reward functions; they are only logged (the advantage comes from the ranks).
@@ -227,7 +277,11 @@ class RankGRPOTrainer(GRPOTrainer):
         super().__init__(model, reward_funcs=reward_funcs or [rank_ndcg_reward], args=args, **kwargs)
 
     def _rank_targets(self, inputs: list[dict], completion_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-token advantages ``(B, T)`` and rank index ``(B, T)`` (−1 outside the N ranks)."""
+        """Per-token advantages ``(B, T)`` and rank index ``(B, T)`` (−1 outside the N ranks).
+
+        Tokens on blank lines belong to no rank (index −1, advantage 0), as the parser skips them;
+        rank advantages are scaled as ``args.scale_rewards`` says (see :func:`rank_advantages`).
+        """
         args: RankGRPOConfig = self.args
         tok = self.processing_class
         eos = tok.eos_token_id
@@ -235,7 +289,7 @@ class RankGRPOTrainer(GRPOTrainer):
         n_ranks = args.n_ranks or max(len(x["labels"]) for x in inputs)
         items = [parse_ranked_lines(t, len(x["labels"])) for t, x in zip(texts, inputs)]
         rewards = torch.tensor([rank_rewards(it, x["labels"], n_ranks, args.rank_reward) for it, x in zip(items, inputs)])
-        adv_rank = rank_advantages(rewards, self.num_generations)  # (B, N)
+        adv_rank = rank_advantages(rewards, self.num_generations, args.scale_rewards)  # (B, N)
         B, T = completion_ids.shape
         advantages = torch.zeros(B, T)
         rank_index = torch.full((B, T), -1, dtype=torch.long)
@@ -247,6 +301,8 @@ class RankGRPOTrainer(GRPOTrainer):
                     break
                 if ids[t] == eos:
                     advantages[b, t] = args.length_penalty if n_items == n_ranks else -args.length_penalty
+                elif k < 0:
+                    continue  # a blank line: no item, no credit
                 elif k >= n_ranks:
                     advantages[b, t] = -args.length_penalty
                 else:

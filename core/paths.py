@@ -7,7 +7,7 @@ from pathlib import Path
 
 __all__ = ["default_data_dir", "cache_dir"]
 
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def default_data_dir() -> Path:

@@ -1,0 +1,7 @@
+"""The ground floor of rankwise: what every other package may import, importing nothing of theirs.
+
+* :mod:`rankwise.core.paths`: the data and cache folders (``$RANKWISE_DATA``, ``$RANKWISE_CACHE``);
+* :mod:`rankwise.core.model_dir`: reading and writing a model directory's ``rankwise.json``
+  (:class:`~rankwise.core.model_dir.ModelDirError`);
+* :mod:`rankwise.core.io`: line-numbered JSONL reading with :class:`~rankwise.core.io.DatasetError`.
+"""
