@@ -49,6 +49,8 @@ import torch
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.core.paths import cache_dir
 from rankwise.eval.metrics import evaluate
+from rankwise.eval.fusion_fit import fit_fusion_weights
+from rankwise.rankers.fusion import fuse_many
 from rankwise.eval.report import RESULTS_DIR, machine_info, plot_bars, print_table, write_results
 from rankwise.rankers.base import Ranker
 from rankwise.rankers.device import resolve_device, resolve_dtype
@@ -71,6 +73,7 @@ class BenchConfig:
 
     seed: int = 0
     queries: int = 100  # 300 (or more) = every SciFact test query
+    fit_queries: int = 40  # SciFact *train* queries also reranked, to choose each ranker's BM25 fusion weight
     depth: int = 20
     passage_tokens: int = 128
     window: int = 10
@@ -113,28 +116,33 @@ def protocol_of(config: BenchConfig, n_queries: int, device: torch.device) -> st
     backbone = f"{Path(config.backbone).name} (--backbone)" if config.backbone else SMOLLM2
     return (f"SciFact test, {n_queries} queries sampled with seed {config.seed}; rerank BM25 top-{config.depth}; "
             f"passages cut to {config.passage_tokens} tokens; {backbone}, run in {config.dtype} on {hardware(device)}; "
-            "ERank SFT on SciFact train")
+            f"ERank SFT on SciFact train; fused rows: z-score BM25 fusion, weight chosen on {config.fit_queries} SciFact train "
+            f"queries (seed {config.seed}) reranked the same way")
 
 
-def previous_rows(path: Path, protocol: str) -> dict[tuple[str, str], dict]:
-    """Rows of an earlier run under ``protocol`` keyed by (model, setting); another protocol's file is set aside."""
+def previous_rows(path: Path, protocol: str) -> dict[tuple[str, str], list[dict]]:
+    """Rows of an earlier run under ``protocol`` grouped by (model, setting) (alone and fused); another
+    protocol's file is set aside."""
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
     if old.get("protocol") == protocol:
-        return {(r["model"], r["setting"]): r for r in old["rows"]}
+        grouped: dict[tuple[str, str], list[dict]] = {}
+        for r in old["rows"]:
+            grouped.setdefault((r["model"], r["setting"]), []).append(r)
+        return grouped
     os.replace(path, path.with_suffix(".superseded.json"))
     print(f"{path}: another protocol; kept as {path.with_suffix('.superseded.json').name}")
     return {}
 
 
-def save(rows: list[dict], earlier: dict[tuple[str, str], dict], protocol: str, config: BenchConfig, device: str) -> None:
+def save(rows: list[dict], earlier: dict[tuple[str, str], list[dict]], protocol: str, config: BenchConfig, device: str) -> None:
     """Write the JSON + PNG (after every ranker, so a run stopped early keeps what it measured)."""
     done = {(r["model"], r["setting"]) for r in rows}
-    rows = rows + [r for k, r in earlier.items() if k not in done]
+    rows = rows + [r for k, group in earlier.items() if k not in done for r in group]
     out = Path(config.results_dir)
     write_results(NAME, rows, protocol, results_dir=out, device=device, config=str(asdict(config)))
-    plot_bars(rows, ["model", "setting"], "ndcg@10", out / f"{NAME}.png", title=protocol[:90])
+    plot_bars(rows, ["model", "setting", "fusion"], "ndcg@10", out / f"{NAME}.png", title=protocol[:90])
 
 
 def run(config: BenchConfig) -> list[dict]:
@@ -146,6 +154,11 @@ def run(config: BenchConfig) -> list[dict]:
     qrels = {q: test.qrels[q] for q in subset}
     bm25 = BM25Retriever.from_corpus({d: test.doc_text(d) for d in test.corpus})
     candidates = bm25.batch_search({q: test.queries[q] for q in subset}, k=config.depth)
+    train = load_beir("scifact", "train")
+    fit_ids = sorted(q for q in train.qrels if any(g > 0 for g in train.qrels[q].values()))
+    fit_ids = sorted(random.Random(config.seed).sample(fit_ids, min(config.fit_queries, len(fit_ids))))
+    fit_qrels = {q: train.qrels[q] for q in fit_ids}
+    fit_candidates = bm25.batch_search({q: train.queries[q] for q in fit_ids}, k=config.depth) if fit_ids else None
     protocol = protocol_of(config, len(subset), device)
     earlier = previous_rows(Path(config.results_dir) / f"{NAME}.json", protocol)
     common = {"dataset": "scifact", "queries": len(subset), "depth": config.depth,
@@ -158,7 +171,7 @@ def run(config: BenchConfig) -> list[dict]:
 
     def todo(name: str, setting: str) -> bool:
         if (name, setting) in earlier:
-            rows.append(earlier[(name, setting)])
+            rows.extend(r for r in earlier[(name, setting)])
             print(f"{name} / {setting}: kept from the earlier run")
             return False
         return True
@@ -168,8 +181,16 @@ def run(config: BenchConfig) -> list[dict]:
         start = time.perf_counter()
         reranked = ranker.rerank_candidates(candidates, test.queries, test.doc_text, top_k=config.depth)
         seconds = time.perf_counter() - start
-        rows.append({"model": name, "setting": setting, **common, **llm, **evaluate(qrels, reranked, METRICS),
-                     "s_per_query": seconds / len(subset), **(extra() if extra else {})})
+        stats = extra() if extra else {}
+        rows.append({"model": name, "setting": setting, **common, **llm, "fusion": "none", **evaluate(qrels, reranked, METRICS),
+                     "s_per_query": seconds / len(subset), **stats})
+        if fit_candidates is not None:  # BM25 fusion, weight chosen on the train queries
+            fit_reranked = ranker.rerank_candidates(fit_candidates, train.queries, train.doc_text, top_k=config.depth)
+            (w, _), fit_value = fit_fusion_weights([fit_candidates, fit_reranked], fit_qrels)
+            fused = fuse_many([candidates, reranked], [w, 1 - w])
+            rows.append({"model": name, "setting": setting, **common, **llm, "fusion": "zscore", "fusion_weight": w,
+                         "fit_queries": len(fit_ids), "fit_ndcg@10_fused": fit_value, **evaluate(qrels, fused, METRICS),
+                         "s_per_query": seconds / len(subset), **(extra() if extra else {})})
         print_table(rows[-1:], name)
         save(rows, earlier, protocol, config, str(device))
 

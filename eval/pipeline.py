@@ -84,9 +84,16 @@ def load_reranker(name: str, **options: Any) -> tuple[Ranker, float | None]:
         from rankwise.rankers.bi_encoder import BiEncoderRanker
 
         return BiEncoderRanker(), DEFAULT_BI_ENCODER_FUSION_WEIGHT
-    from rankwise.rankers import load_ranker
     from rankwise.core.model_dir import RANKWISE_JSON, read_rankwise_json
+    from rankwise.rankers import load_ranker
 
+    if (Path(name) / "serving.json").is_file():  # an ONNX export: the serving loader
+        if options:
+            raise ValueError(f"{name}: an ONNX export takes no reranker options ({sorted(options)})")
+        from rankwise.serving.api import Reranker
+        from rankwise.serving.export import read_serving_json
+
+        return Reranker.load(name, device="cpu"), read_serving_json(name).get("fusion_weight")
     if (Path(name) / RANKWISE_JSON).is_file():
         return load_ranker(name, **options), read_rankwise_json(name).get("fusion_weight")
     if Path(name).exists():

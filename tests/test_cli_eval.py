@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from rankwise.cli import app
@@ -94,3 +96,20 @@ def test_cli_eval_unknown_reranker_is_one_line(scifact_small, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot load reranker 'no-such-org/no-such-model'")
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_eval_beir_scores_an_onnx_export_like_its_pytorch_directory(scifact_small, tmp_path):
+    from rankwise.serving.export import export_model
+    from tests._serving_models import tiny_cross_encoder_dir
+
+    model = tiny_cross_encoder_dir(tmp_path / "model")
+    export_model(model, tmp_path / "onnx")
+    got = {}
+    for name, directory in (("pytorch", model), ("onnx", tmp_path / "onnx")):
+        out = tmp_path / f"out-{name}"
+        result = runner.invoke(app, ["eval", "beir", "--dataset", str(scifact_small), "--top-k", "20", "--reranker", str(directory),
+                                     "--fusion", "none", "--output-dir", str(out), "--json"])
+        assert result.exit_code == 0, result.output
+        got[name] = json.loads((out / "metrics.json").read_text())
+    assert got["onnx"]["ndcg@10"] == pytest.approx(got["pytorch"]["ndcg@10"], abs=1e-3)
+    assert got["onnx"]["ndcg@10"] != got["pytorch"]["first_stage_ndcg@10"]  # the export really reranked
