@@ -200,19 +200,26 @@ def predict(
     from rich.console import Console
     from rich.table import Table
 
-    from rankwise.recsys.evaluate import top_k
+    from rankwise.core.model_dir import ModelDirError
+    from rankwise.serving.api import Recommender
 
-    net = _load_model(model_dir)
-    name = dataset or net.meta.get("dataset")
+    try:
+        rec = Recommender.load(model_dir, device="cpu")
+    except ModelDirError as err:
+        _fail(str(err))
+    except FileNotFoundError as err:
+        _fail(f"{model_dir}: incomplete model directory ({err.filename} missing)")
+    meta_file = model_dir / ("serving.json" if rec.backend == "onnx" else "rankwise.json")
+    name = dataset or json.loads(meta_file.read_text()).get("dataset")
     if not name:
-        _fail(f"{model_dir}/rankwise.json: field 'dataset' is missing; pass --dataset")
-    data = _load_sequences(name, item_ids=net.item_ids)
+        _fail(f"{meta_file}: field 'dataset' is missing; pass --dataset")
+    data = _load_sequences(name, item_ids=rec.item_ids)
     if user not in data.user_ids:
         _fail(f"user {user!r} is not in dataset {data.name} (field user_id)")
     history = data.sequences[data.user_ids.index(user)]
-    idx, scores = top_k(net, [history], k)
-    recs = [{"rank": r + 1, "item_id": data.item_ids[i - 1], "title": data.item_titles[i - 1], "score": float(s)}
-            for r, (i, s) in enumerate(zip(idx[0], scores[0]))]
+    title = dict(zip(data.item_ids, data.item_titles))
+    hits = rec.recommend([data.item_ids[i - 1] for i in history], k)
+    recs = [{"rank": h.rank, "item_id": h.item_id, "title": title.get(h.item_id, ""), "score": h.score} for h in hits]
     if as_json:
         typer.echo(json.dumps({"user": user, "history_len": len(history), "items": recs}))
         return

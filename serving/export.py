@@ -299,7 +299,8 @@ def _user_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[str, s
         output="user_vectors",
         dynamic_axes={"item_seq": {0: "batch", 1: "sequence"}, "user_vectors": multi},
         metadata={"task": "user-tower", "max_len": cfg.max_len, "similarity": cfg.similarity,
-                  "item_vectors": "item_vectors.npy", "item_ids": list(model.item_ids)},
+                  "item_vectors": "item_vectors.npy", "item_ids": list(model.item_ids),
+                  **({"dataset": meta["dataset"]} if meta.get("dataset") else {})},
         save_assets=lambda d: np.save(d / "item_vectors.npy", vectors),
     )
 

@@ -69,3 +69,19 @@ def test_recommend_hllm_with_an_hf_decoder_as_user_llm(tmp_path):
     res = runner.invoke(app, ["recommend", "train", "--model", "hllm", "--user-llm", str(source), "--dataset", "ml-100k",
                               "--output", str(tmp_path / "h2")])
     assert res.exit_code == 1 and "cannot build hllm" in res.output and "Traceback" not in res.output
+
+
+def test_recommend_predict_serves_an_onnx_export_like_its_pytorch_directory(tmp_path):
+    out = tmp_path / "sasrec"
+    res = runner.invoke(app, ["recommend", "train", "--model", "sasrec", "--dataset", "ml-100k", "--output", str(out),
+                              "--epochs", "1", "--max-len", "20", "--hidden", "16", "--json"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["export", "--model-dir", str(out), "--output", str(tmp_path / "onnx")])
+    assert res.exit_code == 0, res.output
+    got = {}
+    for name, directory in (("pytorch", out), ("onnx", tmp_path / "onnx")):
+        res = runner.invoke(app, ["recommend", "predict", "--model-dir", str(directory), "--user", "196", "-k", "5", "--json"])
+        assert res.exit_code == 0, res.output
+        got[name] = json.loads(res.output)["items"]
+    assert [i["item_id"] for i in got["onnx"]] == [i["item_id"] for i in got["pytorch"]]
+    assert all(i["title"] for i in got["onnx"])
