@@ -32,7 +32,6 @@ Hardware: the machine recorded in the JSON (2 CPU threads, no GPU).
 from __future__ import annotations
 
 import argparse
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch
 
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.core.paths import cache_dir
+from rankwise.eval.fusion_fit import fit_fusion_weights
 from rankwise.eval.metrics import evaluate
 from rankwise.eval.subsets import positive_overlap_subsets
 from rankwise.train.dev_eval import split_dev_queries
@@ -85,9 +85,7 @@ def _rerank(ranker: TrainableBiEncoder, cands: pl.DataFrame, queries: dict, doc_
 
 
 def _best_weight(first: pl.DataFrame, reranked: pl.DataFrame, qrels: dict) -> float:
-    grid = [i / 20 for i in range(21)]
-    scores = [evaluate(qrels, fuse(first, reranked, w), ["ndcg@10"])["ndcg@10"] for w in grid]
-    return grid[max(range(len(grid)), key=lambda i: (scores[i], -abs(grid[i] - 0.5)))]
+    return fit_fusion_weights([first, reranked], qrels)[0][0]
 
 
 def _fresh_adapter(start: TrainableBiEncoder) -> TrainableBiEncoder:

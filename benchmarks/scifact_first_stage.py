@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 
 from rankwise.eval.datasets.beir import load_beir
+from rankwise.eval.fusion_fit import fit_fusion_weights, fusion_sweep
 from rankwise.eval.metrics import evaluate
 from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
 from rankwise.rankers.bi_encoder import BiEncoder, BiEncoderRanker
@@ -64,9 +64,9 @@ def run() -> tuple[list[dict], dict]:
     rows.append({"model": "bm25+bi-encoder", "dataset": "scifact", "setting": "rrf k=60",
                  **evaluate(test.qrels, fuse(first["test"], rescored["test"], 0.5, "rrf"), METRICS)})
 
-    grid = np.round(np.arange(0.0, 1.0001, 0.05), 2)
-    train_ndcg = [evaluate(train.qrels, fuse(first["train"], rescored["train"], float(w)), ["ndcg@10"])["ndcg@10"] for w in grid]
-    best = float(grid[int(np.argmax(train_ndcg))])
+    curve = fusion_sweep([first["train"], rescored["train"]], train.qrels)
+    grid, train_ndcg = [w[0] for w, _ in curve], [v for _, v in curve]
+    best = fit_fusion_weights([first["train"], rescored["train"]], train.qrels)[0][0]
     rows.append({"model": "bm25+bi-encoder", "dataset": "scifact", "setting": f"zscore w={best} (train-chosen)",
                  **evaluate(test.qrels, fuse(first["test"], rescored["test"], best), METRICS),
                  "train_ndcg@10": max(train_ndcg)})

@@ -16,7 +16,7 @@ import polars as pl
 from rankwise.eval.metrics import evaluate
 from rankwise.rankers.fusion import FusionMethod, fuse_many
 
-__all__ = ["fit_fusion_weights", "simplex_grid"]
+__all__ = ["fit_fusion_weights", "fusion_sweep", "simplex_grid"]
 
 
 def simplex_grid(n: int, step: float) -> list[tuple[float, ...]]:
@@ -39,13 +39,20 @@ def fit_fusion_weights(
 
     Only the queries of ``qrels`` are scored, so pass the held-out (dev) queries' judgements.
     """
+    sweep = fusion_sweep(runs, qrels, step, metric, method)
+    n = len(runs)
+    weights, value = max(sweep, key=lambda wv: (wv[1], -sum(abs(w - 1.0 / n) for w in wv[0])))
+    return weights, value
+
+
+def fusion_sweep(
+    runs: Sequence[pl.DataFrame],
+    qrels: Mapping[str, Mapping[str, int]],
+    step: float = 0.05,
+    metric: str = "ndcg@10",
+    method: FusionMethod | str = FusionMethod.zscore,
+) -> list[tuple[tuple[float, ...], float]]:
+    """``metric`` on ``qrels`` for every weight vector of :func:`simplex_grid` (the whole curve)."""
     keep = [pl.DataFrame(run).filter(pl.col("qid").is_in(list(qrels))) for run in runs]
-    n = len(keep)
-    best: tuple[float, tuple[float, ...]] | None = None
-    for weights in simplex_grid(n, step):
-        value = evaluate(qrels, fuse_many(keep, weights, method), [metric])[metric]
-        spread = sum(abs(w - 1.0 / n) for w in weights)
-        if best is None or (value, -spread) > (best[0], -sum(abs(w - 1.0 / n) for w in best[1])):
-            best = (value, tuple(round(w, 6) for w in weights))
-    assert best is not None
-    return best[1], best[0]
+    return [(tuple(round(w, 6) for w in weights), evaluate(qrels, fuse_many(keep, weights, method), [metric])[metric])
+            for weights in simplex_grid(len(keep), step)]
