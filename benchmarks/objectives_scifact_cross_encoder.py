@@ -43,7 +43,6 @@ trained is recorded in the JSON.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import shutil
 import tempfile
@@ -99,30 +98,10 @@ def prepare(bundle: Path, top_k: int = 100, seed: int = 0, fp16_weights: bool = 
     every document they name, and the start weights (fp16 safetensors halve the transfer size)."""
     from safetensors.torch import load_file, save_file
 
-    from rankwise.train.dev_eval import split_dev_queries
-
-    from rankwise.eval.datasets.beir import load_beir
+    from rankwise.eval.bundle import build_bundle, write_bundle
     from rankwise.rankers.bi_encoder import default_encoder_path
-    from rankwise.rankers.first_stage.bm25 import BM25Retriever
 
-    train, test = load_beir("scifact", "train"), load_beir("scifact", "test")
-    doc_text = {d: train.doc_text(d) for d in train.corpus}
-    bm25 = BM25Retriever.from_corpus(doc_text)
-    fit_ids, dev_ids = split_dev_queries(train.qrels, 0.2, seed)
-    splits = {"fit": {q: train.queries[q] for q in fit_ids}, "dev": {q: train.queries[q] for q in dev_ids},
-              "test": dict(test.queries)}
-    hits = {name: {q: [[h.docid, h.score, h.rank] for h in bm25.search(text, top_k)] for q, text in qs.items()}
-            for name, qs in splits.items()}
-    needed = {d for per in hits.values() for hs in per.values() for d, _, _ in hs}
-    needed |= {d for q in fit_ids for d in train.qrels[q]}
-    doc = {
-        "queries": splits, "bm25": hits, "top_k": top_k, "seed": seed,
-        "qrels": {"train": train.qrels, "test": test.qrels},
-        "docs": {d: doc_text[d] for d in sorted(needed) if d in doc_text},
-    }
-    bundle.mkdir(parents=True, exist_ok=True)
-    with gzip.open(bundle / BUNDLE_FILE, "wt", encoding="utf-8") as f:
-        json.dump(doc, f)
+    write_bundle(bundle / BUNDLE_FILE, build_bundle("scifact", top_k, seed))
     src, dst = default_encoder_path(), bundle / START_DIR
     dst.mkdir(exist_ok=True)
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
@@ -136,12 +115,9 @@ def prepare(bundle: Path, top_k: int = 100, seed: int = 0, fp16_weights: bool = 
 
 # -- 2. train and score (anywhere: torch + transformers) ------------------------------------------
 def _load_bundle(bundle: Path, limit: int | None) -> dict:
-    with gzip.open(bundle / BUNDLE_FILE, "rt", encoding="utf-8") as f:
-        doc = json.load(f)
-    if limit:
-        for name, qs in doc["queries"].items():
-            doc["queries"][name] = dict(list(qs.items())[:limit])
-    return doc
+    from rankwise.eval.bundle import read_bundle
+
+    return read_bundle(bundle / BUNDLE_FILE, limit)
 
 
 def _pairs(doc: dict, split: str) -> tuple[list[str], list[str], list[str], list[str]]:

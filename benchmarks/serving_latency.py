@@ -127,6 +127,7 @@ from rankwise.rankers.base import CANDIDATE_SCHEMA
 from rankwise.rankers.bi_encoder import default_encoder_path
 from rankwise.rankers.cross_encoder import CrossEncoder
 from rankwise.rankers.first_stage.bm25 import BM25Retriever
+from rankwise.serving.calibration import bm25_calibration_pairs
 from rankwise.serving.export import export_model
 from rankwise.serving.onnx_ranker import OnnxRanker
 
@@ -205,7 +206,7 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
     export_s = time.perf_counter() - t
     int8 = export_model(src, work / "onnx-int8", quantize="int8")
     blockwise = export_model(src, work / "onnx-int8-blockwise", quantize="int8-blockwise")
-    calibration = calibration_pairs(cfg)
+    calibration = bm25_calibration_pairs("scifact", cfg.calibration_queries, 32)
     # one int8-smooth export serves two engines: without its fp32 head, and (cfg.exact_head > 0) with it
     smooth = export_model(src, work / "onnx-int8-smooth", quantize="int8-smooth", calibration_pairs=calibration,
                           exact_head=cfg.exact_head)
@@ -319,16 +320,6 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
     return rows, extra
 
 
-def calibration_pairs(cfg: BenchConfig) -> list[tuple[str, str]]:
-    """int8-smooth calibration: the first ``cfg.calibration_queries`` SciFact *train* queries with their
-    BM25 top-32 (traffic like the test queries, none of them)."""
-    train = load_beir("scifact", "train")
-    docs = {d: train.doc_text(d) for d in train.corpus}
-    qids = sorted(train.qrels)[: cfg.calibration_queries]
-    cands = BM25Retriever.from_corpus(docs).batch_search({q: train.queries[q] for q in qids}, 32)
-    return [(train.queries[q], docs[d]) for q, d in cands.select("qid", "docid").iter_rows()]
-
-
 def quality_rows(cfg: BenchConfig, ds, docs: dict[str, str], engines: dict, as_frame, weights: str) -> list[dict]:
     """nDCG@10 of ``engines`` on the first ``cfg.quality_queries`` judged test queries, and each one's
     difference to ONNX fp32. On a handful of queries one swapped pair in a top 10 moves nDCG@10 by
@@ -414,10 +405,10 @@ def cuda_rows(bundle: Path, model_dir: Path, n_queries: int, work: Path, device:
     candidates come from the bundle written by ``objectives_scifact_cross_encoder.py prepare``).
     ``device="cpu"`` runs the same path on the CPU (the smoke test). Each row names the provider that ran."""
     import onnxruntime as ort
-    from objectives_scifact_cross_encoder import _load_bundle
+    from rankwise.eval.bundle import read_bundle
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
-    doc = _load_bundle(bundle, None)
+    doc = read_bundle(bundle / "scifact_lists.json.gz")
     qrels = doc["qrels"]["test"]
     qids = sorted(qrels)[:n_queries]
     lists = {q: [d for d, _, _ in doc["bm25"]["test"][q]] for q in qids}
