@@ -128,6 +128,7 @@ import torch
 
 from rankwise.eval.datasets.interactions import load_interactions
 from rankwise.eval.report import RESULTS_DIR, machine_info, plot_bars, print_table, write_results
+from rankwise.recsys import build_recommender
 from rankwise.recsys.data import SequenceData
 from rankwise.recsys.evaluate import PROTOCOL, evaluate_full_ranking
 from rankwise.recsys.trainer import RecTrainer, RecTrainerConfig
@@ -193,40 +194,21 @@ SCORING = {"cosine": {"similarity": "cosine", "temperature": 0.05}, "dot": {"sim
 
 def build_model(name: str, data: SequenceData, preset: dict, bench: BenchConfig):  # noqa: ANN201
     """The recommender ``name`` for ``data`` with the preset's backbone and the invocation's settings."""
-    common = {
-        "n_items": data.n_items,
-        "hidden": preset["hidden"],
-        "n_layers": preset["n_layers"],
-        "n_heads": preset["n_heads"],
-        "dropout": preset["dropout"],
-        "max_len": preset["max_len"],
-    }
+    common = {k: preset[k] for k in ("hidden", "n_layers", "n_heads", "dropout", "max_len")}
     shared = {"loss": "ce", **SCORING[bench.similarity]}
+    hllm = {"n_negatives": bench.hllm_negatives, "adapter": bench.hllm_adapter, "user_llm": bench.hllm_user_llm}
     if name == "sasrec":
-        from rankwise.recsys.sasrec import SASRec, SASRecConfig
-
-        return SASRec(SASRecConfig(**common, **{**shared, "loss": bench.sasrec_loss}))
+        return build_recommender("sasrec", data, **common, **{**shared, "loss": bench.sasrec_loss})
     if name.startswith("rearec"):
-        from rankwise.recsys.rearec import ReaRec, ReaRecConfig
-
-        return ReaRec(ReaRecConfig(**common, **{**shared, "loss": bench.sasrec_loss}, objective=name.split("-")[1],
-                                   reasoning_steps=bench.reasoning_steps, erl_lambda=bench.erl_lambda,
-                                   reasoning_dropout=bench.reasoning_dropout))
+        return build_recommender("rearec", data, **common, **{**shared, "loss": bench.sasrec_loss}, objective=name.split("-")[1],
+                                 reasoning_steps=bench.reasoning_steps, erl_lambda=bench.erl_lambda,
+                                 reasoning_dropout=bench.reasoning_dropout)
     if name == "hcn":
-        from rankwise.recsys.hcn import HCN, HCNConfig
-
-        return HCN(HCNConfig(**{**common, "n_layers": 1}, **shared))
+        return build_recommender("hcn", data, **{**common, "n_layers": 1}, **shared)
     if name == "hllm":
-        from rankwise.recsys.hllm import HLLM, HLLMConfig
-
-        cfg = HLLMConfig(**common, item_mode="frozen", n_negatives=bench.hllm_negatives, adapter=bench.hllm_adapter,
-                         user_llm=bench.hllm_user_llm)
-        return HLLM(cfg, item_texts=data.item_texts)
+        return build_recommender("hllm", data, **common, item_mode="frozen", **hllm)
     if name == "hllm-ft":  # mean pooling: MiniLM was trained for it (the paper's [ITEM] slot suits decoder LLMs)
-        from rankwise.recsys.hllm import HLLM, HLLMConfig
-
-        return HLLM(HLLMConfig(**common, item_mode="finetune", pooling="mean", prompt="", n_negatives=bench.hllm_negatives,
-                               adapter=bench.hllm_adapter, user_llm=bench.hllm_user_llm), item_texts=data.item_texts)
+        return build_recommender("hllm", data, **common, item_mode="finetune", pooling="mean", prompt="", **hllm)
     raise ValueError(f"unknown model {name!r}; choose from {KNOWN_MODELS}")
 
 

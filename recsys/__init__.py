@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = [
     "SASRec", "SASRecConfig", "ReaRec", "ReaRecConfig", "HLLM", "HLLMConfig", "HCN", "HCNConfig",
-    "MODEL_KINDS", "load_recommender",
+    "MODEL_KINDS", "load_recommender", "build_recommender",
 ]
 
 _HOME = {
@@ -33,3 +33,21 @@ def load_recommender(directory: str | Path) -> Any:
 
     kind = read_rankwise_json(directory, tuple(MODEL_KINDS))["kind"]
     return __getattr__(MODEL_KINDS[kind]).from_pretrained(directory)
+
+
+def build_recommender(kind: str, data: Any, **config: Any) -> Any:
+    """A fresh recommender of ``kind`` (a key of :data:`MODEL_KINDS`) for ``data`` (a
+    :class:`~rankwise.recsys.data.SequenceData`): ``config`` fills the family's config dataclass
+    (``SASRecConfig``, ``ReaRecConfig``, ...) beside ``n_items``; HLLM also gets the item texts.
+    The model's ``item_ids`` are the data's, so top-k maps back to dataset ids inside the model.
+
+    Example:
+        >>> net = build_recommender("rearec", data, hidden=64, n_layers=2, n_heads=1, objective="erl")  # doctest: +SKIP
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown recommender {kind!r}; choose one of {sorted(MODEL_KINDS)}")
+    cls = __getattr__(MODEL_KINDS[kind])
+    cfg = __getattr__(MODEL_KINDS[kind] + "Config")(n_items=data.n_items, **config)
+    net = cls(cfg, item_texts=data.item_texts) if kind == "hllm" else cls(cfg)
+    net.item_ids = data.item_ids
+    return net

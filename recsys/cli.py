@@ -112,6 +112,7 @@ def train(
     """
     import torch
 
+    from rankwise.recsys import build_recommender
     from rankwise.recsys.evaluate import evaluate_full_ranking
     from rankwise.recsys.trainer import RecTrainer, RecTrainerConfig
 
@@ -119,29 +120,18 @@ def train(
         _fail(f"--hidden {hidden} is not divisible by --heads {heads}")
     data = _load_sequences(dataset)
     torch.manual_seed(seed)
-    common = {"n_items": data.n_items, "hidden": hidden, "n_layers": layers, "n_heads": heads,
-              "dropout": dropout, "max_len": max_len}
+    common = {"hidden": hidden, "n_layers": layers, "n_heads": heads, "dropout": dropout, "max_len": max_len}
+    options = {  # the flags each family reads
+        ModelKind.sasrec: {"loss": "ce"},
+        ModelKind.rearec: {"objective": objective.value, "reasoning_steps": reasoning_steps},
+        ModelKind.hcn: {},
+        ModelKind.hllm: {"item_mode": item_mode.value, "item_llm": item_llm, "user_llm": user_llm, "n_negatives": negatives,
+                         "adapter": adapter.value},
+    }[model]
     try:
-        if model is ModelKind.sasrec:
-            from rankwise.recsys.sasrec import SASRec, SASRecConfig
-
-            net = SASRec(SASRecConfig(**common, loss="ce"))
-        elif model is ModelKind.rearec:
-            from rankwise.recsys.rearec import ReaRec, ReaRecConfig
-
-            net = ReaRec(ReaRecConfig(**common, objective=objective.value, reasoning_steps=reasoning_steps))
-        elif model is ModelKind.hcn:
-            from rankwise.recsys.hcn import HCN, HCNConfig
-
-            net = HCN(HCNConfig(**common))
-        else:
-            from rankwise.recsys.hllm import HLLM, HLLMConfig
-
-            net = HLLM(HLLMConfig(**common, item_mode=item_mode.value, item_llm=item_llm, user_llm=user_llm,
-                                  n_negatives=negatives, adapter=adapter.value), item_texts=data.item_texts)
+        net = build_recommender(model.value, data, **common, **options)
     except (OSError, ValueError) as err:
         _fail(f"cannot build {model.value}: {str(err).splitlines()[0]}")
-    net.item_ids = data.item_ids
     cfg = RecTrainerConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
                            max_minutes=max_minutes, progress=not as_json and sys.stderr.isatty())
     log = RecTrainer(net, data, cfg).train()
