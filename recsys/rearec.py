@@ -29,8 +29,7 @@ class ReaRecConfig(SASRecConfig):
         prl_warmup_epochs: epochs before the contrastive term is switched on.
         prl_contrastive_weight: weight of the contrastive term (1 = the plain sum of DESIGN.md).
         reasoning_dropout: dropout (at ``dropout``, the sequence inputs' rate) on each reasoning step's input,
-            as the authors' code applies it. Off by default: on Scientific (ERL, seed 42, validation) it
-            lowered HR@10 / NDCG@10 from .1250 / .0876 to .1222 / .0870 (see ``benchmarks/recsys_ml1m.py``).
+            as the authors' code applies it. Off by default (chosen on validation; ``docs/notes.md``).
 
     With ``loss="sampled"`` every step's softmax, and ERL's KL between steps, run over the target plus
     ``n_negatives`` random items shared by all steps of a position (our approximation, not in the paper:
@@ -70,7 +69,9 @@ class ReaRec(SASRec):
         Tang et al., "Think Before Recommend: Unleashing the Latent Reasoning Power for Sequential
         Recommendation", 2025, https://arxiv.org/abs/2503.22675. Differences from the paper: reasoning
         runs at every position of a training window in one pass (each position's reasoning tokens see
-        that position's causal prefix), which is equivalent to their one-sample-per-prefix augmentation;
+        that position's causal prefix). This is *not* their one-sample-per-prefix augmentation: the
+        reasoning positions (RPE) count from the window end for every position, and a prefix's
+        reasoning tokens see the prefix in the window's positional frame, not in its own;
         the PRL contrast uses the last position of each window as the in-batch sample set; similarity is
         configurable (cosine by default here, dot in the paper).
 

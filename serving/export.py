@@ -460,10 +460,8 @@ def _quantize_dynamic_int8(src: Path, dst: Path, nodes: list[str]) -> None:
     """onnxruntime dynamic int8 of the weight ops ``nodes`` of ``src`` (QInt8 per-channel weights;
     activations quantised at run time, one range per tensor), written to ``dst``.
 
-    Per-channel weight scales and only weight MatMuls (fused: the Attention's QKV projection too): on
-    the trained SciFact MiniLM cross-encoder this halves the nDCG@10 loss of per-tensor int8 at the
-    same speed (benchmarks/serving_latency.py docstring); activation x activation products (attention
-    scores), embeddings, pooler and head stay fp32."""
+    Per-channel weight scales and only weight MatMuls (fused: the Attention's QKV projection too);
+    activation x activation products (attention scores), embeddings, pooler and head stay fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -546,9 +544,7 @@ def export_model(
         fuse: fuse a BERT-family encoder's attention, LayerNorms and GELU into onnxruntime's
             contrib ops (:func:`_fuse_encoder`; CPU and CUDA providers) before quantising; the
             fused graph must pass the same parity check, else the plain graph is kept. Not applied
-            with ``fp16``. On the SciFact MiniLM cross-encoder (``benchmarks/serving_latency.py``)
-            fusion adds only 2% in fp32 over the plain eager-attention trace, but int8 on the fused
-            graph (QAttention, fp32 embeddings) runs 2.3x sentence-transformers' speed.
+            with ``fp16``.
         fp32_ops: with ``"int8"`` / ``"int8-smooth"``, leave this many weight ops in fp32: those whose
             quantisation alone moves the scores of ``calibration_pairs`` most
             (:mod:`serving.mixed_precision`; required pairs as for ``"int8-smooth"``).

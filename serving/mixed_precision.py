@@ -1,10 +1,8 @@
 """Mixed-precision dynamic int8: the weight MatMuls that hurt the scores most stay in fp32.
 
 Dynamic int8 (``rankwise export --quantize int8`` / ``int8-smooth``) quantises every weight MatMul of
-the encoder, but the score error is not spread evenly. On the trained SciFact MiniLM cross-encoder after
-SmoothQuant scaling (sensitivities below, on 512 calibration pairs of 16 SciFact train queries), the
-FFN-out MatMuls of layers 0, 1 and 2 give 0.0036, 0.0017 and 0.0015 of the 24 ops' total of 0.0099,
-then layer 2's fused QKV 0.0010; the other 20 ops 0.0002 or less each. Leaving the ``k`` worst ops in fp32
+the encoder, but the score error is not spread evenly. Measured sensitivities are
+in ``docs/notes.md``. Leaving the ``k`` worst ops in fp32
 removes most of the error at the price of ``k`` fp32 MatMuls (an FFN MatMul is 1/18 of MiniLM-L6's weight
 FLOPs and runs ≈ 2x slower in fp32 than in int8).
 
@@ -16,16 +14,7 @@ quantise ``n`` alone, run the calibration batches, and compare the scores with t
 i.e. the share of the score variance that quantising ``n`` adds as noise. The ``k`` ops with the largest
 ``sens`` stay fp32; the rest are quantised together. Cost: one quantisation and one calibration pass per
 weight op, on at most ``serving.export.SENSITIVITY_PAIRS`` of the calibration pairs (24 ops for the fused
-MiniLM-L6: 4 minutes on 2 cores; the order of the top four ops is the same as with all 512 pairs).
-
-Measured (ad hoc, int8-smooth of that cross-encoder, BM25 top-100 of the first 100 SciFact test
-queries, 2 CPU threads): ``fp32_ops=2`` / ``3`` cut the rms score difference to fp32 from 0.114 to 0.083 /
-0.063 and raise the mean per-query Kendall τ from 0.942 to 0.952 / 0.961, at 0.92x / 0.87x int8-smooth's
-speed; nDCG@10 − fp32 did not follow (−0.0122 int8-smooth, −0.0102 with 2, −0.0137 with 3). The int8
-error is not independent noise (independent Gaussian noise of the same rms costs −0.035 ± 0.012), and
-which relevant documents cross the top-10 boundary is not ordered by the total score error. nDCG@10
-changed on 10 (int8-smooth), 6 (``fp32_ops=2``) and 4 (``fp32_ops=3``) of the 100 queries, and the paired
-standard error of the mean difference is 0.006-0.008 — the size of a 0.005 quality budget.
+MiniLM-L6).
 """
 
 from __future__ import annotations

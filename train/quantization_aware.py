@@ -2,8 +2,8 @@
 
 ``rankwise export --quantize int8`` (:func:`serving.export.export_model`) runs onnxruntime's dynamic
 quantisation on every weight MatMul of the encoder layers (QKV, attention output, FFN in and out;
-embeddings, pooler and head stay fp32). On a trained MiniLM cross-encoder that is 2x faster than
-fp32 on a VNNI CPU but moves scores enough to cost ~0.013 nDCG@10 on SciFact. Fine-tuning the
+embeddings, pooler and head stay fp32). That is about twice as fast as fp32 on a VNNI CPU but moves
+scores enough to cost ranking quality (``docs/results.md``, serving_latency). Fine-tuning the
 model *through a simulation of that arithmetic*, distilled against its own fp32 scores, teaches
 the weights to absorb the rounding; the result is exported with the same ``--quantize int8``.
 
@@ -21,17 +21,7 @@ the fused QKV projection) compute, up to int32 accumulation order. Rounding uses
 straight-through estimator: the forward pass sees ``x̂``, the backward pass treats it as ``x``
 (no clipping happens, the range is the tensor's own).
 
-Measured on the trained SciFact MiniLM cross-encoder (128 BM25 pairs of train queries): the
-simulation's score error correlates 0.82 with onnxruntime int8's error (mean |Δ| 0.097 vs 0.106).
-Weight rounding alone gives mean |Δ| 0.040, activation rounding alone 0.096.
-
-Result so far (2026-11-26, 2 CPU cores, ad-hoc checks, not a committed benchmark): no gain yet. From
-the trained LiPO-λ SciFact model as both student and teacher, 150 steps of 2 lists x 16 BM25 candidates
-at lr 3e-6 (20 minutes) left the int8 export as far from the fp32 teacher as before on the BM25 top-32
-of 20 SciFact train queries (Kendall τ 0.905 -> 0.900, mean |Δscore| 0.101 -> 0.099); at lr 2e-5 the
-gap grew (mean |Δ| 0.044 -> 0.110 on 6 queries after 50 steps: Adam moves every weight by ~lr a
-step, about one int8 step per 60 steps, so noise dominates). Thousands of steps (a GPU run) are the
-untested next step.
+Measurements and the state of this experiment: ``docs/notes.md``.
 
 Use it through the trainer (``CrossEncoderTrainerConfig(int8_aware=True)`` with a ``teacher``)
 or the CLI: ``rankwise train cross-encoder --objective distill-mse --teacher DIR --model DIR
