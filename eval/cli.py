@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -25,7 +24,10 @@ _RERANKER_HELP = (
 
 
 RetrieverOpt = Annotated[RetrieverKind, typer.Option(help="First stage: pyserini BM25 or bi-encoder + faiss.")]
-RerankerOpt = Annotated[str, typer.Option(help=_RERANKER_HELP)]
+RerankerOpt = Annotated[Optional[list[str]], typer.Option(help=_RERANKER_HELP + " Repeat to fuse several rerankers.")]
+FusionWeightsOpt = Annotated[
+    Optional[str], typer.Option(help="Several --reranker: comma-separated weights, first stage first (choose them on train queries).")
+]
 TopKOpt = Annotated[int, typer.Option(min=1, help="First-stage candidates per query, all reranked.")]
 FusionOpt = Annotated[FusionMethod, typer.Option(help="Fuse reranker and first-stage scores per query.")]
 FusionWeightOpt = Annotated[
@@ -64,52 +66,66 @@ def _one_line_errors(reranker: str) -> Iterator[None]:
         _fail(_load_error(reranker, err))
 
 
-def _run(name: str, corpus_text, queries, qrels, excluded, retriever, reranker, top_k, fusion, fusion_weight,
-         dense_index, output_dir: Path, as_json: bool, log_generations: Optional[Path] = None) -> None:
+def _run(name: str, corpus_text, queries, qrels, excluded, config, output_dir: Path, as_json: bool,
+         fit: tuple[dict, dict] | None = None) -> None:
+    """Build nothing, decide nothing: run the library's pipeline (fitting the fusion weights of
+    several rerankers on ``fit`` = (train queries, train qrels) first) and print."""
+    from dataclasses import replace
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from rankwise.eval.pipeline import PipelineConfig, run_pipeline
+    from rankwise.eval.pipeline import evaluate_to_dir, fit_pipeline_fusion
     from rankwise.eval.report import print_table
-    from rankwise.eval.runs import write_trec_run
 
-    if fusion_weight is not None and not 0.0 <= fusion_weight <= 1.0:
-        _fail(f"--fusion-weight must be in [0, 1], got {fusion_weight}")
-    if log_generations is not None:
-        from rankwise.core.model_dir import RANKWISE_JSON, read_rankwise_json
-
-        if not (Path(reranker) / RANKWISE_JSON).is_file() or read_rankwise_json(reranker)["kind"] != "listwise":
-            _fail(f"--log-generations needs a listwise LLM ranker directory as --reranker, got {reranker!r}")
-    config = PipelineConfig(
-        retriever=retriever, top_k=top_k, reranker=None if reranker == "none" else reranker,
-        fusion=fusion, fusion_weight=fusion_weight, metrics=DEFAULT_METRICS, dense_index=dense_index,
-        reranker_options={"log_generations": log_generations} if log_generations is not None else {},
-    )
-    total = len(queries) * top_k
+    extra = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   disable=as_json or not sys.stderr.isatty(), console=None) as bar:
-        task = bar.add_task(f"rerank ({reranker})", total=total)
-        result = run_pipeline(corpus_text, queries, qrels, config, excluded=excluded,
-                              progress=lambda n: bar.advance(task, n))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_trec_run(result.final, output_dir / "run.trec", tag=f"rankwise-{retriever.value}")
-    record = {
-        "dataset": name, "retriever": retriever.value, "reranker": config.reranker or "none",
-        "top_k": top_k, "fusion": fusion.value if config.reranker else "none",
-        "fusion_weight": result.fusion_weight, "queries": len(queries),
-        **result.metrics,
-        **{f"first_stage_{k}": v for k, v in result.first_stage_metrics.items()},
-        **{k: round(v, 3) for k, v in result.timings.items()},
-    }
-    tmp = output_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, output_dir / "metrics.json")
+        if fit is not None:
+            task = bar.add_task("fit fusion on train", total=len(fit[0]) * config.top_k * len(config.rerankers))
+            weights, fit_value = fit_pipeline_fusion(corpus_text, fit[0], fit[1], config, progress=lambda n: bar.advance(task, n))
+            config = replace(config, fusion_weights=weights)
+            extra = {"fit_queries": len(fit[0]), "fit_ndcg@10": fit_value}
+        task = bar.add_task(f"rerank ({'+'.join(config.rerankers) or 'none'})", total=len(queries) * config.top_k * len(config.rerankers))
+        try:
+            record, result = evaluate_to_dir(name, corpus_text, queries, qrels, config, output_dir, excluded,
+                                             progress=lambda n: bar.advance(task, n), extra=extra)
+        except ValueError as err:
+            _fail(str(err).splitlines()[0])
     if as_json:
         typer.echo(json.dumps(record))
         return
-    rows = [{"stage": retriever.value, **result.first_stage_metrics}]
-    if config.reranker:
-        rows.append({"stage": f"+ {config.reranker} ({record['fusion']}, w={result.fusion_weight})", **result.metrics})
-    print_table(rows, f"{name}: {len(queries)} queries, top-{top_k}; wrote {output_dir}/run.trec, metrics.json")
+    rows = [{"stage": config.retriever.value, **result.first_stage_metrics}]
+    if config.rerankers:
+        weights = record.get("fusion_weights", record["fusion_weight"])
+        rows.append({"stage": f"+ {record['reranker']} ({record['fusion']}, w={weights})", **result.metrics})
+    print_table(rows, f"{name}: {len(queries)} queries, top-{config.top_k}; wrote {output_dir}/run.trec, metrics.json")
+
+
+def _config(reranker: list[str] | None, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index,
+            log_generations):  # noqa: ANN001, ANN202 - typer values -> PipelineConfig
+    from rankwise.eval.pipeline import PipelineConfig
+
+    names = [r for r in (reranker or [BI_ENCODER]) if r != "none"]
+    if fusion_weight is not None and not 0.0 <= fusion_weight <= 1.0:
+        _fail(f"--fusion-weight must be in [0, 1], got {fusion_weight}")
+    weights = None
+    if fusion_weights:
+        try:
+            weights = tuple(float(w) for w in fusion_weights.split(","))
+        except ValueError:
+            _fail(f"--fusion-weights {fusion_weights!r}: comma-separated numbers, first stage first")
+        if len(weights) != len(names) + 1 or min(weights) < 0:
+            _fail(f"--fusion-weights: {len(names) + 1} non-negative weights (first stage, then each --reranker), got {fusion_weights!r}")
+    if log_generations is not None:
+        from rankwise.core.model_dir import RANKWISE_JSON, read_rankwise_json
+
+        if not names or not (Path(names[0]) / RANKWISE_JSON).is_file() or read_rankwise_json(names[0])["kind"] != "listwise":
+            _fail(f"--log-generations needs a listwise LLM ranker directory as the first --reranker, got {names[:1]}")
+    return PipelineConfig(
+        retriever=retriever, top_k=top_k, reranker=names[0] if names else None, fusion=fusion, fusion_weight=fusion_weight,
+        metrics=DEFAULT_METRICS, dense_index=dense_index, extra_rerankers=tuple(names[1:]), fusion_weights=weights,
+        reranker_options={"log_generations": log_generations} if log_generations is not None else {},
+    )
 
 
 @app.command("beir")
@@ -118,10 +134,12 @@ def eval_beir(
     split: str = typer.Option("test", help="qrels split to evaluate (qrels/<split>.tsv)."),
     data_dir: Optional[Path] = typer.Option(None, help="Data folder holding beir/<name>/ (default: $RANKWISE_DATA)."),
     retriever: RetrieverOpt = RetrieverKind.bm25,
-    reranker: RerankerOpt = BI_ENCODER,
+    reranker: RerankerOpt = None,
     top_k: TopKOpt = 100,
     fusion: FusionOpt = FusionMethod.zscore,
     fusion_weight: FusionWeightOpt = None,
+    fusion_weights: FusionWeightsOpt = None,
+    fit_queries: int = typer.Option(0, "--fit-queries", min=0, help="Several --reranker: fit the fusion weights on this many train queries (qrels/train.tsv) first."),
     dense_index: DenseIndexOpt = IndexKind.flat,
     output_dir: Path = typer.Option(Path("runs/beir"), help="Where run.trec and metrics.json are written."),
     as_json: JsonOpt = False,
@@ -140,14 +158,23 @@ def eval_beir(
         rankwise eval beir --dataset path/to/beir/nfcorpus --retriever dense --dense-index hnsw
 
         rankwise eval beir --dataset scifact --reranker models/listwise --top-k 20 --log-generations gen.jsonl
+
+        rankwise eval beir --dataset scifact --reranker bi-encoder --reranker runs/ce-lambdaloss --fit-queries 160
     """
     from rankwise.eval.datasets.beir import load_beir
 
-    with _one_line_errors(reranker):
+    config = _config(reranker, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index, log_generations)
+    if len(config.rerankers) > 1 and not (fusion_weights or fit_queries):
+        _fail("several --reranker: give --fusion-weights or --fit-queries N (weights fit on train queries)")
+    with _one_line_errors(",".join(config.rerankers)):
         ds = load_beir(dataset, split, data_dir)
         corpus_text = {d: ds.doc_text(d) for d in ds.corpus}
-        _run(f"beir/{ds.name}/{split}", corpus_text, ds.queries, ds.qrels, None, retriever, reranker, top_k,
-             fusion, fusion_weight, dense_index, output_dir, as_json, log_generations)
+        fit = None
+        if fit_queries and len(config.rerankers) > 1 and not fusion_weights:
+            train = load_beir(dataset, "train", data_dir)
+            qids = sorted(q for q in train.qrels if q in train.queries)[:fit_queries]
+            fit = ({q: train.queries[q] for q in qids}, {q: train.qrels[q] for q in qids})
+        _run(f"beir/{ds.name}/{split}", corpus_text, ds.queries, ds.qrels, None, config, output_dir, as_json, fit)
 
 
 @app.command("bright")
@@ -157,10 +184,11 @@ def eval_bright(
     documents: Optional[Path] = typer.Option(None, help="Documents file (jsonl/parquet with id, content); default: beside the examples, else the HF hub."),
     long: bool = typer.Option(False, "--long", help="Long-document setting (gold_ids_long)."),
     retriever: RetrieverOpt = RetrieverKind.bm25,
-    reranker: RerankerOpt = BI_ENCODER,
+    reranker: RerankerOpt = None,
     top_k: TopKOpt = 100,
     fusion: FusionOpt = FusionMethod.zscore,
     fusion_weight: FusionWeightOpt = None,
+    fusion_weights: FusionWeightsOpt = None,
     dense_index: DenseIndexOpt = IndexKind.flat,
     output_dir: Path = typer.Option(Path("runs/bright"), help="Where run.trec and metrics.json are written."),
     as_json: JsonOpt = False,
@@ -176,7 +204,10 @@ def eval_bright(
     """
     from rankwise.eval.datasets.bright import load_bright
 
-    with _one_line_errors(reranker):
+    config = _config(reranker, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index, log_generations)
+    if len(config.rerankers) > 1 and not fusion_weights:
+        _fail("several --reranker on BRIGHT (no train split): give --fusion-weights")
+    with _one_line_errors(",".join(config.rerankers)):
         ds = load_bright(domain, data_dir, documents, long)
-        _run(f"bright/{domain}{'-long' if long else ''}", ds.corpus, ds.queries, ds.qrels, ds.excluded, retriever,
-             reranker, top_k, fusion, fusion_weight, dense_index, output_dir, as_json, log_generations)
+        _run(f"bright/{domain}{'-long' if long else ''}", ds.corpus, ds.queries, ds.qrels, ds.excluded, config,
+             output_dir, as_json)

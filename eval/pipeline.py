@@ -17,11 +17,11 @@ import polars as pl
 from rankwise.eval.metrics import evaluate
 from rankwise.rankers.base import Ranker, rank_by_score
 from rankwise.rankers.first_stage.dense import IndexKind
-from rankwise.rankers.fusion import FusionMethod, fuse
+from rankwise.rankers.fusion import FusionMethod, fuse, fuse_many
 
 __all__ = [
     "RetrieverKind", "PipelineConfig", "PipelineResult", "run_pipeline", "first_stage",
-    "load_reranker", "DEFAULT_METRICS", "DEFAULT_BI_ENCODER_FUSION_WEIGHT",
+    "load_reranker", "fit_pipeline_fusion", "evaluate_to_dir", "DEFAULT_METRICS", "DEFAULT_BI_ENCODER_FUSION_WEIGHT",
 ]
 
 DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
@@ -53,6 +53,10 @@ class PipelineConfig:
         dense_index: faiss index for the dense first stage.
         reranker_options: keyword arguments for a rankwise model directory's constructor (e.g.
             ``{"log_generations": "gen.jsonl"}`` for a listwise LLM ranker).
+        extra_rerankers: more rerankers (names or directories, as ``reranker``), each scoring the
+            same candidates; all are fused with the first stage by :func:`rankwise.rankers.fusion.fuse_many`.
+        fusion_weights: one weight per run (first stage, ``reranker``, then ``extra_rerankers``), needed
+            with ``extra_rerankers``; choose them on train queries with :func:`fit_pipeline_fusion`.
     """
 
     retriever: RetrieverKind = RetrieverKind.bm25
@@ -63,6 +67,12 @@ class PipelineConfig:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     dense_index: IndexKind = IndexKind.flat
     reranker_options: Mapping[str, Any] = field(default_factory=dict)
+    extra_rerankers: tuple[str, ...] = ()
+    fusion_weights: tuple[float, ...] | None = None
+
+    @property
+    def rerankers(self) -> tuple[str, ...]:
+        return ((self.reranker,) if self.reranker else ()) + tuple(self.extra_rerankers)
 
 
 @dataclass
@@ -73,6 +83,7 @@ class PipelineResult:
     first_stage_metrics: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
     fusion_weight: float | None = None
+    fusion_weights: tuple[float, ...] | None = None
 
 
 def load_reranker(name: str, **options: Any) -> tuple[Ranker, float | None]:
@@ -128,6 +139,48 @@ def _drop_excluded(candidates: pl.DataFrame, excluded: Mapping[str, set[str]] | 
     return candidates.join(drop, on=["qid", "docid"], how="anti")
 
 
+def _first_and_reranked(
+    corpus_text: Mapping[str, str],
+    queries: Mapping[str, str],
+    config: PipelineConfig,
+    excluded: Mapping[str, set[str]] | None,
+    rankers: list[Ranker],
+    timings: dict[str, float],
+    progress: Callable[[int], None] | None,
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    t0 = time.perf_counter()
+    # fetch a few extra so that removing excluded ids still leaves top_k candidates
+    extra = max((len(v) for v in (excluded or {}).values()), default=0)
+    first = first_stage(config.retriever, corpus_text, queries, config.top_k + extra, config.dense_index)
+    first = rank_by_score(_drop_excluded(first, excluded)).filter(pl.col("rank") <= config.top_k)
+    timings["first_stage_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reranked = [r.rerank_candidates(first, queries, corpus_text, top_k=config.top_k, progress=progress) for r in rankers]
+    if rankers:
+        timings["rerank_s"] = time.perf_counter() - t0
+        timings["docs_per_s"] = sum(x.height for x in reranked) / max(timings["rerank_s"], 1e-9)
+    return first, reranked
+
+
+def fit_pipeline_fusion(
+    corpus_text: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    config: PipelineConfig,
+    step: float = 0.05,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[tuple[float, ...], float]:
+    """Fusion weights of the first stage and every reranker of ``config``, fit on held-out queries
+    (pass *train* queries and qrels, never the reported split); returns (weights, fit nDCG@10)."""
+    from rankwise.eval.fusion_fit import fit_fusion_weights
+
+    if not config.rerankers:
+        raise ValueError("fit_pipeline_fusion: the config has no reranker to fuse")
+    rankers = [load_reranker(name, **(config.reranker_options if i == 0 else {}))[0] for i, name in enumerate(config.rerankers)]
+    first, reranked = _first_and_reranked(corpus_text, queries, config, None, rankers, {}, progress)
+    return fit_fusion_weights([first, *reranked], qrels, step=step, method=config.fusion)
+
+
 def run_pipeline(
     corpus_text: Mapping[str, str],
     queries: Mapping[str, str],
@@ -150,23 +203,69 @@ def run_pipeline(
     """
     timings: dict[str, float] = {}
     weight = config.fusion_weight
-    if reranker is None and config.reranker:  # load first: a bad model fails before the first stage runs
-        reranker, carried = load_reranker(config.reranker, **config.reranker_options)
+    rankers: list[Ranker] = []
+    if reranker is not None:
+        rankers.append(reranker)
+    elif config.reranker:  # load first: a bad model fails before the first stage runs
+        loaded, carried = load_reranker(config.reranker, **config.reranker_options)
+        rankers.append(loaded)
         weight = weight if weight is not None else carried
-    t0 = time.perf_counter()
-    # fetch a few extra so that removing excluded ids still leaves top_k candidates
-    extra = max((len(v) for v in (excluded or {}).values()), default=0)
-    first = first_stage(config.retriever, corpus_text, queries, config.top_k + extra, config.dense_index)
-    first = rank_by_score(_drop_excluded(first, excluded)).filter(pl.col("rank") <= config.top_k)
-    timings["first_stage_s"] = time.perf_counter() - t0
+    rankers += [load_reranker(name)[0] for name in config.extra_rerankers]
+    if config.extra_rerankers and (config.fusion is FusionMethod.none or config.fusion_weights is None
+                                   or len(config.fusion_weights) != len(rankers) + 1):
+        raise ValueError(f"several rerankers need --fusion zscore|rrf and {len(rankers) + 1} fusion weights "
+                         "(first stage first), e.g. fitted on train queries with fit_pipeline_fusion")
+    first, reranked = _first_and_reranked(corpus_text, queries, config, excluded, rankers, timings, progress)
     first_metrics = evaluate(qrels, first, config.metrics)
-    if reranker is None:
+    if not rankers:
         return PipelineResult(first, first, first_metrics, first_metrics, timings)
-    t0 = time.perf_counter()
-    reranked = reranker.rerank_candidates(first, queries, corpus_text, top_k=config.top_k, progress=progress)
-    timings["rerank_s"] = time.perf_counter() - t0
-    timings["docs_per_s"] = reranked.height / max(timings["rerank_s"], 1e-9)
+    if config.extra_rerankers:
+        weights = tuple(float(w) for w in config.fusion_weights)  # type: ignore[union-attr]
+        final = fuse_many([first, *reranked], weights, config.fusion)
+        return PipelineResult(first, final, evaluate(qrels, final, config.metrics), first_metrics, timings,
+                              weights[0], weights)
     weight = 0.0 if weight is None else float(weight)
+    reranked = reranked[0]
     final = fuse(first, reranked, weight, config.fusion) if config.fusion is not FusionMethod.none else reranked
     return PipelineResult(first, final, evaluate(qrels, final, config.metrics), first_metrics, timings,
                           weight if config.fusion is not FusionMethod.none else None)
+
+
+def evaluate_to_dir(
+    name: str,
+    corpus_text: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    config: PipelineConfig,
+    output_dir: Path,
+    excluded: Mapping[str, set[str]] | None = None,
+    progress: Callable[[int], None] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], PipelineResult]:
+    """:func:`run_pipeline`, then ``output_dir/run.trec`` and ``output_dir/metrics.json`` (written
+    atomically); returns the metrics record (``extra`` fields added) and the result."""
+    import json
+    import os
+
+    from rankwise.eval.runs import write_trec_run
+
+    result = run_pipeline(corpus_text, queries, qrels, config, excluded=excluded, progress=progress)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_trec_run(result.final, output_dir / "run.trec", tag=f"rankwise-{RetrieverKind(config.retriever).value}")
+    fused = bool(config.rerankers) and config.fusion is not FusionMethod.none
+    record = {
+        "dataset": name, "retriever": RetrieverKind(config.retriever).value, "reranker": "+".join(config.rerankers) or "none",
+        "top_k": config.top_k, "fusion": FusionMethod(config.fusion).value if config.rerankers else "none",
+        "fusion_weight": result.fusion_weight, **({"fusion_weights": list(result.fusion_weights)} if result.fusion_weights else {}),
+        "queries": len(queries), **(extra or {}),
+        **result.metrics,
+        **{f"first_stage_{k}": v for k, v in result.first_stage_metrics.items()},
+        **{k: round(v, 3) for k, v in result.timings.items()},
+    }
+    if not fused:
+        record["fusion_weight"] = None
+    tmp = output_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, output_dir / "metrics.json")
+    return record, result

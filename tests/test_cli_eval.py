@@ -113,3 +113,31 @@ def test_cli_eval_beir_scores_an_onnx_export_like_its_pytorch_directory(scifact_
         got[name] = json.loads((out / "metrics.json").read_text())
     assert got["onnx"]["ndcg@10"] == pytest.approx(got["pytorch"]["ndcg@10"], abs=1e-3)
     assert got["onnx"]["ndcg@10"] != got["pytorch"]["first_stage_ndcg@10"]  # the export really reranked
+
+
+def test_cli_eval_beir_fuses_several_rerankers(scifact_small, tmp_path):
+    from tests._serving_models import tiny_cross_encoder_dir
+
+    model = tiny_cross_encoder_dir(tmp_path / "model")
+    out = tmp_path / "out"
+    args = ["eval", "beir", "--dataset", str(scifact_small), "--top-k", "20", "--reranker", "bi-encoder", "--reranker", str(model)]
+    result = runner.invoke(app, [*args, "--output-dir", str(out), "--json"])
+    assert result.exit_code == 1 and "--fusion-weights or --fit-queries" in result.output
+    result = runner.invoke(app, [*args, "--fusion-weights", "0.3,0.7,0", "--output-dir", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    three = json.loads((out / "metrics.json").read_text())
+    assert three["reranker"] == f"bi-encoder+{model}" and three["fusion_weights"] == [0.3, 0.7, 0.0]
+    result = runner.invoke(app, ["eval", "beir", "--dataset", str(scifact_small), "--top-k", "20", "--fusion-weight", "0.3",
+                                 "--output-dir", str(tmp_path / "two"), "--json"])
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert three["ndcg@10"] == pytest.approx(two["ndcg@10"], abs=1e-9)  # a zero weight on the third run changes nothing
+
+
+def test_fit_pipeline_fusion_prefers_the_informative_reranker(scifact_small):
+    from rankwise.eval.datasets.beir import load_beir
+    from rankwise.eval.pipeline import PipelineConfig, fit_pipeline_fusion
+
+    ds = load_beir(scifact_small, "test")
+    config = PipelineConfig(top_k=20, reranker="bi-encoder")
+    weights, value = fit_pipeline_fusion({d: ds.doc_text(d) for d in ds.corpus}, ds.queries, ds.qrels, config, step=0.1)
+    assert len(weights) == 2 and abs(sum(weights) - 1) < 1e-9 and 0.0 < value <= 1.0
