@@ -25,6 +25,8 @@ _RERANKER_HELP = (
 
 RetrieverOpt = Annotated[RetrieverKind, typer.Option(help="First stage: pyserini BM25 or bi-encoder + faiss.")]
 RerankerOpt = Annotated[Optional[list[str]], typer.Option(help=_RERANKER_HELP + " Repeat to fuse several rerankers.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Where PyTorch / ONNX rerankers run: auto (CUDA when available), cuda or cpu.")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="PyTorch rerankers' weights: fp32, bf16 or fp16 (default: as saved).")]
 FusionWeightsOpt = Annotated[
     Optional[str], typer.Option(help="Several --reranker: comma-separated weights, first stage first (choose them on train queries).")
 ]
@@ -102,8 +104,16 @@ def _run(name: str, corpus_text, queries, qrels, excluded, config, output_dir: P
 
 
 def _config(reranker: list[str] | None, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index,
-            log_generations):  # noqa: ANN001, ANN202 - typer values -> PipelineConfig
+            log_generations, device: str = "auto", dtype: str | None = None):  # noqa: ANN001, ANN202 - typer values -> PipelineConfig
     from rankwise.eval.pipeline import PipelineConfig
+    from rankwise.rankers.device import resolve_device, resolve_dtype
+
+    try:
+        resolve_device(device)
+        if dtype is not None:
+            resolve_dtype(dtype)
+    except ValueError as err:
+        _fail(f"--device/--dtype: {err}")
 
     names = [r for r in (reranker or [BI_ENCODER]) if r != "none"]
     if fusion_weight is not None and not 0.0 <= fusion_weight <= 1.0:
@@ -125,6 +135,7 @@ def _config(reranker: list[str] | None, retriever, top_k, fusion, fusion_weight,
         retriever=retriever, top_k=top_k, reranker=names[0] if names else None, fusion=fusion, fusion_weight=fusion_weight,
         metrics=DEFAULT_METRICS, dense_index=dense_index, extra_rerankers=tuple(names[1:]), fusion_weights=weights,
         reranker_options={"log_generations": log_generations} if log_generations is not None else {},
+        device=device, dtype=dtype,
     )
 
 
@@ -144,6 +155,8 @@ def eval_beir(
     output_dir: Path = typer.Option(Path("runs/beir"), help="Where run.trec and metrics.json are written."),
     as_json: JsonOpt = False,
     log_generations: LogGenerationsOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
 ) -> None:
     """BEIR: first stage, rerank, fuse, and score (nDCG@10, R@10, R@100, MRR@10, MAP@100).
 
@@ -163,7 +176,7 @@ def eval_beir(
     """
     from rankwise.eval.datasets.beir import load_beir
 
-    config = _config(reranker, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index, log_generations)
+    config = _config(reranker, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index, log_generations, device, dtype)
     if len(config.rerankers) > 1 and not (fusion_weights or fit_queries):
         _fail("several --reranker: give --fusion-weights or --fit-queries N (weights fit on train queries)")
     with _one_line_errors(",".join(config.rerankers)):
@@ -193,6 +206,8 @@ def eval_bright(
     output_dir: Path = typer.Option(Path("runs/bright"), help="Where run.trec and metrics.json are written."),
     as_json: JsonOpt = False,
     log_generations: LogGenerationsOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
 ) -> None:
     """BRIGHT: like `eval beir`; each query's excluded ids are removed before scoring, as BRIGHT does.
 
@@ -204,7 +219,7 @@ def eval_bright(
     """
     from rankwise.eval.datasets.bright import load_bright
 
-    config = _config(reranker, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index, log_generations)
+    config = _config(reranker, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index, log_generations, device, dtype)
     if len(config.rerankers) > 1 and not fusion_weights:
         _fail("several --reranker on BRIGHT (no train split): give --fusion-weights")
     with _one_line_errors(",".join(config.rerankers)):

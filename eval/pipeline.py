@@ -57,6 +57,8 @@ class PipelineConfig:
             same candidates; all are fused with the first stage by :func:`rankwise.rankers.fusion.fuse_many`.
         fusion_weights: one weight per run (first stage, ``reranker``, then ``extra_rerankers``), needed
             with ``extra_rerankers``; choose them on train queries with :func:`fit_pipeline_fusion`.
+        device: where PyTorch and ONNX rerankers run: ``auto`` (CUDA when available), ``cuda``, ``cpu``.
+        dtype: PyTorch rerankers' weights: ``fp32`` / ``bf16`` / ``fp16`` (``None``: as saved).
     """
 
     retriever: RetrieverKind = RetrieverKind.bm25
@@ -69,6 +71,8 @@ class PipelineConfig:
     reranker_options: Mapping[str, Any] = field(default_factory=dict)
     extra_rerankers: tuple[str, ...] = ()
     fusion_weights: tuple[float, ...] | None = None
+    device: str = "auto"
+    dtype: str | None = None
 
     @property
     def rerankers(self) -> tuple[str, ...]:
@@ -86,15 +90,18 @@ class PipelineResult:
     fusion_weights: tuple[float, ...] | None = None
 
 
-def load_reranker(name: str, **options: Any) -> tuple[Ranker, float | None]:
-    """A reranker by name or directory, and the fusion weight it carries (if any).
+def load_reranker(name: str, device: str = "cpu", dtype: str | None = None, **options: Any) -> tuple[Ranker, float | None]:
+    """A reranker by name or directory on ``device`` (``auto`` / ``cuda`` / ``cpu``) with PyTorch
+    weights in ``dtype``, and the fusion weight it carries (if any).
 
     ``options`` go to a rankwise model directory's ``from_pretrained`` (its constructor settings).
     """
-    if name == BI_ENCODER:
-        from rankwise.rankers.bi_encoder import BiEncoderRanker
+    from rankwise.rankers.device import resolve_device
 
-        return BiEncoderRanker(), DEFAULT_BI_ENCODER_FUSION_WEIGHT
+    if name == BI_ENCODER:
+        from rankwise.rankers.bi_encoder import BiEncoder, BiEncoderRanker
+
+        return BiEncoderRanker(BiEncoder(device=str(resolve_device(device)))), DEFAULT_BI_ENCODER_FUSION_WEIGHT
     from rankwise.core.model_dir import RANKWISE_JSON, read_rankwise_json
     from rankwise.rankers import load_ranker
 
@@ -104,15 +111,16 @@ def load_reranker(name: str, **options: Any) -> tuple[Ranker, float | None]:
         from rankwise.serving.api import Reranker
         from rankwise.serving.export import read_serving_json
 
-        return Reranker.load(name, device="cpu"), read_serving_json(name).get("fusion_weight")
+        return Reranker.load(name, device=device), read_serving_json(name).get("fusion_weight")
+    placement = {"device": device, **({"dtype": dtype} if dtype else {})}
     if (Path(name) / RANKWISE_JSON).is_file():
-        return load_ranker(name, **options), read_rankwise_json(name).get("fusion_weight")
+        return load_ranker(name, **placement, **options), read_rankwise_json(name).get("fusion_weight")
     if Path(name).exists():
         return load_ranker(name), None  # raises a ModelDirError naming the missing rankwise.json
     # a hub id: any HF sequence-classification model with one logit, used as a cross-encoder
     from rankwise.rankers.cross_encoder import CrossEncoder
 
-    return CrossEncoder.from_pretrained(name), None
+    return CrossEncoder.from_pretrained(name, **placement), None
 
 
 def first_stage(
@@ -176,7 +184,8 @@ def fit_pipeline_fusion(
 
     if not config.rerankers:
         raise ValueError("fit_pipeline_fusion: the config has no reranker to fuse")
-    rankers = [load_reranker(name, **(config.reranker_options if i == 0 else {}))[0] for i, name in enumerate(config.rerankers)]
+    rankers = [load_reranker(name, config.device, config.dtype, **(config.reranker_options if i == 0 else {}))[0]
+               for i, name in enumerate(config.rerankers)]
     first, reranked = _first_and_reranked(corpus_text, queries, config, None, rankers, {}, progress)
     return fit_fusion_weights([first, *reranked], qrels, step=step, method=config.fusion)
 
@@ -207,10 +216,10 @@ def run_pipeline(
     if reranker is not None:
         rankers.append(reranker)
     elif config.reranker:  # load first: a bad model fails before the first stage runs
-        loaded, carried = load_reranker(config.reranker, **config.reranker_options)
+        loaded, carried = load_reranker(config.reranker, config.device, config.dtype, **config.reranker_options)
         rankers.append(loaded)
         weight = weight if weight is not None else carried
-    rankers += [load_reranker(name)[0] for name in config.extra_rerankers]
+    rankers += [load_reranker(name, config.device, config.dtype)[0] for name in config.extra_rerankers]
     if config.extra_rerankers and (config.fusion is FusionMethod.none or config.fusion_weights is None
                                    or len(config.fusion_weights) != len(rankers) + 1):
         raise ValueError(f"several rerankers need --fusion zscore|rrf and {len(rankers) + 1} fusion weights "

@@ -19,6 +19,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from rankwise.rankers.base import Ranker
 from rankwise.rankers.bi_encoder import BiEncoder, default_encoder_path
+from rankwise.rankers.device import resolve_device, resolve_dtype
 from rankwise.core.model_dir import read_rankwise_json, write_rankwise_json
 
 __all__ = ["TrainableBiEncoder", "QueryTower"]
@@ -130,9 +131,12 @@ class TrainableBiEncoder(Ranker):
         doc_max_length: int | None = None,
         query_adapter: bool = False,
         train_encoder: bool = True,
+        device: str | torch.device | None = "cpu",
+        dtype: str | torch.dtype | None = None,
     ) -> TrainableBiEncoder:
         """Load a saved ``bi-encoder`` directory, or start from any encoder (default: the bundled
-        all-MiniLM-L6-v2), whose frozen copy becomes the document tower.
+        all-MiniLM-L6-v2), whose frozen copy becomes the document tower. ``device``: ``auto`` /
+        ``cuda`` / ``cpu`` for both towers; ``dtype``: the query tower's weights (``fp32`` / ``bf16`` / ``fp16``).
 
         ``query_adapter`` / ``train_encoder`` (new models only; saved ones keep their own): add an
         identity-initialised linear adapter after pooling / fine-tune the query encoder itself.
@@ -150,14 +154,21 @@ class TrainableBiEncoder(Ranker):
                 from safetensors.torch import load_file
 
                 tower.adapter.load_state_dict(load_file(str(path / ADAPTER_FILE)))
-            doc_encoder = BiEncoder(doc_path, max_length=doc_length, cache=cache)
-            return cls(tower, AutoTokenizer.from_pretrained(str(path)), doc_encoder, ref, length, doc_length)
+            doc_encoder = BiEncoder(doc_path, max_length=doc_length, cache=cache, device=str(resolve_device(device)))
+            return cls._placed(cls(tower, AutoTokenizer.from_pretrained(str(path)), doc_encoder, ref, length, doc_length), device, dtype)
         length, doc_length = max_length or 128, doc_max_length or 256
         bundled = path.resolve() == default_encoder_path().resolve() if path.exists() else False
         ref = BUNDLED if bundled else ("doc_encoder" if path.exists() else str(name_or_path))
         tower = QueryTower(AutoModel.from_pretrained(str(path)), scale, adapter=query_adapter, train_encoder=train_encoder)
-        doc_encoder = BiEncoder(path, max_length=doc_length, cache=cache)
-        return cls(tower, AutoTokenizer.from_pretrained(str(path)), doc_encoder, ref, length, doc_length)
+        doc_encoder = BiEncoder(path, max_length=doc_length, cache=cache, device=str(resolve_device(device)))
+        return cls._placed(cls(tower, AutoTokenizer.from_pretrained(str(path)), doc_encoder, ref, length, doc_length), device, dtype)
+
+    @staticmethod
+    def _placed(ranker: TrainableBiEncoder, device: str | torch.device | None, dtype: str | torch.dtype | None) -> TrainableBiEncoder:
+        ranker.model.to(resolve_device(device))
+        if dtype is not None:
+            ranker.model.to(resolve_dtype(dtype))
+        return ranker
 
     @property
     def scale(self) -> float:

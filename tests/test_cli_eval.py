@@ -141,3 +141,19 @@ def test_fit_pipeline_fusion_prefers_the_informative_reranker(scifact_small):
     config = PipelineConfig(top_k=20, reranker="bi-encoder")
     weights, value = fit_pipeline_fusion({d: ds.doc_text(d) for d in ds.corpus}, ds.queries, ds.qrels, config, step=0.1)
     assert len(weights) == 2 and abs(sum(weights) - 1) < 1e-9 and 0.0 < value <= 1.0
+
+
+def test_cli_eval_device_and_dtype_reach_the_pytorch_reranker(scifact_small, tmp_path, monkeypatch):
+    from rankwise.eval import pipeline
+    from tests._serving_models import tiny_cross_encoder_dir
+
+    model = tiny_cross_encoder_dir(tmp_path / "model")
+    seen = []
+    real = pipeline.load_reranker
+    monkeypatch.setattr(pipeline, "load_reranker", lambda name, device="cpu", dtype=None, **kw: (seen.append((device, dtype)), real(name, device, dtype, **kw))[1])
+    result = runner.invoke(app, ["eval", "beir", "--dataset", str(scifact_small), "--top-k", "5", "--reranker", str(model),
+                                 "--device", "cpu", "--dtype", "bf16", "--output-dir", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen == [("cpu", "bf16")]
+    bad = runner.invoke(app, ["eval", "beir", "--dataset", str(scifact_small), "--device", "tpu", "--output-dir", str(tmp_path / "b")])
+    assert bad.exit_code == 1 and "--device" in bad.output
