@@ -73,6 +73,7 @@ class BenchConfig:
     dev_fraction: float = 0.2
     runs: list[tuple[str, str | None]] = field(default_factory=lambda: list(RUNS))
     models_dir: str = str(cache_dir() / "bench-objectives")
+    device: str = "cpu"
 
 
 def split_train_queries(qrels: dict, seed: int = 0, dev_fraction: float = 0.2) -> tuple[list[str], list[str]]:
@@ -90,7 +91,7 @@ def _best_weight(first: pl.DataFrame, reranked: pl.DataFrame, qrels: dict) -> fl
 
 def _fresh_adapter(start: TrainableBiEncoder) -> TrainableBiEncoder:
     """A new identity adapter and scale on ``start``'s frozen towers (shared, with their cached vectors)."""
-    tower = QueryTower(start.model.encoder, adapter=True, train_encoder=False)
+    tower = QueryTower(start.model.encoder, adapter=True, train_encoder=False).to(next(start.model.parameters()).device)
     ranker = TrainableBiEncoder(tower, start.tokenizer, start.doc_encoder, start.doc_encoder_ref, start.max_length, start.doc_max_length)
     ranker._pooled, ranker._doc_vectors = start._pooled, start._doc_vectors
     return ranker
@@ -128,7 +129,7 @@ def run(cfg: BenchConfig) -> list[dict]:
     rows = [{**base, "model": "bm25", "objective": "none", "curriculum": "none", "fusion": "none",
              **evaluate(test.qrels, bm25_test, METRICS), "train_s": 0.0}]
 
-    start = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length, query_adapter=True, train_encoder=False)
+    start = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length, query_adapter=True, train_encoder=False, device=cfg.device)
     t0 = time.perf_counter()
     start.doc_encoder.encode_documents(list(doc_text.values()), progress=True)  # cached on disk after the first run
     print(f"document vectors ready in {time.perf_counter() - t0:.1f}s")
@@ -185,7 +186,7 @@ def diagnose(cfg: BenchConfig, rows: list[dict]) -> list[dict]:
     doc_text = {d: test.doc_text(d) for d in test.corpus}
     subsets = positive_overlap_subsets(train.qrels, test.qrels)
     bm25_test = BM25Retriever.from_corpus(doc_text).batch_search(test.queries, cfg.top_k)
-    start = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length, query_adapter=True, train_encoder=False)
+    start = TrainableBiEncoder.from_pretrained(max_length=cfg.max_length, query_adapter=True, train_encoder=False, device=cfg.device)
     out = []
     for r in rows:
         if r["model"] == "bm25":
@@ -208,6 +209,7 @@ def diagnose(cfg: BenchConfig, rows: list[dict]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=BenchConfig.steps)
+    parser.add_argument("--device", default="cpu", help="auto (CUDA when available), cuda or cpu")
     parser.add_argument("--only", nargs="*", help="objective[:curriculum] to run (default: all)")
     parser.add_argument("--diagnose", action="store_true",
                         help="add seen/unseen-positive test subsets for the models of an existing results file")
@@ -225,7 +227,7 @@ def main() -> None:
         write_results("objectives_scifact", rows, doc["protocol"] + "; rows with 'subset' split test queries by whether "
                       "a relevant document of theirs is also a train positive (same corpus), scored by the same saved models", **extra)
         return
-    cfg = BenchConfig(steps=args.steps)
+    cfg = BenchConfig(steps=args.steps, device=args.device)
     if args.only:
         cfg.runs = [(s.split(":")[0], s.split(":")[1] if ":" in s else None) for s in args.only]
     rows = run(cfg)

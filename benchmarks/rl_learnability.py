@@ -81,6 +81,7 @@ class BenchConfig:
     lr: float = 5e-4  # list trainers (2e-3 peaked at step 20, then fell back)
     iranker_steps: int = 80
     iranker_lr: float = 2.5e-4  # 5e-4 peaked at step 30, then drifted below chance
+    device: str = "cpu"  # auto / cuda / cpu: where TRL trains (a tiny model is fastest on one CPU thread)
 
 
 def make_lists(n: int, items: int, rng: random.Random) -> list[tuple[str, list[str], list[int]]]:
@@ -139,11 +140,17 @@ class EvalCurve(TrainerCallback):
             model.train()
 
 
+def _on_cpu(config: BenchConfig) -> bool:
+    from rankwise.rankers.device import resolve_device
+
+    return resolve_device(config.device).type == "cpu"
+
+
 def grpo_args(cls, config: BenchConfig, steps: int, out: str, **kw):
     return cls(
         output_dir=out, max_steps=steps, learning_rate=config.lr, num_generations=config.generations,
         per_device_train_batch_size=config.generations * config.prompts_per_step, max_completion_length=4 * config.items + 2,
-        use_cpu=True, report_to="none", save_strategy="no", logging_steps=10, disable_tqdm=True, seed=config.seed,
+        use_cpu=_on_cpu(config), report_to="none", save_strategy="no", logging_steps=10, disable_tqdm=True, seed=config.seed,
         lr_scheduler_type="constant", **kw,
     )
 
@@ -161,7 +168,7 @@ def eval_erank(model, tok, lists) -> float:
 def sft(model, tok, rows, config: BenchConfig, name: str, steps: int | None = None, **kw) -> float:
     """Warm-up SFT; returns seconds."""
     opts = {"per_device_train_batch_size": 16, "learning_rate": 3e-3, "lr_scheduler_type": "constant"} | kw
-    args = CurriculumSFTConfig(output_dir=f"/tmp/rankwise-learn-{name}", max_steps=steps or config.sft_steps, use_cpu=True,
+    args = CurriculumSFTConfig(output_dir=f"/tmp/rankwise-learn-{name}", max_steps=steps or config.sft_steps, use_cpu=_on_cpu(config),
                                report_to="none", save_strategy="no", logging_steps=100, disable_tqdm=True, seed=config.seed, **opts)
     start = time.perf_counter()
     train_sft(model, tok, rows, args)

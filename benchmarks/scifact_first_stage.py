@@ -19,6 +19,7 @@ import time
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.eval.fusion_fit import fit_fusion_weights, fusion_sweep
 from rankwise.eval.metrics import evaluate
+from rankwise.rankers.device import resolve_device
 from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
 from rankwise.rankers.bi_encoder import BiEncoder, BiEncoderRanker
 from rankwise.rankers.first_stage.bm25 import BM25Retriever
@@ -29,7 +30,7 @@ METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 PROTOCOL = "BEIR SciFact test (300 queries), BM25 flat k1=0.9 b=0.4, rerank top-100; fusion weight chosen on train"
 
 
-def run() -> tuple[list[dict], dict]:
+def run(device: str = "auto") -> tuple[list[dict], dict]:
     test, train = load_beir("scifact", "test"), load_beir("scifact", "train")
     docs = {d: test.doc_text(d) for d in test.corpus}
     rows: list[dict] = []
@@ -40,7 +41,7 @@ def run() -> tuple[list[dict], dict]:
     rows.append({"model": "bm25", "dataset": "scifact", "setting": "first stage",
                  **evaluate(test.qrels, first["test"], METRICS), "time_s": time.perf_counter() - t0})
 
-    encoder = BiEncoder()
+    encoder = BiEncoder(device=str(resolve_device(device)))
     t0 = time.perf_counter()
     encoder.encode_documents(list(docs.values()), progress=True)
     encode_s = time.perf_counter() - t0
@@ -76,10 +77,15 @@ def run() -> tuple[list[dict], dict]:
 
 
 def main() -> None:
-    rows, sweep = run()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu: where the bi-encoder runs")
+    args = parser.parse_args()
+    rows, sweep = run(args.device)
     print_table(rows, f"scifact_first_stage — {PROTOCOL}")
     print(f"fusion weight chosen on train: {sweep['chosen_fusion_weight']}")
-    write_results("scifact_first_stage", rows, PROTOCOL, **sweep)
+    write_results("scifact_first_stage", rows, PROTOCOL, device=str(resolve_device(args.device)), **sweep)
     plot_bars(rows, ["model", "setting"], "ndcg@10", RESULTS_DIR / "scifact_first_stage.png",
               "SciFact test nDCG@10 (fusion weight chosen on train)")
 
