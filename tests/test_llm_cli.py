@@ -117,16 +117,16 @@ def test_train_llm_commands_load_the_model_in_the_dtype_on_cpu(tmp_path, data_di
 def test_train_llm_placement_maps_dtype_to_trl_mixed_precision_only_on_cuda(monkeypatch):
     import torch
 
-    from rankwise.train.cli_llm import DeviceChoice, DtypeChoice, _Placement
+    from rankwise.train.llm_recipes import Placement
 
-    cpu = _Placement(DeviceChoice.cpu, DtypeChoice.fp16)
+    cpu = Placement("cpu", "fp16")
     assert cpu.trainer_args() == {"use_cpu": True, "bf16": False, "fp16": False}
     assert cpu.model_init_kwargs() == {"dtype": "float16"} and cpu.load_dtype == torch.float16
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    cuda = _Placement(DeviceChoice.auto, DtypeChoice.bf16)
+    cuda = Placement("auto", "bf16")
     assert cuda.trainer_args() == {"use_cpu": False, "bf16": True, "fp16": False}
     assert cuda.model_init_kwargs() == {"dtype": "float32"}  # fp32 master weights under autocast
-    assert _Placement(DeviceChoice.cuda, DtypeChoice.fp32).trainer_args() == {"use_cpu": False, "bf16": False, "fp16": False}
+    assert Placement("cuda", "fp32").trainer_args() == {"use_cpu": False, "bf16": False, "fp16": False}
 
 
 def test_train_llm_cuda_without_cuda_is_one_line_error(tmp_path, backbone, monkeypatch):

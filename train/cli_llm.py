@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from rankwise.train.llm_recipes import LLMTrainConfig
 
 app = typer.Typer(help="Train LLM rankers (ERank, listwise, IRanker, Rank-GRPO).")
 
@@ -62,73 +63,27 @@ def _check(backbone: str, output: Path) -> None:
 
     if not Path(backbone).exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", backbone):
         _fail(f"--backbone {backbone}: no such folder (give a local folder or an org/name hub id)")
-    if output.exists() and any(output.iterdir()):
-        _fail(f"--output {output}: exists and is not empty")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        _fail(f"--output {output}: exists and is not an empty folder")
 
 
-def _lists(dataset: str, data_dir: Optional[Path], queries: int, list_size: int, seed: int) -> list:
-    """``queries`` training lists (positives + BM25 hard negatives) from the train split."""
+def _config(backbone: str, output: Path, dataset: str, data_dir: Optional[Path], device: "DeviceChoice", dtype: "DtypeChoice",
+            **settings) -> LLMTrainConfig:
+    """Check the shared flags and gather them (with the command's own) into the recipe's config."""
+    _check(backbone, output)
     from rankwise.eval.datasets.beir import load_beir
-    from rankwise.rankers.first_stage.bm25 import BM25Retriever
-    from rankwise.train.data import HardNegativeLists
+    from rankwise.rankers.device import resolve_device
 
     try:
-        ds = load_beir(dataset, "train", data_dir=data_dir, download=False)
+        resolve_device(device.value)
+    except ValueError as err:
+        _fail(f"--device: {err}")
+    try:
+        load_beir(dataset, "train", data_dir=data_dir, download=False)
     except (OSError, ValueError) as err:
         _fail(f"--dataset {dataset}: {err}")
-    bm25 = BM25Retriever.from_corpus({d: ds.doc_text(d) for d in ds.corpus})
-    stream = HardNegativeLists(ds.queries, ds.qrels, ds.doc_text, bm25.search, list_size=list_size, negatives_from=30, seed=seed)
-    out = []
-    for item in stream:
-        out.append(item)
-        if len(out) >= queries:
-            break
-    return out
-
-
-class _Placement:
-    """Device and precision of one training run, mapped onto TRL/transformers arguments.
-
-    On CUDA the weights stay fp32 and bf16/fp16 is mixed precision (``bf16``/``fp16`` arguments);
-    on CPU there is no mixed precision: the weights are loaded in the requested dtype.
-    """
-
-    def __init__(self, device: DeviceChoice, dtype: DtypeChoice) -> None:
-        import torch
-
-        from rankwise.rankers.device import resolve_device, resolve_dtype
-
-        try:
-            self.device = resolve_device(device.value)
-        except ValueError as err:
-            _fail(f"--device: {err}")
-        self.dtype = resolve_dtype(dtype.value)
-        self.cuda = self.device.type == "cuda"
-        self.load_dtype = torch.float32 if self.cuda else self.dtype
-
-    def trainer_args(self) -> dict:
-        """``use_cpu``, ``bf16``, ``fp16`` for a ``TrainingArguments`` subclass."""
-        import torch
-
-        return {
-            "use_cpu": not self.cuda,
-            "bf16": self.cuda and self.dtype == torch.bfloat16,
-            "fp16": self.cuda and self.dtype == torch.float16,
-        }
-
-    def model_init_kwargs(self) -> dict:
-        """How TRL loads a model given by path (``GRPOConfig.model_init_kwargs``)."""
-        return {"dtype": str(self.load_dtype).removeprefix("torch.")}
-
-
-def _grpo_args(config_cls, output: Path, max_steps: int, lr: float, generations: int, batch: int, completion: int, seed: int,
-               place: _Placement, **kw):
-    return config_cls(
-        **place.trainer_args(), model_init_kwargs=place.model_init_kwargs(),
-        output_dir=str(output / "checkpoints"), max_steps=max_steps, learning_rate=lr, num_generations=generations,
-        per_device_train_batch_size=batch, max_completion_length=completion, logging_steps=max(1, max_steps // 20),
-        save_strategy="no", report_to="none", seed=seed, **kw,
-    )
+    return LLMTrainConfig(backbone=backbone, output=output, dataset=dataset, data_dir=data_dir, device=device.value,
+                          dtype=dtype.value, **settings)
 
 
 @app.command("erank")
@@ -157,45 +112,11 @@ def erank_cmd(
         rankwise train erank --stage grpo --backbone models/erank-sft --output models/erank-rl --max-steps 50
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --device cuda --dtype bf16
     """
-    _check(backbone, output)
-    place = _Placement(device, dtype)
-    from datasets import Dataset
+    from rankwise.train.llm_recipes import train_erank
 
-    from rankwise.rankers.erank import ERankRanker, erank_prompt
-    from rankwise.rankers.llm import load_causal_lm
-    from rankwise.train.sft import CurriculumSFTConfig, erank_sft_examples, graded_target, train_sft
-
-    lists = _lists(dataset, data_dir, queries, list_size, seed)
-    model, tok = load_causal_lm(backbone, dtype=place.load_dtype)
-    if stage == ERankStage.sft:
-        rows = erank_sft_examples(
-            tok, {t.qid: t.query for t in lists},
-            {t.qid: list(zip(t.docs, t.labels, t.first_stage_ranks)) for t in lists},
-            max_label=max(max(t.labels) for t in lists), max_doc_chars=max_doc_chars,
-        )
-        config = CurriculumSFTConfig(
-            output_dir=str(output / "checkpoints"), max_steps=max_steps, learning_rate=lr, per_device_train_batch_size=8,
-            save_strategy="no", report_to="none", seed=seed, logging_steps=max(1, max_steps // 20),
-            curriculum_m=curriculum_m or None, **place.trainer_args(),
-        )
-        trainer = train_sft(model, tok, rows, config)
-    else:
-        from trl import GRPOConfig, GRPOTrainer
-
-        from rankwise.train.grpo.erank_reward import erank_format_reward, erank_list_reward
-
-        top = max(max(t.labels) for t in lists)
-        rows = [
-            {"prompt": erank_prompt(tok, t.query, d[:max_doc_chars]), "qid": t.qid, "label": graded_target(y, top)}
-            for t in lists for d, y in zip(t.docs, t.labels)
-        ]
-        args = _grpo_args(GRPOConfig, output, max_steps, lr, generations, list_size * generations, 8, seed, place,
-                          shuffle_dataset=False)
-        trainer = GRPOTrainer(backbone, reward_funcs=[erank_list_reward, erank_format_reward],
-                              train_dataset=Dataset.from_list(rows), processing_class=tok, args=args)
-        trainer.train()
-    ERankRanker(trainer.model, tok, readout="integer").save_pretrained(output, backbone=str(backbone), stage=stage.value)
-    typer.echo(f"wrote {output}")
+    cfg = _config(backbone, output, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
+                  lr=lr, seed=seed, generations=generations)
+    typer.echo(f"wrote {train_erank(cfg, stage.value, curriculum_m, max_doc_chars)}")
 
 
 @app.command("listwise")
@@ -222,28 +143,12 @@ def listwise_cmd(
         rankwise train listwise --backbone models/smollm2 --output models/listwise --list-size 4 --responses 8 --beta 0.1
         rankwise train listwise --backbone models/smollm2 --output models/listwise --device cuda --dtype bf16
     """
-    _check(backbone, output)
-    place = _Placement(device, dtype)
-    import contextlib
+    from rankwise.train.llm_recipes import train_listwise
 
-    import torch
-
-    from rankwise.rankers.listwise import ListwiseRanker
-    from rankwise.train.listwise_lipo import ListwiseLiPOConfig, ListwiseLiPOTrainer
-
-    lists = _lists(dataset, data_dir, queries, list_size, seed)
-    ranker = ListwiseRanker.from_pretrained(backbone, dtype=place.load_dtype, device=place.device, window=list_size,
-                                            stride=max(1, list_size // 2), max_doc_tokens=max_doc_tokens)
-    trainer = ListwiseLiPOTrainer(ranker, ListwiseLiPOConfig(beta=beta, responses=responses, learning_rate=lr, max_doc_tokens=max_doc_tokens, seed=seed))
-    mixed = place.cuda and place.dtype != torch.float32
-    for step in range(max_steps):
-        t = lists[step % len(lists)]
-        with torch.autocast("cuda", dtype=place.dtype) if mixed else contextlib.nullcontext():
-            loss = trainer.step([(t.query, list(t.docs), list(t.labels))])
-        if step % max(1, max_steps // 20) == 0:
-            typer.echo(f"step {step} loss {loss:.4f}")
-    ranker.save_pretrained(output, backbone=str(backbone))
-    typer.echo(f"wrote {output}")
+    cfg = _config(backbone, output, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
+                  lr=lr, seed=seed, max_doc_tokens=max_doc_tokens)
+    path = train_listwise(cfg, responses, beta, log=lambda step, loss: typer.echo(f"step {step} loss {loss:.4f}"))
+    typer.echo(f"wrote {path}")
 
 
 @app.command("iranker")
@@ -269,30 +174,13 @@ def iranker_cmd(
         rankwise train iranker --backbone models/smollm2 --output models/iranker --list-size 10 --generations 8
         rankwise train iranker --backbone models/smollm2 --output models/iranker --device cuda --dtype bf16
     """
-    _check(backbone, output)
-    place = _Placement(device, dtype)
+    from rankwise.train.llm_recipes import train_iranker
+
     if list_size > 26:
         _fail(f"--list-size {list_size}: IRanker pools hold at most 26 candidates")
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
-
-    from rankwise.rankers.iranker import IRanker
-    from rankwise.rankers.llm import load_causal_lm, truncate_text
-    from rankwise.train.grpo.iranker import iranker_format_reward, iranker_states, iranker_step_reward
-
-    lists = _lists(dataset, data_dir, queries, list_size, seed)
-    _, tok = load_causal_lm(backbone)
-    rng = random.Random(seed)
-    rows = [
-        row for t in lists
-        for row in iranker_states(tok, t.query, [truncate_text(tok, d, max_doc_tokens) for d in t.docs], t.labels, rng)
-    ]
-    args = _grpo_args(GRPOConfig, output, max_steps, lr, generations, 2 * generations, 6, seed, place, beta=1e-3)
-    trainer = GRPOTrainer(backbone, reward_funcs=[iranker_step_reward, iranker_format_reward],
-                          train_dataset=Dataset.from_list(rows), processing_class=tok, args=args)
-    trainer.train()
-    IRanker(trainer.model, tok, max_doc_tokens=max_doc_tokens).save_pretrained(output, backbone=str(backbone))
-    typer.echo(f"wrote {output}")
+    cfg = _config(backbone, output, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
+                  lr=lr, seed=seed, max_doc_tokens=max_doc_tokens, generations=generations)
+    typer.echo(f"wrote {train_iranker(cfg)}")
 
 
 @app.command("rank-grpo")
@@ -319,25 +207,8 @@ def rank_grpo_cmd(
         rankwise train rank-grpo --backbone models/smollm2 --output models/rank-grpo --rank-reward log_decay --generations 4
         rankwise train rank-grpo --backbone models/smollm2 --output models/rank-grpo --device cuda --dtype bf16
     """
-    _check(backbone, output)
-    place = _Placement(device, dtype)
-    from datasets import Dataset
+    from rankwise.train.llm_recipes import train_rank_grpo
 
-    from rankwise.rankers.listwise import ListwiseRanker, listwise_prompt
-    from rankwise.rankers.llm import load_causal_lm, truncate_text
-    from rankwise.train.grpo.rank_grpo import RankGRPOConfig, RankGRPOTrainer
-
-    lists = _lists(dataset, data_dir, queries, list_size, seed)
-    _, tok = load_causal_lm(backbone)
-    rows = [
-        {"prompt": listwise_prompt(tok, t.query, [truncate_text(tok, d, max_doc_tokens) for d in t.docs], "lines"),
-         "labels": list(t.labels)}
-        for t in lists
-    ]
-    args = _grpo_args(RankGRPOConfig, output, max_steps, lr, generations, generations, 6 * list_size, seed, place,
-                      n_ranks=list_size, rank_reward=rank_reward.value)
-    trainer = RankGRPOTrainer(backbone, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
-    trainer.train()
-    ListwiseRanker(trainer.model, tok, window=list_size, stride=max(1, list_size // 2), max_doc_tokens=max_doc_tokens,
-                   answer="lines").save_pretrained(output, backbone=str(backbone))
-    typer.echo(f"wrote {output}")
+    cfg = _config(backbone, output, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
+                  lr=lr, seed=seed, max_doc_tokens=max_doc_tokens, generations=generations)
+    typer.echo(f"wrote {train_rank_grpo(cfg, rank_reward.value)}")
