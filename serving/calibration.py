@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["bm25_calibration_pairs"]
+__all__ = ["bm25_calibration_pairs", "read_pairs_file"]
 
 
 def bm25_calibration_pairs(dataset: str | Path, n_queries: int = 16, top_k: int = 32, split: str = "train",
@@ -24,3 +24,34 @@ def bm25_calibration_pairs(dataset: str | Path, n_queries: int = 16, top_k: int 
     qids = sorted(ds.qrels)[:n_queries]
     cands = BM25Retriever.from_corpus(docs).batch_search({q: ds.queries[q] for q in qids}, top_k)
     return [(ds.queries[q], docs[d]) for q, d in cands.select("qid", "docid").iter_rows()]
+
+
+def read_pairs_file(path: str | Path) -> list[tuple[str, str]]:
+    """``(query, doc)`` pairs from a ``.jsonl`` or ``.parquet`` file with string fields ``query`` and
+    ``doc`` (the ``--calibration`` file of ``rankwise export``).
+
+    Raises:
+        ValueError: unreadable file, another suffix, a missing field or an empty string, naming the
+            file (and the 1-based line of a ``.jsonl``).
+    """
+    import polars as pl
+
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        elif path.suffix == ".jsonl":
+            frame = pl.read_ndjson(path, infer_schema_length=None)
+        else:
+            raise ValueError(f"{path}: expected a .jsonl or .parquet file of (query, doc) pairs")
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise ValueError(f"{path}: cannot read (query, doc) pairs: {str(err).splitlines()[0]}") from None
+    missing = [c for c in ("query", "doc") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: field(s) {missing} missing (each pair needs 'query' and 'doc')")
+    frame = frame.select(pl.col("query").cast(pl.String), pl.col("doc").cast(pl.String)).with_row_index("line", offset=1)
+    bad = frame.filter(pl.col("query").fill_null("").str.strip_chars().eq("") | pl.col("doc").fill_null("").str.strip_chars().eq(""))
+    if bad.height:
+        where = f"line {bad['line'][0]}" if path.suffix == ".jsonl" else f"row {bad['line'][0]}"
+        raise ValueError(f"{path}: {where}: empty 'query' or 'doc'")
+    return list(zip(frame["query"].to_list(), frame["doc"].to_list()))
