@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["DatasetError", "read_jsonl", "read_qrels_tsv", "find_file"]
+__all__ = ["DatasetError", "read_jsonl", "read_qrels_tsv", "find_file", "iter_lines"]
 
 
 class DatasetError(ValueError):
@@ -22,13 +22,25 @@ def find_file(folder: Path, stem: str) -> Path:
     raise DatasetError(f"{folder / stem}: file not found (nor {stem}.gz)")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    r"""Yield ``(line_number, text)`` of a UTF-8 file (``.gz`` decompressed), lines ending in ``"\n"``.
+
+    Lines are decoded one at a time, so bad UTF-8 is reported with its line number and its byte
+    offset in the (decompressed) file, not the offset inside a decoder buffer. ``"\r\n"`` reads as ``"\n"``.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
+    offset = 0
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            yield from enumerate(fh, start=1)
-    except UnicodeDecodeError as err:
-        raise DatasetError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DatasetError(
+                        f"{path}:{lineno}: not valid UTF-8 ({err.reason} at byte {offset + err.start} of the file)"
+                    ) from None
+                offset += len(raw)
+                yield lineno, line[:-2] + "\n" if line.endswith("\r\n") else line
     except (OSError, EOFError) as err:
         raise DatasetError(f"{path}: cannot be read ({err})") from None
 
@@ -36,7 +48,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each non-blank line; every record must hold ``required``."""
     seen = False
-    for lineno, line in _lines(path):
+    for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         try:
@@ -57,7 +69,7 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dic
 def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
     """Read a ``query-id corpus-id [score]`` TSV (header optional; a missing score means 1)."""
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in _lines(path):
+    for lineno, line in iter_lines(path):
         parts = line.rstrip("\n").split("\t")
         if not line.strip() or (lineno == 1 and parts[0] in ("query-id", "qid", "query_id")):
             continue

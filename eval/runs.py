@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from rankwise.core.io import DatasetError
+from rankwise.eval.candidate_check import check_candidates
 from rankwise.rankers.base import CANDIDATE_SCHEMA, rank_by_score
 
 __all__ = ["read_trec_run", "write_trec_run", "read_candidates", "write_candidates"]
@@ -52,10 +53,13 @@ def write_trec_run(candidates: pl.DataFrame, path: str | Path, tag: str = "rankw
 
 
 def read_candidates(path: str | Path) -> pl.DataFrame:
-    """A candidate set from a TREC run, parquet or jsonl file (by extension)."""
+    """A candidate set from a TREC run, parquet or jsonl file (by extension).
+
+    The file is checked first (:func:`~rankwise.eval.candidate_check.check_candidates`): malformed
+    lines, null/NaN scores and duplicate ``(qid, docid)`` pairs are errors naming the file and line.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
+    check_candidates(path)
     if path.suffix == ".parquet":
         frame = pl.read_parquet(path)
     elif path.suffix in (".jsonl", ".ndjson"):

@@ -27,12 +27,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'recsys' has no attribute {name!r}")
 
 
-def load_recommender(directory: str | Path) -> Any:
-    """Load any recommender directory by the ``kind`` in its ``rankwise.json``."""
+def load_recommender(directory: str | Path, trust_remote_code: bool = False) -> Any:
+    """Load any recommender directory by the ``kind`` in its ``rankwise.json``.
+
+    ``trust_remote_code`` (off by default) lets transformers run code shipped in the directory; the
+    directory itself cannot turn it on (see ``SequentialRecommender.from_pretrained``).
+    """
     from rankwise.core.model_dir import read_rankwise_json
 
     kind = read_rankwise_json(directory, tuple(MODEL_KINDS))["kind"]
-    return __getattr__(MODEL_KINDS[kind]).from_pretrained(directory)
+    return __getattr__(MODEL_KINDS[kind]).from_pretrained(directory, trust_remote_code=trust_remote_code)
 
 
 def build_recommender(kind: str, data: Any, **config: Any) -> Any:

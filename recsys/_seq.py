@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rankwise.core.model_dir import read_rankwise_json, write_rankwise_json
+from rankwise.core.model_dir import RANKWISE_JSON, ModelDirError, caller_trust_only, read_rankwise_json, write_rankwise_json
 
 __all__ = [
     "causal_mask",
@@ -389,14 +389,31 @@ class SequentialRecommender(nn.Module):
         return cls(config)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> SequentialRecommender:
-        """Load a directory written by :meth:`save_pretrained` (weights via safetensors only)."""
+    def from_pretrained(cls, directory: str | Path, trust_remote_code: bool = False) -> SequentialRecommender:
+        """Load a directory written by :meth:`save_pretrained` (weights via safetensors only).
+
+        Args:
+            directory: the model directory.
+            trust_remote_code: let transformers run code shipped in the directory (HLLM's LLMs). Only
+                this argument turns it on; a ``trust_remote_code`` field in the directory's own
+                ``rankwise.json`` is ignored with a warning.
+        """
         from safetensors.torch import load_model
 
         directory = Path(directory)
         meta = read_rankwise_json(directory, cls.kind)
-        config = cls.config_class(**meta["config"])
-        model = cls._build(config, directory, meta)
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        settings = caller_trust_only(meta["config"], directory / RANKWISE_JSON, trust_remote_code)
+        if "trust_remote_code" not in fields:
+            settings.pop("trust_remote_code")
+        config = cls.config_class(**settings)
+        try:
+            model = cls._build(config, directory, meta)
+        except ValueError as err:
+            if "trust_remote_code" not in str(err):
+                raise
+            raise ModelDirError(f"{directory}: loading it needs code shipped in the directory; pass "
+                                "trust_remote_code=True (--trust-remote-code) only if you trust it") from None
         load_model(model, str(directory / "model.safetensors"))
         model.item_ids = meta.get("item_ids")
         model.meta = {k: v for k, v in meta.items() if k not in ("kind", "config", "item_ids", "rankwise_version")}

@@ -40,6 +40,9 @@ class Split(str, Enum):
     test = "test"
 
 
+TRUST_HELP = ("Let transformers run Python code shipped in the model directory or LLM folders (HLLM). Off by default; "
+              "a model directory cannot turn it on itself. Only for directories you trust.")
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", err=True, fg="red")
     raise typer.Exit(1)
@@ -55,12 +58,12 @@ def _load_sequences(dataset: str, item_ids: list[str] | None = None):  # noqa: A
         _fail(str(err))
 
 
-def _load_model(model_dir: Path):  # noqa: ANN202 - a SequentialRecommender
+def _load_model(model_dir: Path, trust_remote_code: bool = False):  # noqa: ANN202 - a SequentialRecommender
     from rankwise.core.model_dir import ModelDirError
     from rankwise.recsys import load_recommender
 
     try:
-        return load_recommender(model_dir)
+        return load_recommender(model_dir, trust_remote_code=trust_remote_code)
     except ModelDirError as err:
         _fail(str(err))
     except FileNotFoundError as err:
@@ -98,6 +101,7 @@ def train(
     eval_every: int = typer.Option(0, min=0, help="Validate every N epochs and keep the best weights (0 = keep the last)."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop after the epoch that passes this wall-clock budget."),
     seed: int = typer.Option(42, help="Random seed."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line (train log + test metrics) instead of tables."),
 ) -> None:
     """Train a sequential recommender on a leave-one-out split and evaluate it on the test items.
@@ -118,6 +122,8 @@ def train(
 
     if hidden % heads:
         _fail(f"--hidden {hidden} is not divisible by --heads {heads}")
+    if output.exists() and not output.is_dir():
+        _fail(f"{output}: exists and is not a directory (--output is the model directory to write)")
     data = _load_sequences(dataset)
     torch.manual_seed(seed)
     common = {"hidden": hidden, "n_layers": layers, "n_heads": heads, "dropout": dropout, "max_len": max_len}
@@ -126,7 +132,7 @@ def train(
         ModelKind.rearec: {"objective": objective.value, "reasoning_steps": reasoning_steps},
         ModelKind.hcn: {},
         ModelKind.hllm: {"item_mode": item_mode.value, "item_llm": item_llm, "user_llm": user_llm, "n_negatives": negatives,
-                         "adapter": adapter.value},
+                         "adapter": adapter.value, "trust_remote_code": trust_remote_code},
     }[model]
     try:
         net = build_recommender(model.value, data, **common, **options)
@@ -151,6 +157,7 @@ def evaluate(
     model_dir: Path = typer.Option(..., help="A directory written by `rankwise recommend train`."),
     dataset: Optional[str] = typer.Option(None, help="Dataset to evaluate on (default: the one the model was trained on)."),
     split: Split = typer.Option(Split.test, help="Leave-one-out split: test (last item) or valid (second-last)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line instead of a table."),
 ) -> None:
     """Full-ranking evaluation (all items scored, history excluded): HR/NDCG/Recall @10/50/200.
@@ -161,7 +168,7 @@ def evaluate(
     """
     from rankwise.recsys.evaluate import evaluate_full_ranking
 
-    net = _load_model(model_dir)
+    net = _load_model(model_dir, trust_remote_code)
     name = dataset or net.meta.get("dataset")
     if not name:
         _fail(f"{model_dir}/rankwise.json: field 'dataset' is missing; pass --dataset")
@@ -179,6 +186,7 @@ def predict(
     user: str = typer.Option(..., help="User id as in the dataset."),
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="How many items to recommend."),
     dataset: Optional[str] = typer.Option(None, help="Dataset holding the user's history (default: the training one)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Recommend the top-k unseen items for a user from their whole history (titles shown).
@@ -194,7 +202,7 @@ def predict(
     from rankwise.serving.api import Recommender
 
     try:
-        rec = Recommender.load(model_dir, device="cpu")
+        rec = Recommender.load(model_dir, device="cpu", trust_remote_code=trust_remote_code)
     except ModelDirError as err:
         _fail(str(err))
     except FileNotFoundError as err:

@@ -193,8 +193,14 @@ class Recommender:
         self.backend = backend
 
     @classmethod
-    def load(cls, directory: str | Path, device: Device = "auto", threads: int | None = None) -> Recommender:
-        """Load a recommender model directory (PyTorch) or its ONNX export."""
+    def load(
+        cls, directory: str | Path, device: Device = "auto", threads: int | None = None, trust_remote_code: bool = False
+    ) -> Recommender:
+        """Load a recommender model directory (PyTorch) or its ONNX export.
+
+        ``trust_remote_code`` (off by default) lets transformers run code shipped in a PyTorch
+        directory (HLLM's LLMs); a field in the directory cannot turn it on.
+        """
         directory = Path(directory)
         _check_dir(directory)
         if (directory / SERVING_JSON).is_file():
@@ -221,7 +227,7 @@ class Recommender:
 
         if threads:
             torch.set_num_threads(threads)
-        model = load_class(RECOMMENDER_CLASSES[kind]).from_pretrained(directory).eval()
+        model = load_class(RECOMMENDER_CLASSES[kind]).from_pretrained(directory, trust_remote_code=trust_remote_code).eval()
         if not model.item_ids:
             raise ModelDirError(f"{directory / RANKWISE_JSON}: field 'item_ids' is missing (the item-id mapping)")
         lock = threading.Lock()

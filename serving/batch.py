@@ -10,7 +10,8 @@ recorded), and assembles the same final file, byte for byte, as an uninterrupted
 
 The ``"ray"`` engine sends the pending queries through Ray Data ``map_batches`` with an actor pool
 (each actor builds its ranker once) and writes chunks as their queries come back; chunk files,
-manifest and the final output are identical to the local engine's.
+manifest and the final output are identical to the local engine's. Unless an existing cluster is
+named (``ray_address``), the job starts a private local Ray cluster listening on loopback only.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from typing import Any, Literal
 
 import polars as pl
 
-from rankwise.core.io import DatasetError, read_jsonl
+from rankwise.core.io import DatasetError, iter_lines, read_jsonl
+from rankwise.eval.candidate_check import check_candidates
 from rankwise.rankers.base import Ranker
 
-__all__ = ["BatchRerankConfig", "BatchResult", "run_batch_rerank", "scan_candidates"]
+__all__ = ["BatchRerankConfig", "BatchResult", "run_batch_rerank", "scan_candidates", "ray_init_kwargs"]
 
 log = logging.getLogger("rankwise.serving")
 
@@ -45,8 +47,11 @@ class BatchRerankConfig:
 
     Args:
         candidates: first-stage candidates: TREC run (``qid Q0 docid rank score tag``), ``.parquet``
-            or ``.jsonl`` with ``qid``, ``docid`` and ``score`` (``rank`` optional).
-        queries: ``.jsonl[.gz]`` with ``_id``/``qid`` and ``text``/``query``, or ``.tsv`` ``qid<TAB>text``.
+            or ``.jsonl`` with ``qid``, ``docid`` and ``score`` (``rank`` optional). Checked first by
+            :func:`~rankwise.eval.candidate_check.check_candidates`: a malformed line, a null/NaN score
+            or a duplicate ``(qid, docid)`` is an error naming the file and line, never guessed around.
+        queries: ``.jsonl[.gz]`` with ``_id``/``qid`` and ``text``/``query``, or ``.tsv`` ``qid<TAB>text``;
+            a query to rerank whose text is empty or not a string is an error naming the file and line.
         corpus: ``.jsonl[.gz]`` with ``_id``/``docid``, ``text`` and optional ``title``, or ``.parquet``
             with ``docid``, ``text`` (and optional ``title``); document text = ``title + " " + text``.
         output: ``.parquet`` (candidate-set columns) or any other name for a TREC run.
@@ -54,7 +59,8 @@ class BatchRerankConfig:
         chunk_queries: queries per chunk: the unit of atomic writes and of work lost on a kill.
         engine: ``"local"`` (this process) or ``"ray"`` (Ray Data actor pool).
         workers: Ray actors (one ranker each).
-        ray_address: an existing Ray cluster (``None``: start a local one).
+        ray_address: an existing Ray cluster to join (``None``: start a private local one bound to
+            127.0.0.1, without dashboard; see :func:`ray_init_kwargs`).
         resume: continue a job from its manifest.
         overwrite: discard an earlier job's parts and output.
         tag: run tag of the TREC output.
@@ -138,28 +144,28 @@ def scan_candidates(path: str | Path) -> pl.LazyFrame:
     return lf.select("qid", "docid", pl.col("score"), pl.col("rank").cast(pl.Int64))
 
 
-def _read_queries(path: Path) -> dict[str, str]:
+def _read_queries(path: Path) -> dict[str, tuple[str, int]]:
+    """``qid -> (text, line number)``; a ``null`` or non-string text is an error naming file and line."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    if path.name.endswith((".tsv", ".tsv.gz", ".txt")):
-        import gzip
-
-        opener = gzip.open if path.suffix == ".gz" else open
-        out = {}
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if line.strip():
-                    parts = line.rstrip("\n").split("\t", 1)
-                    if len(parts) != 2:
-                        raise DatasetError(f"{path}:{lineno}: expected 'qid<TAB>text'")
-                    out[parts[0]] = parts[1]
-        return out
     out = {}
+    if path.name.endswith((".tsv", ".tsv.gz", ".txt")):
+        for lineno, line in iter_lines(path):
+            if line.strip():
+                parts = line.rstrip("\n").split("\t", 1)
+                if len(parts) != 2:
+                    raise DatasetError(f"{path}:{lineno}: expected 'qid<TAB>text'")
+                out[parts[0]] = (parts[1], lineno)
+        return out
     for lineno, rec in read_jsonl(path, ()):
-        qid, text = rec.get("_id", rec.get("qid")), rec.get("text", rec.get("query"))
-        if qid is None or text is None:
+        qid = rec.get("_id", rec.get("qid"))
+        field = "text" if "text" in rec else "query"
+        text = rec.get(field)
+        if qid is None or field not in rec:
             raise DatasetError(f"{path}:{lineno}: expected fields '_id' (or 'qid') and 'text' (or 'query')")
-        out[str(qid)] = str(text)
+        if not isinstance(text, str):
+            raise DatasetError(f"{path}:{lineno}: field {field!r} of query {qid!r} is {json.dumps(text)}, not a string")
+        out[str(qid)] = (text, lineno)
     return out
 
 
@@ -219,6 +225,7 @@ class _Query:
 
 
 def _plan(config: BatchRerankConfig) -> tuple[list[str], pl.LazyFrame]:
+    check_candidates(config.candidates)  # bad lines, null/NaN scores, duplicates: one-line errors
     lf = scan_candidates(config.candidates)
     lf = lf.sort(["rank", "score", "docid"], descending=[False, True, False]).with_columns(
         pl.int_range(pl.len()).over("qid").alias("_pos")
@@ -262,14 +269,64 @@ class _RayRerankActor:
         })
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def ray_init_kwargs(config: BatchRerankConfig) -> dict[str, Any]:
+    """``ray.init`` arguments for a job: a private local cluster on loopback, or the named one.
+
+    Without ``config.ray_address`` a new local cluster is started (``address="local"``, so neither
+    ``RAY_ADDRESS`` nor a running ``ray start`` cluster is joined implicitly) with the node address
+    on loopback and no dashboard. Joining an existing cluster happens only when the caller names it.
+    """
+    quiet = {"log_to_driver": False, "configure_logging": False}
+    if config.ray_address:
+        return {"address": config.ray_address, **quiet}
+    return {"address": "local", "num_cpus": config.workers, "include_dashboard": False,
+            "_node_ip_address": LOOPBACK, **quiet}
+
+
+def _start_ray(config: BatchRerankConfig) -> None:
+    """``ray.init`` with :func:`ray_init_kwargs`; a local cluster must come up on loopback.
+
+    Ray on Linux replaces a loopback ``_node_ip_address`` by the machine's routable address unless its
+    "clusters enabled" switch (``ray._private.ray_constants.ENABLE_RAY_CLUSTER``, read when the node
+    starts) is off; it is turned off while the local node starts, so the GCS, raylet, workers and
+    agents listen on 127.0.0.1 only. If the node still does not come up on loopback, Ray is shut down
+    and the job refused.
+    """
+    import ray
+
+    kwargs = ray_init_kwargs(config)
+    if config.ray_address:
+        ray.init(**kwargs)
+        return
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # pragma: no cover - a Ray without the switch
+        ray_constants = None
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if ray_constants is not None and saved is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(**kwargs)
+    finally:
+        if ray_constants is not None and saved is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
+    node = ray.util.get_node_ip_address()
+    if node != LOOPBACK:
+        ray.shutdown()
+        raise RuntimeError(f"batch rerank: the local Ray cluster came up on {node}, not {LOOPBACK}; "
+                           "start one yourself and pass ray_address (--ray-address) to use it")
+
+
 def _ray_results(
     config: BatchRerankConfig, factory: Callable[[], Ranker], queries: list[_Query]
 ) -> Iterator[tuple[int, list[str], list[float], list[int]]]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=config.ray_address, num_cpus=None if config.ray_address else config.workers,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+        _start_ray(config)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     items = [{"pos": q.pos, "qid": q.qid, "text": q.text, "docids": q.docids, "texts": q.texts} for q in queries]
@@ -295,6 +352,20 @@ def _key(config: BatchRerankConfig, model_id: str) -> dict[str, Any]:
     }
 
 
+def _manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a manifest's shape (``None`` when it is a job manifest)."""
+    if not isinstance(manifest, dict):
+        return f"expected a JSON object, got {type(manifest).__name__}"
+    for name in ("key", "chunks"):
+        if not isinstance(manifest.get(name), dict):
+            return f"field {name!r} is missing or not an object"
+    for index, entry in manifest["chunks"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("rows"), int) and Path(entry["file"]).name == entry["file"]):
+            return f"chunk {index!r} is not {{file, sha256, rows}}"
+    return None
+
+
 def _open_manifest(config: BatchRerankConfig, key: dict[str, Any]) -> dict[str, Any]:
     parts, path = config.parts_dir, config.parts_dir / MANIFEST
     if config.overwrite:
@@ -309,6 +380,9 @@ def _open_manifest(config: BatchRerankConfig, key: dict[str, Any]) -> dict[str, 
             manifest = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise DatasetError(f"{path}: corrupt manifest; start over with overwrite") from None
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise DatasetError(f"{path}: corrupt manifest ({problem}); start over with overwrite")
         changed = [k for k, v in key.items() if manifest.get("key", {}).get(k) != v]
         if changed:
             raise DatasetError(f"{path}: the job changed since it was started ({', '.join(changed)}); start over with overwrite")
@@ -385,10 +459,14 @@ def run_batch_rerank(
     pending_qids = [q for i in pending_chunks for q in qids[i * config.chunk_queries : (i + 1) * config.chunk_queries]]
     pending = lf.filter(pl.col("qid").is_in(pending_qids))
     total_docs = int(pending.select(pl.len()).collect().item())
-    queries = _read_queries(config.queries)
-    absent_q = [q for q in pending_qids if q not in queries]
+    query_lines = _read_queries(config.queries)
+    absent_q = [q for q in pending_qids if q not in query_lines]
     if absent_q:
         raise DatasetError(f"{config.queries}: no text for query {absent_q[0]!r} of {config.candidates}")
+    empty = [q for q in pending_qids if not query_lines[q][0].strip()]
+    if empty:
+        raise DatasetError(f"{config.queries}:{query_lines[empty[0]][1]}: query {empty[0]!r} is empty")
+    queries = {q: text for q, (text, _) in query_lines.items()}
     corpus = _read_corpus(config.corpus, set(pending.select("docid").unique().collect()["docid"].to_list()))
 
     def chunk_work(i: int) -> list[_Query]:

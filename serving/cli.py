@@ -83,6 +83,8 @@ def export(
     from rankwise.core.model_dir import ModelDirError
     from rankwise.serving.export import ExportParityError, export_model, read_pairs_file
 
+    if output.exists() and not output.is_dir():
+        _fail(f"{output}: exists and is not a directory (--output is the export directory to write)")
     if quantize is not Quantize.none and fp16:
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
     needs_pairs = quantize is Quantize.int8_smooth or fp32_ops > 0
@@ -124,7 +126,7 @@ def rerank(
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier job's parts and output."),
     engine: Engine = typer.Option(Engine.local, "--engine", help="local: this process; ray: Ray Data actor pool."),
     workers: int = typer.Option(2, "--workers", min=1, help="Ray actors, one model session each (--engine ray)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster address (default: start a local one)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this existing Ray cluster (e.g. ray://head:10001). Default: start a private local cluster bound to 127.0.0.1, without dashboard."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto: CUDA when available, else CPU."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads per model session."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Pairs per forward pass."),
@@ -142,11 +144,10 @@ def rerank(
         rankwise rerank --model runs/ce-onnx --candidates bm25.parquet --corpus corpus.parquet --queries queries.tsv --output ce.parquet --engine ray --workers 4
     """
     import functools
-    import hashlib
     import json
 
     from rankwise.core.io import DatasetError
-    from rankwise.core.model_dir import ModelDirError, read_rankwise_json
+    from rankwise.core.model_dir import ModelDirError, fingerprint_model_dir, read_rankwise_json
     from rankwise.serving.api import Reranker
     from rankwise.serving.export import read_serving_json
     from rankwise.serving.batch import BatchRerankConfig, run_batch_rerank
@@ -166,8 +167,7 @@ def rerank(
             candidates, queries, corpus, output, top_k=top_k, chunk_queries=chunk_queries, engine=engine.value,
             workers=workers, ray_address=ray_address, resume=resume, overwrite=overwrite, tag=tag,
         )
-        meta = model / ("serving.json" if onnx else "rankwise.json")
-        model_id = f"{model.resolve()}#{hashlib.sha256(meta.read_bytes()).hexdigest()[:16]}"
+        model_id = f"{model.resolve()}#{fingerprint_model_dir(model)}"  # weights included: resume cannot mix models
         factory = functools.partial(Reranker.load, model, device=device.value, threads=threads, batch_size=batch_size)
         result = run_batch_rerank(config, factory, model_id, progress=not json_out and sys.stderr.isatty())
     except (ModelDirError, DatasetError, FileExistsError, ValueError) as err:

@@ -39,7 +39,7 @@ GOOD_DOC = json.dumps({"_id": "d1", "title": "t", "text": "x"}) + "\n"
         (GOOD_DOC + '{"_id": "d2", "text": \n', "q1\td1\t1\n", r"corpus.jsonl:2: malformed JSON"),
         (GOOD_DOC + json.dumps({"_id": "d2"}) + "\n", "q1\td1\t1\n", r"corpus.jsonl:2: missing field\(s\) text"),
         ("", "q1\td1\t1\n", r"corpus.jsonl: empty file"),
-        (b'{"_id": "d1", "title": "t", "text": "\xff\xfe"}\n', "q1\td1\t1\n", r"corpus.jsonl: not valid UTF-8"),
+        (b'{"_id": "d1", "title": "t", "text": "\xff\xfe"}\n', "q1\td1\t1\n", r"corpus.jsonl:1: not valid UTF-8 \(invalid start byte at byte 37 of the file\)"),
         (GOOD_DOC, "q1\td9\t1\n", r"test.tsv: corpus-id 'd9' \(query q1\) is not in corpus.jsonl"),
         (GOOD_DOC, "q7\td1\t1\n", r"test.tsv: query-id 'q7' is not in queries.jsonl"),
         (GOOD_DOC, "q1\td1\tx\n", r"test.tsv:2: score 'x' is not a number"),

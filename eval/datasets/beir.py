@@ -6,6 +6,7 @@ path, or — when online — downloaded once from BEIR's release and cached.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import urllib.request
@@ -95,6 +96,10 @@ def load_beir(
         data_dir: where named datasets live (default ``$RANKWISE_DATA``).
         download: fetch BEIR's zip by name when it is not found locally.
 
+    Raises:
+        DatasetError: naming the file and line: a duplicate document or query id, a query text that is
+            not a string (``null``), an empty judged query, or a judged id that does not exist.
+
     Example:
         >>> ds = load_beir("scifact", "test")  # doctest: +SKIP
         >>> len(ds.corpus), len(ds.queries)  # doctest: +SKIP
@@ -109,13 +114,27 @@ def load_beir(
         raise DatasetError(f"{qrels_path}: no such split (available: {', '.join(splits) or 'none'})")
 
     corpus: dict[str, dict[str, str]] = {}
-    for _, rec in read_jsonl(corpus_path, ("_id", "text")):
-        corpus[str(rec["_id"])] = {"title": rec.get("title") or "", "text": rec["text"] or ""}
-    all_queries = {str(rec["_id"]): rec["text"] for _, rec in read_jsonl(queries_path, ("_id", "text"))}
+    for lineno, rec in read_jsonl(corpus_path, ("_id", "text")):
+        docid = str(rec["_id"])
+        if docid in corpus:
+            raise DatasetError(f"{corpus_path}:{lineno}: duplicate document id {docid!r}")
+        corpus[docid] = {"title": rec.get("title") or "", "text": rec["text"] or ""}
+    all_queries: dict[str, str] = {}
+    query_line: dict[str, int] = {}
+    for lineno, rec in read_jsonl(queries_path, ("_id", "text")):
+        qid = str(rec["_id"])
+        if not isinstance(rec["text"], str):
+            raise DatasetError(f"{queries_path}:{lineno}: field 'text' of query {qid!r} is "
+                               f"{json.dumps(rec['text'])}, not a string")
+        if qid in all_queries:
+            raise DatasetError(f"{queries_path}:{lineno}: duplicate query id {qid!r}")
+        all_queries[qid], query_line[qid] = rec["text"], lineno
     qrels = read_qrels_tsv(qrels_path)
     for qid, judged in qrels.items():
         if qid not in all_queries:
             raise DatasetError(f"{qrels_path}: query-id {qid!r} is not in {queries_path.name}")
+        if not all_queries[qid].strip():
+            raise DatasetError(f"{queries_path}:{query_line[qid]}: query {qid!r} is empty (judged in {qrels_path.name})")
         for docid in judged:
             if docid not in corpus:
                 raise DatasetError(f"{qrels_path}: corpus-id {docid!r} (query {qid}) is not in {corpus_path.name}")

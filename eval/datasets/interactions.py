@@ -9,18 +9,22 @@ Two on-disk layouts are read into the same :class:`Interactions` object:
   ``user_id:token``). MovieLens-100K ships in this format inside the PyPI ``recbole`` wheel and is the
   embedded default (``pip install --no-deps recbole``; only its data files are read, never its code).
 
-Bad input fails loudly with one line naming the file and field: duplicate rows, unknown item ids,
-users with fewer than 3 interactions (leave-one-out needs train, validation and test items).
+Bad input fails loudly with one line naming the file and field (and the line, for a malformed
+``interactions.csv.gz``: wrong field count, unclosed quote, non-integer ``seq_index``, empty cell, bad
+UTF-8, empty file or header only): duplicate rows, unknown item ids, users with fewer than 3
+interactions (leave-one-out needs train, validation and test items).
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from rankwise.core.io import DatasetError, iter_lines
 from rankwise.core.paths import default_data_dir
 
 __all__ = [
@@ -136,12 +140,62 @@ def _read_recbole(path: Path) -> tuple[pl.DataFrame, pl.DataFrame, Path]:
     return inter, items, inter_file
 
 
+_INTER_FIELDS = ("user_id", "item_id", "seq_index")
+
+
+def _locate_bad_line(path: Path) -> str | None:
+    """The first problem of an ``interactions.csv.gz``, as ``file:line: what``, found line by line.
+
+    Run only when the fast polars read fails or yields nulls, so a good file is read once.
+    """
+    header: list[str] | None = None
+    for lineno, line in iter_lines(path):  # bad UTF-8: DatasetError with line and byte offset
+        if not line.strip():
+            continue
+        try:
+            cells = next(csv.reader([line], strict=True))
+        except csv.Error as err:
+            return f"{path}:{lineno}: malformed CSV ({err}; quoted cells must close on the same line)"
+        if header is None:
+            header = cells
+            missing = [c for c in _INTER_FIELDS if c not in header]
+            if missing:
+                return f"{path}:{lineno}: header lacks field(s) {missing} (expected user_id,item_id,seq_index)"
+            continue
+        if len(cells) != len(header):
+            return f"{path}:{lineno}: expected {len(header)} fields ({','.join(header)}), got {len(cells)}"
+        row = dict(zip(header, cells))
+        for name in ("user_id", "item_id"):
+            if not row[name].strip():
+                return f"{path}:{lineno}: field '{name}' is empty"
+        if not row["seq_index"].strip().isdigit():
+            return f"{path}:{lineno}: field 'seq_index' is {row['seq_index']!r}, not a non-negative integer"
+    if header is None:
+        return f"{path}: empty file (expected a header user_id,item_id,seq_index and one row per interaction)"
+    return None
+
+
 def _read_folder(path: Path) -> tuple[pl.DataFrame, pl.DataFrame, Path]:
     inter_file = path / "interactions.csv.gz"
-    inter = pl.read_csv(inter_file, schema_overrides={"user_id": pl.String, "item_id": pl.String})
-    missing = [c for c in ("user_id", "item_id", "seq_index") if c not in inter.columns]
-    if missing:
-        raise InteractionDataError(f"{inter_file}: field(s) {missing} missing (expected user_id,item_id,seq_index)")
+    try:
+        inter = pl.read_csv(inter_file, schema_overrides={"user_id": pl.String, "item_id": pl.String})
+        missing = [c for c in _INTER_FIELDS if c not in inter.columns]
+        if missing:
+            raise InteractionDataError(f"{inter_file}: field(s) {missing} missing (expected user_id,item_id,seq_index)")
+        inter = inter.with_columns(pl.col("seq_index").cast(pl.Int64))
+        clean = inter.height > 0 and not inter.select(pl.any_horizontal(pl.col(_INTER_FIELDS).is_null()).any()).item()
+    except (pl.exceptions.PolarsError, DatasetError) as err:
+        clean, first = False, str(err).splitlines()[0]
+    else:
+        first = None
+    if not clean:
+        try:
+            problem = _locate_bad_line(inter_file)
+        except DatasetError as err:
+            raise InteractionDataError(str(err)) from None
+        if problem is None and first is None:
+            problem = f"{inter_file}: header only, no interactions"
+        raise InteractionDataError(problem or f"{inter_file}: cannot be parsed ({first})")
     if (path / "items.csv.gz").is_file():
         items = pl.read_csv(path / "items.csv.gz", infer_schema=False)
     elif (path / "items.jsonl.gz").is_file():
@@ -151,7 +205,7 @@ def _read_folder(path: Path) -> tuple[pl.DataFrame, pl.DataFrame, Path]:
         items = inter.select("item_id").unique(maintain_order=True)
     keep = ["item_id", *[c for c in _TEXT_FIELDS if c in items.columns]]
     items = items.select([pl.col(c).cast(pl.String) for c in keep])
-    return inter.select("user_id", "item_id", pl.col("seq_index").cast(pl.Int64)), items, inter_file
+    return inter.select("user_id", "item_id", "seq_index"), items, inter_file
 
 
 def load_interactions(name_or_dir: str | Path = "ml-100k", drop_short_users: bool = False) -> Interactions:
