@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["DatasetError", "read_jsonl", "read_qrels_tsv", "find_file", "iter_lines"]
+__all__ = ["parse_json_object", "DatasetError", "read_jsonl", "read_qrels_tsv", "find_file", "iter_lines"]
 
 
 class DatasetError(ValueError):
@@ -51,12 +51,7 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dic
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DatasetError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise DatasetError(f"{path}:{lineno}: expected a JSON object")
+        record = parse_json_object(line, f"{path}:{lineno}")
         missing = [f for f in required if f not in record]
         if missing:
             raise DatasetError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
@@ -83,3 +78,14 @@ def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
     if not qrels:
         raise DatasetError(f"{path}: empty file")
     return qrels
+
+
+def parse_json_object(line: str, where: str) -> dict:
+    """One JSONL line as a dict; :class:`DatasetError` naming ``where`` (``file:line``) otherwise."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{where}: malformed JSON ({err.msg})") from None
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected a JSON object")
+    return record

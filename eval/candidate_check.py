@@ -12,11 +12,10 @@ change which documents are kept is an error naming the file and line (the row fo
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from rankwise.core.io import DatasetError, iter_lines
+from rankwise.core.io import DatasetError, iter_lines, parse_json_object
 
 __all__ = ["check_candidates"]
 
@@ -75,12 +74,7 @@ def _trec_fields(line: str, sep: str, where: str) -> tuple[str, str, float]:
 
 
 def _jsonl_fields(line: str, where: str) -> tuple[str, str, float]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{where}: malformed JSON ({err.msg})") from None
-    if not isinstance(record, dict):
-        raise DatasetError(f"{where}: expected a JSON object")
+    record = parse_json_object(line, where)
     for name in ("qid", "docid", "score"):
         if record.get(name) is None:
             raise DatasetError(f"{where}: field {name!r} is {'null' if name in record else 'missing'}")

@@ -101,14 +101,7 @@ def plot_bars(
     for y, v in enumerate(values):
         ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(metric)
-    ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, metric, None, title)
 
 
 def plot_lines(rows: Sequence[dict], x: str, y: str, group: str | Sequence[str], path: Path, title: str = "") -> Path:
@@ -126,10 +119,18 @@ def plot_lines(rows: Sequence[dict], x: str, y: str, group: str | Sequence[str],
     for name, points in lines.items():
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(fig, ax, path, x, y, title)
+
+
+def _save(fig, ax, path: Path, xlabel: str, ylabel: str | None, title: str) -> Path:  # noqa: ANN001 - matplotlib objects
+    """Label, lay out and write a figure as PNG (folders made), then close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
