@@ -118,6 +118,7 @@ class _ItemLLM(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"  # the [ITEM] slot goes right after the last real token
         self.llm = AutoModel.from_pretrained(path, dtype=torch.float32, trust_remote_code=config.trust_remote_code)
         self.pooling, self.prompt, self.max_text_len = config.pooling, config.prompt, config.max_text_len
         dim = self.llm.config.hidden_size

@@ -103,3 +103,18 @@ def test_full_ranking_excludes_history_end_to_end(ml100k):
     metrics = evaluate_full_ranking(_Oracle(ml100k), ml100k, "test")
     assert metrics["users"] == 943
     assert metrics["hr@10"] == 1.0 and metrics["ndcg@10"] == 1.0
+
+
+def test_nan_target_score_is_never_a_hit():
+    # regression: a NaN target score compared False with every item, giving rank -1 and NDCG = inf
+    import math
+
+    import torch
+
+    from rankwise.recsys.evaluate import rank_metrics, target_ranks
+
+    scores = torch.tensor([[0.1, float("nan"), 0.3], [0.5, 0.2, 0.1]])
+    ranks = target_ranks(scores, torch.tensor([2, 1]))
+    assert ranks.tolist() == [3, 0]
+    metrics = rank_metrics(ranks.numpy(), (2,))
+    assert metrics["hr@2"] == 0.5 and math.isfinite(metrics["ndcg@2"])

@@ -289,3 +289,27 @@ def test_next_item_logits_full_and_sampled_match_hand_computation(monkeypatch):
         assert torch.isfinite((p.exp() * p).sum())  # masked clashes give p·log p = 0, not NaN
         grads.append(torch.autograd.grad(sampled.loss(hidden, 0.1), leaf)[0])
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_hllm_item_slot_uses_right_padding_even_for_a_left_padding_tokenizer(tmp_path):
+    # regression: the [ITEM] slot sits after the last real token, which assumes right padding
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from rankwise.recsys.hllm import bundled_item_llm
+
+    tok = AutoTokenizer.from_pretrained(bundled_item_llm())
+    tok.padding_side = "left"
+    llm_dir = tmp_path / "tiny-bert-left"
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(llm_dir)
+    tok.save_pretrained(llm_dir)
+    assert AutoTokenizer.from_pretrained(llm_dir).padding_side == "left"
+    cfg = HLLMConfig(n_items=N_ITEMS, hidden=D, max_len=L, item_mode="finetune", item_llm=str(llm_dir), n_negatives=8,
+                     max_text_len=24, dropout=0.0)
+    model = HLLM(cfg, item_texts=TEXTS)
+    assert model.item_llm.tokenizer.padding_side == "right"
+    model.eval()
+    with torch.no_grad():  # an item's vector does not depend on the other texts in its batch (padding)
+        alone = model.item_llm([TEXTS[0]])
+        batched = model.item_llm([TEXTS[0], TEXTS[1] + " with a much longer description " * 3])[:1]
+    assert torch.allclose(alone, batched, atol=1e-5)
