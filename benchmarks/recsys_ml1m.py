@@ -78,7 +78,8 @@ class BenchConfig:
     eval_split: str = "test"  # "valid" scores the second-last items: for choosing settings before a test run
     reasoning_steps: int = 2  # ReaRec's K (the paper's default 2)
     erl_lambda: float = 0.05  # ReaRec-ERL's KL diversity weight λ (the paper's default 0.05)
-    reasoning_dropout: bool = False  # dropout on ReaRec's reasoning inputs (as in the authors' code)
+    reasoning_dropout: bool = False  # dropout on ReaRec's reasoning inputs at the model's rate (an earlier reading)
+    authors_inputs: bool = False  # ReaRec as the authors feed it: LayerNormed item inputs, reasoning dropout 0.2
 
     def variant(self, model_name: str) -> dict:
         """Row fields for settings other than the defaults (they are part of the row's key)."""
@@ -87,6 +88,8 @@ class BenchConfig:
             out["reasoning_steps"] = self.reasoning_steps
         if model_name.startswith("rearec") and self.reasoning_dropout:
             out["reasoning_dropout"] = True
+        if model_name.startswith("rearec") and self.authors_inputs:
+            out["authors_inputs"] = True
         if model_name == "rearec-erl" and self.erl_lambda != 0.05:
             out["erl_lambda"] = self.erl_lambda
         if model_name.startswith("hllm") and self.hllm_user_llm:
@@ -113,7 +116,8 @@ def build_model(name: str, data: SequenceData, preset: dict, bench: BenchConfig)
     if name.startswith("rearec"):
         return build_recommender("rearec", data, **common, **{**shared, "loss": bench.sasrec_loss}, objective=name.split("-")[1],
                                  reasoning_steps=bench.reasoning_steps, erl_lambda=bench.erl_lambda,
-                                 reasoning_dropout=bench.reasoning_dropout)
+                                 **({"reasoning_dropout": 0.2, "input_layernorm": True} if bench.authors_inputs
+                                    else {"reasoning_dropout": bench.reasoning_dropout}))
     if name == "hcn":
         return build_recommender("hcn", data, **{**common, "n_layers": 1}, **shared)
     if name == "hllm":
@@ -128,7 +132,8 @@ def _key(row: dict) -> tuple:
     reasoning dropout, user LLM): a model may appear at two budgets."""
     return (row["model"], row.get("loss", "ce"), row.get("similarity", "cosine"), row["dataset"], row["seed"], row["budget"],
             row.get("device", "cpu"), row.get("hidden"), row.get("adapter"), row.get("split", "test"),
-            row.get("reasoning_steps"), row.get("erl_lambda"), row.get("reasoning_dropout"), row.get("user_llm"))
+            row.get("reasoning_steps"), row.get("erl_lambda"), row.get("reasoning_dropout"), row.get("user_llm"),
+            row.get("authors_inputs"))
 
 
 def _hardware(device: str) -> str:
@@ -232,7 +237,9 @@ def main() -> None:
     parser.add_argument("--reasoning-steps", type=int, default=2, help="ReaRec's K (rows record other values)")
     parser.add_argument("--erl-lambda", type=float, default=0.05, help="ReaRec-ERL's KL weight λ (rows record other values)")
     parser.add_argument("--reasoning-dropout", action="store_true",
-                        help="dropout on ReaRec's reasoning inputs, as in the authors' code (rows record it)")
+                        help="dropout on ReaRec's reasoning inputs at the model's rate (rows record it)")
+    parser.add_argument("--authors-inputs", action="store_true",
+                        help="ReaRec with LayerNormed item inputs and reasoning dropout 0.2, as the authors' code (rows record it)")
     args = parser.parse_args()
     cfg = BenchConfig(
         dataset=args.dataset,
@@ -252,11 +259,12 @@ def main() -> None:
         reasoning_steps=args.reasoning_steps,
         erl_lambda=args.erl_lambda,
         reasoning_dropout=args.reasoning_dropout,
+        authors_inputs=args.authors_inputs,
     )
     rows = run(cfg)
     name = bench_name(cfg.dataset)
     print_table(rows, f"{name} — {PROTOCOL}")
-    plot_bars(rows, ("model", "loss", "adapter", "user_llm", "reasoning_steps", "erl_lambda", "reasoning_dropout", "split", "similarity",
+    plot_bars(rows, ("model", "loss", "adapter", "user_llm", "reasoning_steps", "erl_lambda", "reasoning_dropout", "authors_inputs", "split", "similarity",
                      "hidden", "seed", "budget", "device"), "ndcg@10", RESULTS_DIR / f"{name}.png",
               title=f"{cfg.dataset}: NDCG@10 ({PROTOCOL})")
 

@@ -28,8 +28,12 @@ class ReaRecConfig(SASRecConfig):
         prl_noise_std: std of the Gaussian noise on reasoning inputs for PRL's contrastive term.
         prl_warmup_epochs: epochs before the contrastive term is switched on.
         prl_contrastive_weight: weight of the contrastive term (1 = the plain sum of DESIGN.md).
-        reasoning_dropout: dropout (at ``dropout``, the sequence inputs' rate) on each reasoning step's input,
-            as the authors' code applies it. Off by default (chosen on validation; ``docs/notes.md``).
+        reasoning_dropout: dropout rate on each reasoning step's input (the authors' code: 0.2); ``0``
+            disables it. ``True`` (older configs) means the model's ``dropout`` rate.
+        input_layernorm: LayerNorm the item inputs (``E[s]·√d + P``) as the reasoning inputs are, so
+            both enter the blocks on one scale (the authors LayerNorm both). Off by default, which keeps
+            earlier saved models loadable; ``benchmarks/recsys_ml1m.py --authors-inputs`` sets it with
+            ``reasoning_dropout=0.2``.
 
     With ``loss="sampled"`` every step's softmax, and ERL's KL between steps, run over the target plus
     ``n_negatives`` random items shared by all steps of a position (our approximation, not in the paper:
@@ -45,7 +49,8 @@ class ReaRecConfig(SASRecConfig):
     prl_noise_std: float = 0.01
     prl_warmup_epochs: int = 2
     prl_contrastive_weight: float = 1.0
-    reasoning_dropout: bool = False
+    reasoning_dropout: float | bool = 0.0
+    input_layernorm: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,6 +58,9 @@ class ReaRecConfig(SASRecConfig):
             raise ValueError(f"ReaRecConfig: reasoning_steps must be ≥ 0, got {self.reasoning_steps}")
         if self.objective not in ("erl", "prl"):
             raise ValueError(f"ReaRecConfig: objective must be 'erl' or 'prl', got {self.objective!r}")
+        rate = self.dropout if self.reasoning_dropout is True else float(self.reasoning_dropout)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"ReaRecConfig: reasoning_dropout must be in [0, 1), got {self.reasoning_dropout}")
 
 
 class ReaRec(SASRec):
@@ -94,6 +102,16 @@ class ReaRec(SASRec):
         super().__init__(config)
         self.rpe = nn.Embedding(max(config.reasoning_steps, 1), config.hidden)
         self.reason_ln = nn.LayerNorm(config.hidden)
+        rate = config.dropout if config.reasoning_dropout is True else float(config.reasoning_dropout)
+        self.reason_drop = nn.Dropout(rate)
+        self.input_ln = nn.LayerNorm(config.hidden) if config.input_layernorm else None
+
+    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """SASRec's input embeddings, LayerNormed first with ``input_layernorm``: ``(B, L)`` → ``(B, L, D)``."""
+        if self.input_ln is None:
+            return super().embed(item_seq)
+        x = self.item_emb(item_seq) * self.config.hidden**0.5 + self.pos_emb(self._positions(item_seq))
+        return self.emb_drop(self.input_ln(x)) * (item_seq > 0).unsqueeze(-1).to(x.dtype)
 
     def reason(
         self, hidden: torch.Tensor, cache: list, mask: torch.Tensor, noise_std: float = 0.0
@@ -107,8 +125,7 @@ class ReaRec(SASRec):
         states, extra = [hidden], []
         for k in range(self.config.reasoning_steps):
             x = self.reason_ln(states[-1] + self.rpe.weight[k])  # (B, Lq, D)
-            if self.config.reasoning_dropout:
-                x = self.emb_drop(x)  # identity in eval mode
+            x = self.reason_drop(x)  # identity in eval mode or at rate 0
             if noise_std > 0:
                 x = x + noise_std * torch.randn_like(x)
             r, own = self.encoder.forward_cached(x, cache, mask, extra)

@@ -156,7 +156,7 @@ def test_rearec_reasoning_dropout_only_on_reasoning_inputs_in_training(reasoning
     seq = _batch()["item_seq"]
     model.eval()
     hidden, cache, mask = model.encode_sequence(seq)
-    model.emb_drop.train()  # the dropout that reasoning inputs share with the sequence inputs
+    model.reason_drop.train()  # the reasoning inputs' own dropout (True: at the model's rate; False: rate 0)
     first, second = model.reason(hidden, cache, mask)[-1], model.reason(hidden, cache, mask)[-1]
     assert (not torch.allclose(first, second)) == reasoning_dropout
     model.eval()
@@ -313,3 +313,17 @@ def test_hllm_item_slot_uses_right_padding_even_for_a_left_padding_tokenizer(tmp
         alone = model.item_llm([TEXTS[0]])
         batched = model.item_llm([TEXTS[0], TEXTS[1] + " with a much longer description " * 3])[:1]
     assert torch.allclose(alone, batched, atol=1e-5)
+
+
+def test_rearec_authors_inputs_layernorm_items_and_drop_reasoning_at_their_own_rate(tmp_path):
+    cfg = ReaRecConfig(n_items=N_ITEMS, hidden=D, max_len=L, n_heads=1, dropout=0.5, reasoning_dropout=0.2, input_layernorm=True)
+    model = ReaRec(cfg).eval()
+    assert model.reason_drop.p == 0.2 and model.input_ln is not None
+    seq = torch.randint(1, N_ITEMS + 1, (3, L))
+    x = model.embed(seq)  # (B, L, D): LayerNormed, so unit scale like the reasoning inputs
+    assert torch.allclose(x.std(-1, unbiased=False), torch.ones(3, L), atol=1e-2)
+    model.save_pretrained(tmp_path / "r")
+    again = ReaRec.from_pretrained(tmp_path / "r").eval()
+    assert torch.allclose(again.encode_users(seq), model.encode_users(seq), atol=1e-6)
+    old = ReaRec(ReaRecConfig(n_items=N_ITEMS, hidden=D, max_len=L, reasoning_dropout=True, dropout=0.3))
+    assert old.reason_drop.p == 0.3 and old.input_ln is None  # older configs keep their meaning
