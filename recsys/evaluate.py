@@ -13,7 +13,7 @@ import torch
 
 from rankwise.recsys.data import SequenceData, iter_eval_batches
 
-__all__ = ["PROTOCOL", "KS", "target_ranks", "exclude_history", "rank_metrics", "evaluate_full_ranking", "top_k"]
+__all__ = ["PROTOCOL", "KS", "target_ranks", "exclude_history", "rank_metrics", "evaluate_full_ranking"]
 
 PROTOCOL = ("leave-one-out (last item test, second-last validation), full ranking over every item with an interaction, "
             "the user's whole history excluded (HSTU/HLLM-style; HSTU's own code excludes only the last <= 200 history "
@@ -101,19 +101,3 @@ def evaluate_full_ranking(
     out["users"] = len(histories)
     out["targets_in_history"] = float(np.mean([int(t) in set(np.asarray(h).tolist()) for h, t in zip(histories, targets)])) if histories else 0.0
     return out
-
-
-@torch.no_grad()
-def top_k(model: torch.nn.Module, histories: list[np.ndarray], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` unseen item indices (1-based) and scores for each history: 2 × ``(B, k)``."""
-    model.eval()
-    model.sync_item_tower()
-    idx, val = [], []
-    device = next(model.parameters(), torch.empty(0)).device  # CPU for parameter-free scorers
-    for batch in iter_eval_batches(histories, None, 256, model.config.max_len):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        scores = exclude_history(model.full_sort_predict(batch), batch["history"])
-        v, i = scores.topk(min(k, scores.shape[1]), dim=1)
-        idx.append(i.cpu() + 1)
-        val.append(v.cpu())
-    return torch.cat(idx).numpy(), torch.cat(val).numpy()
