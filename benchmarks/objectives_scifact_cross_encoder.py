@@ -29,6 +29,16 @@ limit), the ninth (RankList + bm25-rr) from a later H200 job resumed on a copy o
     cp -r benchmarks/results/objectives_scifact_cross_encoder OUT
     python benchmarks/objectives_scifact_cross_encoder.py train --bundle .bundle --out OUT --runs ranklist:bm25-rr
 
+The converged table in one GPU call (prepared for a lent H100/H200; step 1 runs here first and the
+bundle travels with the working tree; every run trains until dev nDCG@10 stops improving, keeps its
+best checkpoint, and the three best objectives by dev are rerun with seeds 1 and 2; ``--budget-s``
+caps the steps so that the whole job fits one 600 s call; rows are written as each run finishes and
+a second call resumes)::
+
+    python benchmarks/objectives_scifact_cross_encoder.py train --bundle .bundle --out OUT --device cuda \
+        --steps 600 --eval-steps 25 --patience 4 --dev-eval-queries 80 --dev-eval-top-k 30 \
+        --best-seeds 3 --extra-seeds 1,2 --budget-s 540
+
 ``--save-models DIR`` also keeps each trained model as a cross-encoder directory (``serving_latency.py
 --cuda-bundle`` timed the RankList + bm25-rr one that way).
 
@@ -83,6 +93,8 @@ class TrainConfig:
     patience: int = 3
     dev_eval_queries: int = 40  # the first N dev queries ...
     dev_eval_top_k: int = 20  # ... and their BM25 top-k, scored at each evaluation (the fusion weight uses all of dev)
+    best_seeds: int = 0  # then rerun the best N runs (by best dev nDCG@10 of the curve) ...
+    extra_seeds: tuple[int, ...] = (1, 2)  # ... with these seeds (runs "objective[:curriculum]#seed")
 
 
 def parse_run(run: str) -> tuple[str, str | None, int | None]:
@@ -177,7 +189,7 @@ def _resume(out: Path, cfg: TrainConfig, scores: dict[str, np.ndarray]) -> tuple
     log = json.loads((out / LOG_FILE).read_text())
     free = ("runs", "budget_s", "steps")
     old = {k: v for k, v in log["config"].items() if k not in free}
-    new = {k: v for k, v in asdict(cfg).items() if k not in free}
+    new = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in free}
     if old != new:
         diff = ", ".join(f"{k}: {old.get(k)} vs {new[k]}" for k in new if old.get(k) != new[k])
         raise SystemExit(f"{out / LOG_FILE}: config differs from this job ({diff}); use another --out")
@@ -245,7 +257,7 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
         t0 = time.perf_counter()
         CrossEncoderTrainer(untrained, lists, probe).train()
         step_s = (time.perf_counter() - t0) / 6
-        fit = int((cfg.budget_s / len(cfg.runs) - score_s) / step_s)
+        fit = int((cfg.budget_s / (len(cfg.runs) + cfg.best_seeds * len(cfg.extra_seeds)) - score_s) / step_s)
         log["budget"] = {"budget_s": cfg.budget_s, "step_s": round(step_s, 3), "score_s": round(score_s, 1),
                          "steps_asked": cfg.steps, "steps_fitting": fit}
         cfg.steps = max(50, min(cfg.steps, fit))
@@ -253,7 +265,16 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
         print(f"step {step_s:.3f}s, scoring {score_s:.1f}s -> {cfg.steps} steps per run", flush=True)
     del untrained
     flush()
-    for run in [r for r in cfg.runs if r not in log["runs"]]:
+    def pending() -> list[str]:
+        todo = [r for r in cfg.runs if r not in log["runs"]]
+        if not todo and cfg.best_seeds:  # the seed reruns of the best runs, chosen on dev once all have run
+            ranked = sorted((r for r in cfg.runs if "#" not in r and log["runs"][r].get("best")),
+                            key=lambda r: -log["runs"][r]["best"]["dev"])[: cfg.best_seeds]
+            todo = [f"{r}#{seed}" for r in ranked for seed in cfg.extra_seeds if f"{r}#{seed}" not in log["runs"]]
+        return todo
+
+    while pending():
+        run = pending()[0]
         objective, curriculum, run_seed = parse_run(run)
         seed = cfg.seed if run_seed is None else run_seed
         torch.manual_seed(seed)
@@ -400,6 +421,18 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
                 {**extra, "dev_ndcg@10_fused": dev_value})
             for point in info.get("curve", []):
                 curves.append({"run": f"{job}/{run}", "step": point["step"], "dev_ndcg@10": point["dev"]})
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("model") == "cross-encoder" and r.get("objective") != "untrained":
+            groups.setdefault(tuple(r.get(k) for k in ("job", "objective", "curriculum", "fusion", "subset")), []).append(r)
+    for group in groups.values():  # seed means where a run has several seeds
+        if len({r["seed"] for r in group}) > 1:
+            mean = {k: v for k, v in group[0].items() if not isinstance(v, float) or k in ("fusion_weight",)}
+            mean |= {m: float(np.mean([r[m] for r in group])) for m in METRICS}
+            mean |= {f"{m}_std": float(np.std([r[m] for r in group])) for m in METRICS}
+            mean["seed"], mean["seeds"] = f"mean of {len(group)}", len(group)
+            mean.pop("fusion_weight", None)
+            rows.append(mean)
     protocol = (
         f"SciFact test (300 queries), BM25 top-{doc['top_k']} reranked by all-MiniLM-L6-v2 fine-tuned as a cross-encoder "
         "(new head; pooling, max length, steps and hardware per row); training on 80% of SciFact train queries (positives + "
@@ -444,6 +477,8 @@ def main() -> None:
     t.add_argument("--patience", type=int, default=TrainConfig.patience)
     t.add_argument("--dev-eval-queries", type=int, default=TrainConfig.dev_eval_queries)
     t.add_argument("--dev-eval-top-k", type=int, default=TrainConfig.dev_eval_top_k)
+    t.add_argument("--best-seeds", type=int, default=0, help="after all runs, rerun the best N (by dev) with --extra-seeds")
+    t.add_argument("--extra-seeds", default="1,2")
     r = sub.add_parser("report", help="metrics, fusion on dev, subsets -> results JSON + PNG")
     r.add_argument("--scores", type=Path, required=True, action="append", help="a train job's --out (repeat for several jobs)")
     r.add_argument("--bundle", type=Path, required=True)
@@ -457,7 +492,8 @@ def main() -> None:
                           max_length=args.max_length, lists_per_step=args.lists_per_step, bf16=not args.no_bf16,
                           budget_s=args.budget_s, learning_rate=args.learning_rate, pooling=args.pooling,
                           eval_steps=args.eval_steps, patience=args.patience, dev_eval_queries=args.dev_eval_queries,
-                          dev_eval_top_k=args.dev_eval_top_k)
+                          dev_eval_top_k=args.dev_eval_top_k, best_seeds=args.best_seeds,
+                          extra_seeds=tuple(int(x) for x in args.extra_seeds.split(",") if x))
         from rankwise.rankers.device import resolve_device
 
         train_all(args.bundle, args.out, cfg, str(resolve_device(args.device)), args.save_models)
