@@ -74,6 +74,7 @@ class BenchConfig:
     seed: int = 0
     queries: int = 100  # 300 (or more) = every SciFact test query
     fit_queries: int = 40  # SciFact *train* queries also reranked, to choose each ranker's BM25 fusion weight
+    sft_teacher: str = ""  # ERank SFT targets of negatives from this reranker ("bi-encoder" or a model dir); "" = {0, 10}
     depth: int = 20
     passage_tokens: int = 128
     window: int = 10
@@ -228,7 +229,7 @@ def run(config: BenchConfig) -> list[dict]:
                          calibrate=config.iranker_calibrate, seed=config.seed)
         measure("iranker-zero-shot", setting, ir,
                 lambda: {"permutations": config.iranker_permutations, "calibrate": config.iranker_calibrate})
-    setting = f"integer 0-10, {config.sft_steps} SFT steps"
+    setting = f"integer 0-10, {config.sft_steps} SFT steps" + (f", teacher {Path(config.sft_teacher).name}" if config.sft_teacher else "")
     if "erank-sft" in wanted and todo("erank-sft", setting):
         loaded.clear()  # the SFT model is a fresh copy of the backbone
         on_cuda = device.type == "cuda"  # CUDA: fp32 weights under mixed precision; CPU: weights in the dtype
@@ -237,10 +238,15 @@ def run(config: BenchConfig) -> list[dict]:
         lists = HardNegativeLists(train.queries, train.qrels, train.doc_text, bm25.search, list_size=config.sft_list_size,
                                   negatives_from=30, seed=config.seed)
         chosen = [t for _, t in zip(range(config.sft_queries), lists)]
-        examples = erank_sft_examples(
-            tok, {t.qid: t.query for t in chosen}, {t.qid: list(zip(t.docs, t.labels, t.first_stage_ranks)) for t in chosen},
-            max_doc_chars=4 * tokens,
-        )
+        sft_queries = {t.qid: t.query for t in chosen}
+        sft_items = {t.qid: list(zip(t.docs, t.labels, t.first_stage_ranks)) for t in chosen}
+        teacher = None
+        if config.sft_teacher:
+            from rankwise.eval.pipeline import load_reranker
+            from rankwise.train.sft import teacher_scores
+
+            teacher = teacher_scores(sft_queries, sft_items, load_reranker(config.sft_teacher, device=str(device))[0])
+        examples = erank_sft_examples(tok, sft_queries, sft_items, teacher=teacher, max_doc_chars=4 * tokens)
         sft_cfg = CurriculumSFTConfig(
             output_dir=str(cache_dir() / "bench-erank-sft"), max_steps=config.sft_steps, per_device_train_batch_size=config.sft_batch,
             learning_rate=config.sft_lr, save_strategy="no", report_to="none", logging_steps=10, seed=config.seed,

@@ -163,3 +163,32 @@ def test_eval_beir_log_generations_writes_one_line_per_listwise_window(tmp_path,
         "--output-dir", str(tmp_path / "out2"), "--log-generations", str(log),
     ])
     assert result.exit_code == 1 and "--log-generations" in result.output and "Traceback" not in result.output
+
+
+def test_teacher_scores_grade_negatives_between_the_qrels_extremes():
+    import numpy as np
+
+    from rankwise.train.sft import erank_sft_examples, graded_target, teacher_scores
+
+    class Teacher:
+        def score(self, query, docs):
+            return np.asarray([len(d) for d in docs], dtype=float)  # longer = more relevant
+
+    lists = {"q": [("a relevant passage", 1.0, 1), ("short", 0.0, 2), ("a medium one", 0.0, 3)]}
+    scores = teacher_scores({"q": "query"}, lists, Teacher())
+    assert scores[("q", "short")] == 0.0 and scores[("q", "a relevant passage")] == 1.0
+    assert 0.0 < scores[("q", "a medium one")] < 1.0
+    assert graded_target(0.0, 1.0, scores[("q", "a medium one")]) == round(10 * (12 - 5) / (18 - 5))
+
+
+def test_train_erank_sft_with_a_teacher_writes_a_model(tmp_path, data_dir, backbone):
+    out = tmp_path / "erank-teacher"
+    result = CliRunner().invoke(app, [
+        "train", "erank", "--backbone", str(backbone), "--dataset", str(data_dir / "beir" / "scifact"), "--queries", "2",
+        "--list-size", "3", "--max-steps", "1", "--teacher", "bi-encoder", "--output", str(out), "--device", "cpu",
+    ])
+    assert result.exit_code == 0, result.output
+    assert (out / "rankwise.json").is_file()
+    bad = CliRunner().invoke(app, ["train", "erank", "--backbone", str(backbone), "--stage", "grpo", "--teacher", "bi-encoder",
+                                   "--output", str(tmp_path / "bad"), "--dataset", str(data_dir / "beir" / "scifact")])
+    assert bad.exit_code == 1 and "--teacher" in bad.output

@@ -99,6 +99,7 @@ def erank_cmd(
     curriculum_m: int = typer.Option(0, "--curriculum-m", min=0, help="SFT curriculum length in steps (BM25 reciprocal-rank ease; 0: off)."),
     generations: int = typer.Option(4, "--generations", min=2, help="GRPO samples per prompt."),
     max_doc_chars: int = typer.Option(800, "--max-doc-chars", min=50, help="Documents are cut to this many characters."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="SFT: a reranker ('bi-encoder', a model directory or ONNX export) whose scores, min-max scaled per query, grade the negatives 0-10."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
     seed: int = typer.Option(0, "--seed", help="Seed for lists and training."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
@@ -109,6 +110,7 @@ def erank_cmd(
     Examples:
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --max-steps 200
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --curriculum-m 50
+        rankwise train erank --backbone models/smollm2 --output models/erank-teacher --teacher bi-encoder
         rankwise train erank --stage grpo --backbone models/erank-sft --output models/erank-rl --max-steps 50
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --device cuda --dtype bf16
     """
@@ -116,7 +118,9 @@ def erank_cmd(
 
     cfg = _config(backbone, output, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
                   lr=lr, seed=seed, generations=generations)
-    typer.echo(f"wrote {train_erank(cfg, stage.value, curriculum_m, max_doc_chars)}")
+    if teacher is not None and (stage is not ERankStage.sft or (teacher != "bi-encoder" and not Path(teacher).is_dir())):
+        _fail(f"--teacher {teacher}: SFT only, and 'bi-encoder' or a model directory")
+    typer.echo(f"wrote {train_erank(cfg, stage.value, curriculum_m, max_doc_chars, teacher)}")
 
 
 @app.command("listwise")

@@ -106,9 +106,12 @@ def _grpo_args(config_cls: Any, cfg: LLMTrainConfig, place: Placement, batch: in
     )
 
 
-def train_erank(cfg: LLMTrainConfig, stage: str = "sft", curriculum_m: int = 0, max_doc_chars: int = 800) -> Path:
+def train_erank(cfg: LLMTrainConfig, stage: str = "sft", curriculum_m: int = 0, max_doc_chars: int = 800,
+                teacher: str | None = None) -> Path:
     """ERank: ``stage="sft"`` (0-10 integer targets; BM25 reciprocal-rank curriculum over
-    ``curriculum_m`` steps when > 0) or ``"grpo"`` (list reward + format reward)."""
+    ``curriculum_m`` steps when > 0) or ``"grpo"`` (list reward + format reward). ``teacher``: a
+    reranker (``bi-encoder``, a model directory, an ONNX export) whose per-query min-max scaled
+    scores become the targets of the negatives (judged positives keep their qrels grade)."""
     from datasets import Dataset
 
     from rankwise.rankers.erank import ERankRanker, erank_prompt
@@ -119,10 +122,16 @@ def train_erank(cfg: LLMTrainConfig, stage: str = "sft", curriculum_m: int = 0, 
     lists = training_lists(cfg)
     model, tok = load_causal_lm(cfg.backbone, dtype=place.load_dtype)
     if stage == "sft":
-        rows = erank_sft_examples(
-            tok, {t.qid: t.query for t in lists}, {t.qid: list(zip(t.docs, t.labels, t.first_stage_ranks)) for t in lists},
-            max_label=max(max(t.labels) for t in lists), max_doc_chars=max_doc_chars,
-        )
+        queries = {t.qid: t.query for t in lists}
+        items = {t.qid: list(zip(t.docs, t.labels, t.first_stage_ranks)) for t in lists}
+        scores = None
+        if teacher is not None:
+            from rankwise.eval.pipeline import load_reranker
+            from rankwise.train.sft import teacher_scores
+
+            scores = teacher_scores(queries, items, load_reranker(teacher, device=cfg.device)[0])
+        rows = erank_sft_examples(tok, queries, items, max_label=max(max(t.labels) for t in lists), teacher=scores,
+                                  max_doc_chars=max_doc_chars)
         sft_cfg = CurriculumSFTConfig(
             output_dir=str(cfg.output / "checkpoints"), max_steps=cfg.max_steps, learning_rate=cfg.lr, per_device_train_batch_size=8,
             save_strategy="no", report_to="none", seed=cfg.seed, logging_steps=max(1, cfg.max_steps // 20),

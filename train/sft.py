@@ -17,7 +17,7 @@ from trl import SFTConfig, SFTTrainer
 from rankwise.rankers.erank import erank_prompt
 from rankwise.train.curriculum import CurriculumSchedule
 
-__all__ = ["erank_sft_examples", "graded_target", "CurriculumSFTConfig", "CurriculumSFTTrainer", "train_sft"]
+__all__ = ["teacher_scores", "erank_sft_examples", "graded_target", "CurriculumSFTConfig", "CurriculumSFTTrainer", "train_sft"]
 
 
 def graded_target(label: float, max_label: float, teacher: float | None = None) -> int:
@@ -71,6 +71,26 @@ def erank_sft_examples(
                 "ease": rr if label > 0 else 1.0 - rr,
             })
     return rows
+
+
+def teacher_scores(
+    queries: Mapping[str, str], lists: Mapping[str, Sequence[tuple[str, float, int]]], ranker: Any
+) -> dict[tuple[str, str], float]:
+    """A teacher ranker's scores of every (query, document) of ``lists``, min-max scaled per query to
+    [0, 1], as :func:`erank_sft_examples`'s ``teacher``: the fine-grained 0-10 targets of ERank's
+    recipe come from a stronger ranker (e.g. rankwise's cross-encoder or BM25 + bi-encoder fusion)
+    instead of only {0, 10} from binary qrels.
+
+    Shapes: ``ranker.score(query, docs) -> (len(docs),)``.
+    """
+    out: dict[tuple[str, str], float] = {}
+    for qid, items in lists.items():
+        docs = [doc for doc, _, _ in items]
+        raw = [float(x) for x in ranker.score(queries[qid], docs)]
+        lo, hi = min(raw), max(raw)
+        for doc, x in zip(docs, raw):
+            out[(qid, doc)] = (x - lo) / (hi - lo) if hi > lo else 0.5
+    return out
 
 
 @dataclass
