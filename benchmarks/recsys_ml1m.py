@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from rankwise.eval.datasets.interactions import load_interactions
-from rankwise.eval.report import RESULTS_DIR, machine_info, plot_bars, print_table, write_results
+from rankwise.eval.report import RESULTS_DIR, machine_info, merge_results, plot_bars, print_table
 from rankwise.recsys import build_recommender
 from rankwise.recsys.data import SequenceData
 from rankwise.recsys.evaluate import PROTOCOL, evaluate_full_ranking
@@ -207,9 +207,8 @@ def run(config: BenchConfig) -> list[dict]:
                 "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             }
             print(json.dumps(row), flush=True)
-            rows = [r for r in rows if _key(r) != key] + [row]
-            rows.sort(key=lambda r: (r["budget"], KNOWN_MODELS.index(r["model"]) if r["model"] in KNOWN_MODELS else 99, r["seed"]))
-            write_results(name, rows, PROTOCOL, device=config.device, preset=json.dumps(preset))
+            rows = merge_results(name, [row], _key, PROTOCOL, device=config.device, preset=json.dumps(preset), sort=lambda r: (
+                r["budget"], KNOWN_MODELS.index(r["model"]) if r["model"] in KNOWN_MODELS else 99, r["seed"]))
     return rows
 
 

@@ -7,8 +7,9 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -81,6 +82,37 @@ def write_results(
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def merge_results(
+    benchmark: str,
+    new_rows: Sequence[dict],
+    key: Callable[[dict], Hashable],
+    protocol: str,
+    results_dir: Path | None = None,
+    sort: Callable[[dict], Any] | None = None,
+    **extra: object,
+) -> list[dict]:
+    """Merge ``new_rows`` into ``<results_dir>/<benchmark>.json`` by ``key`` and return all rows.
+
+    Safe against two writers: under an exclusive lock on ``<benchmark>.json.lock`` the file is read
+    again, rows with a new row's key are replaced, the others kept (whoever wrote them), and the
+    result is written atomically by :func:`write_results`.
+    """
+    import fcntl
+
+    out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{benchmark}.json"
+    with open(out_dir / f"{benchmark}.json.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+        fresh = {key(r) for r in new_rows}
+        rows = [r for r in rows if key(r) not in fresh] + list(new_rows)
+        if sort is not None:
+            rows.sort(key=sort)
+        write_results(benchmark, rows, protocol, results_dir=out_dir, **extra)
+    return rows
 
 
 def plot_bars(

@@ -72,3 +72,17 @@ def test_fuse_many_generalises_fuse_and_fit_finds_the_informative_run():
     qrels = {f"q{q}": {"d3": 1} for q in range(6)}
     weights, value = fit_fusion_weights([base, noise, oracle], qrels, step=0.25)
     assert value == 1.0 and weights[2] > weights[1]
+
+
+def test_merge_results_keeps_other_writers_rows(tmp_path):
+    import json
+
+    from rankwise.eval.report import merge_results
+
+    key = lambda r: (r["model"], r["seed"])  # noqa: E731
+    merge_results("bench", [{"model": "a", "seed": 1, "ndcg@10": 0.1}], key, "p", results_dir=tmp_path)
+    merge_results("bench", [{"model": "b", "seed": 1, "ndcg@10": 0.2}], key, "p", results_dir=tmp_path)  # another writer
+    rows = merge_results("bench", [{"model": "a", "seed": 1, "ndcg@10": 0.3}], key, "p", results_dir=tmp_path,
+                         sort=lambda r: r["model"])
+    assert [(r["model"], r["ndcg@10"]) for r in rows] == [("a", 0.3), ("b", 0.2)]
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"] == rows
