@@ -1,13 +1,12 @@
 """Rerankers and the one loader for any saved model directory: :func:`load_ranker`.
 
-Each model kind registers ``kind -> "module:Class"`` in :data:`RANKER_KINDS`; the class has a
-``from_pretrained(dir)`` classmethod. ``rankwise.json``'s ``kind`` field picks the class, so eval,
+Each model kind is registered in :mod:`rankwise.core.registry` (``kind -> "module:Class"``, task
+``rerank``); the class has a ``from_pretrained(dir)`` classmethod. ``rankwise.json``'s ``kind`` field picks the class, so eval,
 serving and the CLI load any trained reranker the same way.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,20 +15,50 @@ if TYPE_CHECKING:
 
 __all__ = ["RANKER_KINDS", "register_ranker", "load_ranker"]
 
-RANKER_KINDS: dict[str, str] = {
-    "cross-encoder": "rankwise.rankers.cross_encoder:CrossEncoder",
-    "bi-encoder": "rankwise.rankers.bi_encoder_ranker:TrainableBiEncoder",
-    "erank": "rankwise.rankers.erank:ERankRanker",
-    "listwise": "rankwise.rankers.listwise:ListwiseRanker",
-    "iranker": "rankwise.rankers.iranker:IRanker",
-}
+class _RankerKinds(dict):
+    """``kind -> "module:Class"`` of every reranker kind, read from the registry at each access."""
+
+    def _view(self) -> dict[str, str]:
+        from rankwise.core.registry import kinds
+
+        return {n: k.model for n, k in kinds("rerank").items()}
+
+    def __getitem__(self, kind: str) -> str:
+        return self._view()[kind]
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._view()
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self._view())
+
+    def __len__(self) -> int:
+        return len(self._view())
+
+    def keys(self):  # noqa: ANN201
+        return self._view().keys()
+
+    def items(self):  # noqa: ANN201
+        return self._view().items()
+
+    def values(self):  # noqa: ANN201
+        return self._view().values()
+
+    def __repr__(self) -> str:
+        return repr(self._view())
 
 
-def register_ranker(kind: str, target: str) -> None:
-    """Register ``kind`` (the ``rankwise.json`` field) as ``"package.module:Class"``."""
+RANKER_KINDS: dict[str, str] = _RankerKinds()
+"""A read-only view of the registry's reranker kinds (``kind -> "module:Class"``)."""
+
+
+def register_ranker(kind: str, target: str, export: str | None = None) -> None:
+    """Register ``kind`` (the ``rankwise.json`` field) as ``"package.module:Class"`` (+ its ONNX graph builder)."""
+    from rankwise.core.registry import ModelKind, register
+
     if ":" not in target:
         raise ValueError(f"register_ranker: target must be 'module:Class', got {target!r}")
-    RANKER_KINDS[kind] = target
+    register(ModelKind(kind, target, "rerank", export))
 
 
 def load_ranker(dir_or_name: str | Path, **kwargs) -> Ranker:
@@ -44,5 +73,6 @@ def load_ranker(dir_or_name: str | Path, **kwargs) -> Ranker:
     kind = meta["kind"]
     if kind not in RANKER_KINDS:
         raise ModelDirError(f"{Path(dir_or_name) / 'rankwise.json'}: unknown kind {kind!r}; known: {sorted(RANKER_KINDS)}")
-    module, cls = RANKER_KINDS[kind].split(":")
-    return getattr(importlib.import_module(module), cls).from_pretrained(dir_or_name, **kwargs)
+    from rankwise.core.registry import load_target
+
+    return load_target(RANKER_KINDS[kind]).from_pretrained(dir_or_name, **kwargs)

@@ -50,6 +50,8 @@ class CrossEncoder(Ranker):
         >>> ce.rerank("what is bm25", ["a ranking function", "a fish"])  # doctest: +SKIP
     """
 
+    kind = KIND  # the ``rankwise.json`` kind; a subclass registered under another kind sets its own
+
     def __init__(
         self,
         model: PreTrainedModel,
@@ -86,7 +88,7 @@ class CrossEncoder(Ranker):
         """
         meta: dict = {}
         if (Path(name_or_path) / "rankwise.json").is_file():
-            meta = read_rankwise_json(name_or_path, KIND)
+            meta = read_rankwise_json(name_or_path, cls.kind)
         if dtype is not None:
             model_kwargs["dtype"] = resolve_dtype(dtype)
         model = AutoModelForSequenceClassification.from_pretrained(str(name_or_path), num_labels=1, **model_kwargs)
@@ -98,7 +100,7 @@ class CrossEncoder(Ranker):
         """Save weights (safetensors), tokenizer and ``rankwise.json``."""
         self.model.save_pretrained(str(directory))
         self.tokenizer.save_pretrained(str(directory))
-        write_rankwise_json(directory, KIND, max_length=self.max_length, pooling=self.pooling, **extra)
+        write_rankwise_json(directory, self.kind, max_length=self.max_length, pooling=self.pooling, **extra)
 
     def init_head_bias(self, positive_rate: float) -> float:
         """Set the logit head's bias to ``log(p / (1 - p))``, so that a pointwise (BCE) start predicts

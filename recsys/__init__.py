@@ -18,7 +18,14 @@ _HOME = {
     "SASRec": "sasrec", "SASRecConfig": "sasrec", "ReaRec": "rearec", "ReaRecConfig": "rearec",
     "HLLM": "hllm", "HLLMConfig": "hllm", "HCN": "hcn", "HCNConfig": "hcn",
 }
-MODEL_KINDS = {"sasrec": "SASRec", "rearec": "ReaRec", "hllm": "HLLM", "hcn": "HCN"}
+def _model_kinds() -> dict[str, str]:
+    from rankwise.core.registry import kinds
+
+    return {n: k.model.split(":")[1] for n, k in kinds("recommend").items()}
+
+
+MODEL_KINDS = _model_kinds()
+"""``kind -> class name`` of the recommender kinds of :mod:`rankwise.core.registry`."""
 
 
 def __getattr__(name: str) -> Any:

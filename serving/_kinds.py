@@ -1,28 +1,23 @@
-"""Which PyTorch class loads each ``rankwise.json`` kind (shared by the exporter and the library API)."""
+"""Which PyTorch class loads each ``rankwise.json`` kind (shared by the exporter and the library API),
+read from :mod:`rankwise.core.registry`."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-def _recommenders() -> dict[str, str]:
-    from rankwise.recsys import MODEL_KINDS
+from rankwise.core.registry import kinds, load_target
 
-    return {kind: f"rankwise.recsys:{name}" for kind, name in MODEL_KINDS.items()}
+__all__ = ["RECOMMENDER_CLASSES", "ranker_classes", "load_class"]
 
-
-RECOMMENDER_CLASSES: dict[str, str] = _recommenders()
-"""Recommender class per kind, from ``recsys.MODEL_KINDS`` (SASRec, ReaRec, HLLM, HCN: ``from_pretrained``)."""
+RECOMMENDER_CLASSES: dict[str, str] = {n: k.model for n, k in kinds("recommend").items()}
+"""Recommender class per kind (SASRec, ReaRec, HLLM, HCN: ``from_pretrained``)."""
 
 
 def ranker_classes() -> dict[str, str]:
-    """Ranker class per kind: ``rankers.RANKER_KINDS``, read at call time (kinds registered later count)."""
-    from rankwise.rankers import RANKER_KINDS
-
-    return dict(RANKER_KINDS)
+    """Ranker class per kind, read at call time (kinds registered later count)."""
+    return {n: k.model for n, k in kinds("rerank").items()}
 
 
 def load_class(target: str) -> Any:
     """Import ``module:Class``."""
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
+    return load_target(target)

@@ -178,7 +178,7 @@ def export_model(
         raise ValueError(f"export_model: part must be 'model' or 'item-tower', got {part!r}")
     builders = EXPORTERS if part == "model" else ITEM_TOWER_EXPORTERS
     if kind not in builders:
-        raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} has no exportable {part} (exportable: {sorted(builders)})")
+        raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} has no exportable {part} (exportable: {builders.known()})")
     pairs = list(parity_pairs) if parity_pairs is not None else PARITY_PAIRS
     if len(pairs) < 3:
         raise ValueError("export_model: parity_pairs needs at least 3 pairs (2 trace, all checked)")

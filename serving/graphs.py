@@ -70,9 +70,10 @@ class ExportGraph:
 def cross_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -> ExportGraph:
     import torch
 
-    from rankwise.rankers.cross_encoder import CrossEncoder
+    from rankwise.core.registry import load_target, model_kind
 
-    ce = CrossEncoder.from_pretrained(model_dir, attn_implementation="eager")  # the pattern _fuse_encoder matches
+    cls = load_target(model_kind(meta["kind"]).model)  # CrossEncoder, or a subclass registered under its own kind
+    ce = cls.from_pretrained(model_dir, attn_implementation="eager")  # the pattern _fuse_encoder matches
     ce.model.eval()
     names = ["input_ids", "attention_mask"]
     if "token_type_ids" in ce.tokenizer.model_input_names:
@@ -314,15 +315,39 @@ def hllm_item_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[st
     )
 
 
-ITEM_TOWER_EXPORTERS: dict[str, Callable[[Path, dict, Sequence[tuple[str, str]]], ExportGraph]] = {
-    "hllm": hllm_item_tower_graph,
-}
+def _registered(field: str) -> dict[str, Callable[[Path, dict, Sequence[tuple[str, str]]], ExportGraph]]:
+    """The builders the registry names for ``field`` (``export`` or ``item_tower``), kind by kind."""
+    from rankwise.core.registry import kinds, load_target
+
+    return {n: load_target(getattr(k, field)) for n, k in kinds().items() if getattr(k, field)}
+
+
+class _Builders(dict):
+    """Graph builders by kind: explicit entries first (tests, plug-ins), then the registry's, looked up
+    when asked, so a kind registered after import is exportable."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__()
+        self.field = field
+
+    def _all(self) -> dict:
+        return {**_registered(self.field), **dict(self.items())}
+
+    def get(self, kind, default=None):  # noqa: ANN001, ANN201
+        return self._all().get(kind, default)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._all()
+
+    def __missing__(self, kind: str):  # noqa: ANN204
+        return self._all()[kind]
+
+    def known(self) -> list[str]:
+        return sorted(self._all())
+
+
+ITEM_TOWER_EXPORTERS = _Builders("item_tower")
 """Item-tower graph builders (item text → item vector) by kind, for ``export_model(part="item-tower")``."""
 
-EXPORTERS: dict[str, Callable[[Path, dict, Sequence[tuple[str, str]]], ExportGraph]] = {
-    "cross-encoder": cross_encoder_graph,
-    "erank": erank_graph,
-    "bi-encoder": bi_encoder_graph,
-    **{kind: user_tower_graph for kind in RECOMMENDER_CLASSES},
-}
+EXPORTERS = _Builders("export")
 """Graph builders by ``rankwise.json`` kind: ``(model_dir, rankwise_meta, parity_pairs) -> ExportGraph``."""
