@@ -98,6 +98,9 @@ def train(
     user_llm: Optional[str] = typer.Option(None, help="HLLM user LLM: an HF decoder directory or hub id (default: a small causal transformer of --hidden/--layers/--heads)."),
     negatives: int = typer.Option(512, min=0, help="HLLM InfoNCE negatives (0 = the whole catalog; frozen item LLM only)."),
     adapter: Adapter = typer.Option(Adapter.linear, help="HLLM item adapter: linear, or a two-layer MLP."),
+    loss: str = typer.Option("ce", "--loss", help="SASRec, ReaRec, HCN: ce (full softmax over the catalog) or sampled (the target against --sampled-negatives random items: large catalogs)."),
+    sampled_negatives: int = typer.Option(128, "--sampled-negatives", min=1, help="Negatives per position for --loss sampled."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cuda or cpu."),
     eval_every: int = typer.Option(0, min=0, help="Validate every N epochs and keep the best weights (0 = keep the last)."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop after the epoch that passes this wall-clock budget."),
     seed: int = typer.Option(42, help="Random seed."),
@@ -127,10 +130,21 @@ def train(
     data = _load_sequences(dataset)
     torch.manual_seed(seed)
     common = {"hidden": hidden, "n_layers": layers, "n_heads": heads, "dropout": dropout, "max_len": max_len}
+    if loss not in ("ce", "sampled"):
+        _fail(f"--loss {loss}: ce or sampled")
+    if loss == "sampled" and model is ModelKind.hllm:
+        _fail("--loss sampled: HLLM samples its own InfoNCE negatives (--negatives)")
+    from rankwise.rankers.device import resolve_device
+
+    try:
+        where = resolve_device(device)
+    except ValueError as err:
+        _fail(f"--device: {err}")
+    sampling = {"loss": loss, "n_negatives": sampled_negatives}
     options = {  # the flags each family reads
-        ModelKind.sasrec: {"loss": "ce"},
-        ModelKind.rearec: {"objective": objective.value, "reasoning_steps": reasoning_steps},
-        ModelKind.hcn: {},
+        ModelKind.sasrec: sampling,
+        ModelKind.rearec: {"objective": objective.value, "reasoning_steps": reasoning_steps, **sampling},
+        ModelKind.hcn: sampling,
         ModelKind.hllm: {"item_mode": item_mode.value, "item_llm": item_llm, "user_llm": user_llm, "n_negatives": negatives,
                          "adapter": adapter.value, "trust_remote_code": trust_remote_code},
     }[model]
@@ -138,10 +152,12 @@ def train(
         net = build_recommender(model.value, data, **common, **options)
     except (OSError, ValueError) as err:
         _fail(f"cannot build {model.value}: {str(err).splitlines()[0]}")
+    net.to(where)
     cfg = RecTrainerConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
                            max_minutes=max_minutes, progress=not as_json and sys.stderr.isatty())
     log = RecTrainer(net, data, cfg).train()
     metrics = evaluate_full_ranking(net, data, "test")
+    net.to("cpu")
     net.save_pretrained(output, dataset=dataset, train_log={"epochs": log.epochs, "train_s": round(log.train_s, 1),
                                                             "losses": log.losses, "best_epoch": log.best_epoch},
                         test=metrics)

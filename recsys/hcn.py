@@ -17,6 +17,7 @@ from rankwise.recsys._seq import (
     CausalEncoder,
     SequentialRecommender,
     causal_mask,
+    NextItemLogits,
     full_softmax_loss,
     index_of,
     init_id_embeddings,
@@ -46,7 +47,9 @@ class HCNConfig:
             the target, as ComiRec does).
         similarity: ``"cosine"`` or ``"dot"``.
         temperature: softmax temperature τ.
-        loss: ``"ce"`` (full softmax; the only loss, kept for the shared surface).
+        loss: ``"ce"`` (full softmax over the catalog) or ``"sampled"`` (the target against
+            ``n_negatives`` uniform random items: the loss for catalogs too large to score whole).
+        n_negatives: negatives per position for ``loss="sampled"``.
     """
 
     n_items: int
@@ -62,7 +65,8 @@ class HCNConfig:
     scoring: Literal["attention", "max"] = "attention"
     similarity: Literal["dot", "cosine"] = "cosine"
     temperature: float = 0.05
-    loss: Literal["ce"] = "ce"
+    loss: Literal["ce", "sampled"] = "ce"
+    n_negatives: int = 128
 
     def __post_init__(self) -> None:
         if self.n_interests < 1 or self.levels < 1 or self.short_len < 1:
@@ -72,6 +76,8 @@ class HCNConfig:
             )
         if self.scoring not in ("attention", "max"):
             raise ValueError(f"HCNConfig: scoring must be 'attention' or 'max', got {self.scoring!r}")
+        if self.loss not in ("ce", "sampled"):
+            raise ValueError(f"HCNConfig: loss must be 'ce' or 'sampled', got {self.loss!r}")
 
 
 class _InterestExtractor(nn.Module):
@@ -187,7 +193,7 @@ class HCN(SequentialRecommender):
         return self.item_emb.weight
 
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Full-softmax next-item loss at every position plus the centre diversity penalty."""
+        """Next-item loss at every position (full or sampled softmax) plus the centre diversity penalty."""
         cfg = self.config
         interests, h = self._interests(batch["item_seq"])  # (B, L, M, D), (B, L, D)
         keep = batch["target"] > 0
@@ -200,7 +206,10 @@ class HCN(SequentialRecommender):
             user = inter[torch.arange(len(target), device=target.device), fit.argmax(1)]  # (N, D)
         else:
             user = self._readout(inter, h[keep])  # (N, D)
-        loss = full_softmax_loss(user, target, table, cfg.similarity, cfg.temperature)
+        if cfg.loss == "sampled":
+            loss = NextItemLogits(target, table, cfg.n_negatives, cfg.similarity).loss(user, cfg.temperature)
+        else:
+            loss = full_softmax_loss(user, target, table, cfg.similarity, cfg.temperature)
         unit = F.normalize(inter, dim=-1)
         gram = unit @ unit.transpose(1, 2)  # (N, M, M)
         off = ~torch.eye(cfg.n_interests, dtype=torch.bool, device=gram.device)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from rankwise.cli import app
@@ -85,3 +87,16 @@ def test_recommend_predict_serves_an_onnx_export_like_its_pytorch_directory(tmp_
         got[name] = json.loads(res.output)["items"]
     assert [i["item_id"] for i in got["onnx"]] == [i["item_id"] for i in got["pytorch"]]
     assert all(i["title"] for i in got["onnx"])
+
+
+@pytest.mark.parametrize("model", ["sasrec", "hcn"])
+def test_recommend_train_sampled_softmax_on_the_device(tmp_path, model):
+    out = tmp_path / model
+    res = runner.invoke(app, ["recommend", "train", "--model", model, "--dataset", "ml-100k", "--output", str(out), "--epochs", "1",
+                              "--max-len", "20", "--hidden", "16", "--loss", "sampled", "--sampled-negatives", "16",
+                              "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "rankwise.json").read_text())
+    assert meta["config"]["loss"] == "sampled" and meta["config"]["n_negatives"] == 16
+    bad = runner.invoke(app, ["recommend", "train", "--model", "hllm", "--loss", "sampled", "--output", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--loss sampled" in bad.output
