@@ -60,6 +60,8 @@ def export(
     tolerance: float = typer.Option(1e-3, "--tolerance", help="Max allowed fp32 |ONNX - PyTorch| on the parity inputs."),
     fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fuse a BERT-family encoder's attention/LayerNorm/GELU into onnxruntime ops (inputs right-padded)."),
     part: Part = typer.Option(Part.model, "--part", help="model: the scorer / user tower; item-tower: HLLM item text -> vector."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime, or openvino: also write an OpenVINO IR (rerankers; --quantize int8 then means NNCF post-training int8 on --calibration pairs) that Reranker.load serves with OpenVINO."),
+    openvino_precision: str = typer.Option("bf16", "--openvino-precision", help="--runtime openvino: bf16 (OpenVINO's CPU default where bf16 is native) or f32."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
 ) -> None:
     """Export a trained model to ONNX (dynamic batch and sequence axes) and check it against PyTorch.
@@ -75,6 +77,8 @@ def export(
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-sq --quantize int8-smooth --calibration pairs.jsonl
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-mp --quantize int8-smooth --calibration pairs.jsonl --fp32-ops 4
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-head --quantize int8-smooth --calibration pairs.jsonl --exact-head 4
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-ov --runtime openvino
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-ov8 --runtime openvino --quantize int8 --calibration pairs.jsonl
         rankwise export --model-dir runs/sasrec-ml1m --output runs/sasrec-onnx --json
         rankwise export --model-dir runs/hllm-ml1m --output runs/hllm-items-onnx --part item-tower
     """
@@ -87,19 +91,23 @@ def export(
         _fail(f"{output}: exists and is not a directory (--output is the export directory to write)")
     if quantize is not Quantize.none and fp16:
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
-    needs_pairs = quantize is Quantize.int8_smooth or fp32_ops > 0
+    if runtime not in ("onnxruntime", "openvino") or openvino_precision not in ("bf16", "f32"):
+        _fail(f"--runtime {runtime} / --openvino-precision {openvino_precision}: onnxruntime|openvino and bf16|f32")
+    needs_pairs = quantize is Quantize.int8_smooth or fp32_ops > 0 or (runtime == "openvino" and quantize is Quantize.int8)
     if fp32_ops and quantize not in (Quantize.int8, Quantize.int8_smooth):
         _fail("--fp32-ops needs --quantize int8 or int8-smooth")
     if exact_head and quantize is Quantize.none and not fp16:
         _fail("--exact-head needs --quantize or --fp16 (the head is rescored by the fp32 graph)")
     if needs_pairs != (calibration is not None):
-        _fail(f"{'--quantize int8-smooth' if quantize is Quantize.int8_smooth else '--fp32-ops'} needs --calibration FILE" if calibration is None
-              else "--calibration is used by --quantize int8-smooth and --fp32-ops only")
+        _fail(f"{'--quantize int8-smooth' if quantize is Quantize.int8_smooth else '--fp32-ops' if fp32_ops else '--runtime openvino --quantize int8'} "
+              "needs --calibration FILE" if calibration is None
+              else "--calibration is used by --quantize int8-smooth, --fp32-ops and --runtime openvino --quantize int8 only")
     try:
         result = export_model(
             model_dir, output, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,
             tolerance=tolerance, part=part.value, fuse=fuse, fp32_ops=fp32_ops, exact_head=exact_head,
             calibration_pairs=read_pairs_file(calibration) if calibration is not None else None,
+            runtime=runtime, openvino_precision=openvino_precision,
         )
     except (ModelDirError, ExportParityError, ValueError) as err:
         _fail(str(err))

@@ -109,6 +109,8 @@ def export_model(
     fuse: bool = True,
     fp32_ops: int = 0,
     exact_head: int = 0,
+    runtime: Literal["onnxruntime", "openvino"] = "onnxruntime",
+    openvino_precision: Literal["bf16", "f32"] = "bf16",
 ) -> ExportResult:
     """Export ``model_dir`` to ``output_dir/model.onnx`` and check it against PyTorch.
 
@@ -149,6 +151,12 @@ def export_model(
         exact_head: with ``quantize`` or ``fp16`` on a (query, doc) scorer, also write the fp32 graph
             (``head.onnx``) and let :class:`~serving.onnx_ranker.OnnxRanker` rescore each query's
             top ``exact_head`` documents with it (:mod:`serving.cascade`); 0 = off.
+        runtime: ``"openvino"`` also writes an OpenVINO IR (``openvino_model.xml`` + ``.bin``) of the
+            plain (unfused) fp32 graph, or with ``quantize="int8"`` its NNCF post-training int8
+            (calibrated on ``calibration_pairs``, at least 32), and serves it with
+            :class:`~rankwise.serving.openvino_runtime.OpenVINOSession` (pair scorers only); the parity
+            recorded is OpenVINO's at the precision it compiled for (``openvino_precision``).
+        openvino_precision: ``"bf16"`` (OpenVINO's CPU default where bf16 is native) or ``"f32"``.
 
     Returns:
         An :class:`ExportResult` (also written, with more fields, to ``serving.json``).
@@ -171,6 +179,16 @@ def export_model(
                          "and must be >= 0")
     if quantize and fp16:
         raise ValueError(f"export_model: choose one of quantize={quantize!r} and fp16=True")
+    if runtime not in ("onnxruntime", "openvino"):
+        raise ValueError(f"export_model: runtime must be 'onnxruntime' or 'openvino', got {runtime!r}")
+    openvino_int8 = runtime == "openvino" and quantize == "int8"
+    if runtime == "openvino":
+        if fp16 or quantize not in (None, "int8") or fp32_ops:
+            raise ValueError("export_model: runtime='openvino' takes quantize=None or 'int8' (NNCF), no fp16 or fp32_ops")
+        if openvino_int8 and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
+            raise ValueError(f"export_model: runtime='openvino' with quantize='int8' needs at least {MIN_CALIBRATION_PAIRS} "
+                             f"calibration_pairs like the served traffic, got {len(calibration_pairs or ())}")
+        fuse = False  # onnxruntime's fused contrib ops are not ONNX that OpenVINO reads
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     meta = read_rankwise_json(model_dir)
     kind = meta["kind"]
@@ -244,7 +262,7 @@ def export_model(
             if not smoothed_diff <= tolerance:
                 raise ExportParityError(f"export of {model_dir}: the SmoothQuant-scaled fp32 graph is off by "
                                         f"{smoothed_diff:.3g} > {tolerance:g}; nothing was written")
-        if quantize in ("int8", "int8-smooth"):
+        if quantize in ("int8", "int8-smooth") and not openvino_int8:
             import onnx
 
             from rankwise.serving.smooth_quant import weight_matmuls
@@ -276,8 +294,20 @@ def export_model(
             chosen, precision = work / "fp16.onnx", "fp16"
             onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(chosen))
         diff = fp32_diff if chosen is fp32 else float(np.abs(_run_onnx(chosen, graph.parity) - reference).max())
+        openvino = None
+        if runtime == "openvino":
+            if graph.make_feeds is None:
+                raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} ({part}) is not a (query, doc) scorer; "
+                                    "runtime='openvino' serves rerankers")
+            openvino = _openvino_ir(fp32, work, graph, reference, openvino_precision,
+                                    calibration_pairs if openvino_int8 else None)
+            diff, precision = openvino["parity_max_abs_diff"], "int8" if openvino_int8 else "fp32"
         graph.save_assets(output_dir)
         _finalise(chosen, final)
+        for name in ("openvino_model.xml", "openvino_model.bin"):
+            (output_dir / name).unlink(missing_ok=True)
+            if openvino is not None:
+                os.replace(work / name, output_dir / name)
         for stale in (output_dir / HEAD_FILE, output_dir / (HEAD_FILE + ".data")):
             stale.unlink(missing_ok=True)
         if exact_head:
@@ -303,6 +333,8 @@ def export_model(
         **({"exact_head": {"k": exact_head, "onnx_file": HEAD_FILE, "precision": "fp32"}} if exact_head else {}),
         **({"smoothquant_alpha": smoothing} if smoothing is not None else {}),
         **({"fp32_ops": kept, "int8_sensitivity": sensitivity} if sensitivity is not None else {}),
+        **({"runtime": "openvino", "openvino_file": "openvino_model.xml",
+            **{k: v for k, v in openvino.items() if k != "parity_max_abs_diff"}} if openvino else {"runtime": "onnxruntime"}),
         "opset": opset,
         **graph.metadata,
         "parity_max_abs_diff": diff,
@@ -316,3 +348,31 @@ def export_model(
     os.replace(tmp, output_dir / SERVING_JSON)
     log.info("exported %s (%s) to %s: max |ONNX - PyTorch| = %.3g", kind, precision, final, diff)
     return ExportResult(output_dir, kind, precision, diff, fp32_diff, seconds)
+
+
+def _openvino_ir(onnx_path: Path, work: Path, graph: ExportGraph, reference: np.ndarray, precision: str,
+                 calibration_pairs: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
+    """OpenVINO IR of ``onnx_path`` in ``work`` (NNCF int8 when ``calibration_pairs`` are given), its
+    parity against PyTorch at the precision OpenVINO compiles for, and what ran."""
+    import openvino as ov
+
+    from rankwise.serving.openvino_runtime import OpenVINOSession
+
+    model = ov.convert_model(str(onnx_path))
+    if calibration_pairs is not None:
+        import nncf
+
+        feeds = _calibration_feeds(graph, calibration_pairs)
+        quiet = logging.getLogger("nncf")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
+        finally:
+            quiet.setLevel(level)
+    ov.save_model(model, str(work / "openvino_model.xml"), compress_to_fp16=False)
+    session = OpenVINOSession(work / "openvino_model.xml", precision=precision)
+    feeds = {k: v.numpy() for k, v in graph.parity.items()}
+    diff = float(np.abs(session.run(feeds).reshape(reference.shape) - reference).max())
+    return {"openvino_precision": session.precision, "openvino_version": ov.__version__,
+            "openvino_quantization": "nncf-int8" if calibration_pairs is not None else None, "parity_max_abs_diff": diff}

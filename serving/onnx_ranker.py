@@ -68,7 +68,13 @@ class OnnxRanker(Ranker):
         self.meta = read_serving_json(self.directory)
         if self.meta.get("task") != "pair-score":
             raise ValueError(f"{self.directory}: kind {self.meta['kind']!r} is not a (query, document) scorer")
-        self.session = OnnxSession(self.directory / self.meta["onnx_file"], device=device, intra_op_threads=threads)
+        if self.meta.get("runtime") == "openvino":  # the runtime the export was written for (serving.json)
+            from rankwise.serving.openvino_runtime import OpenVINOSession
+
+            self.session = OpenVINOSession(self.directory / self.meta["openvino_file"],
+                                           precision=self.meta.get("openvino_precision", "bf16"), threads=threads)
+        else:
+            self.session = OnnxSession(self.directory / self.meta["onnx_file"], device=device, intra_op_threads=threads)
         head = self.meta.get("exact_head") or {}
         self.exact_head = int(head.get("k", 0)) if exact_head is None else exact_head
         if self.exact_head < 0 or (self.exact_head and not head):

@@ -1,0 +1,70 @@
+"""OpenVINO engine: export with --runtime openvino (fp32 / bf16 hint, NNCF int8), Reranker.load picks the
+runtime from serving.json, parity against PyTorch, thread safety, one-line CLI errors."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rankwise.cli import app
+from rankwise.serving.api import Reranker
+from rankwise.serving.export import export_model
+from tests._serving_models import tiny_cross_encoder_dir
+
+QUERIES = ["vitamin d and bone density", "does smoking cause cancer", "bm25 ranking", "neural rerankers"]
+DOCS = ["Low vitamin D is linked to lower bone density.", "Smoking raises the risk of lung cancer.",
+        "BM25 scores documents by term frequency.", "A fish swims in the sea.", "Cross-encoders read query and document together."]
+CALIBRATION = [(q, d) for q in QUERIES for d in DOCS] * 2  # 40 pairs
+
+
+@pytest.fixture(scope="module")
+def ce(tmp_path_factory):
+    return tiny_cross_encoder_dir(tmp_path_factory.mktemp("ov") / "ce", initializer_range=0.3)
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_openvino_export_serves_through_reranker_load_with_recorded_parity(ce, tmp_path, precision):
+    out = tmp_path / precision
+    result = export_model(ce, out, runtime="openvino", openvino_precision=precision)
+    meta = json.loads((out / "serving.json").read_text())
+    assert meta["runtime"] == "openvino" and (out / meta["openvino_file"]).is_file() and meta["precision"] == "fp32"
+    assert meta["openvino_precision"] in ("f32", "bf16")  # what OpenVINO compiled for, as it reports it
+    assert result.parity_max_abs_diff == meta["parity_max_abs_diff"]
+    pytorch = Reranker.load(ce, device="cpu")
+    served = Reranker.load(out, device="cpu")
+    assert served.backend == "onnx" and "OpenVINO" in served._ranker.session.providers[0]
+    want, got = pytorch.score(QUERIES[0], DOCS), served.score(QUERIES[0], DOCS)
+    tol = 1e-4 if meta["openvino_precision"] == "f32" else 5e-2 * (np.abs(want).max() + 1)
+    np.testing.assert_allclose(got, want, atol=tol)
+    assert np.argmax(got) == np.argmax(want)
+
+
+def test_openvino_nncf_int8_export_is_thread_safe(ce, tmp_path):
+    out = tmp_path / "int8"
+    export_model(ce, out, runtime="openvino", quantize="int8", calibration_pairs=CALIBRATION, openvino_precision="f32")
+    meta = json.loads((out / "serving.json").read_text())
+    assert meta["precision"] == "int8" and meta["openvino_quantization"] == "nncf-int8"
+    rr = Reranker.load(out, device="cpu", threads=1, batch_size=2)
+    want = Reranker.load(ce, device="cpu").score(QUERIES[1], DOCS)
+    got = rr.score(QUERIES[1], DOCS)
+    assert np.corrcoef(got, want)[0, 1] > 0.9  # int8: close to fp32, not equal
+    requests = [(QUERIES[i % 4], DOCS[i % 5:] + DOCS[: i % 5]) for i in range(32)]
+    sequential = [rr.rerank(q, d, top_k=3) for q, d in requests]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(lambda r: rr.rerank(*r, top_k=3), requests)) == sequential
+
+
+def test_openvino_cli_export_and_one_line_errors(ce, tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["export", "--model-dir", str(ce), "--output", str(tmp_path / "cli"), "--runtime", "openvino", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output.strip().splitlines()[-1])["kind"] == "cross-encoder"
+    bad = runner.invoke(app, ["export", "--model-dir", str(ce), "--output", str(tmp_path / "bad"), "--runtime", "openvino",
+                              "--quantize", "int8"])
+    assert bad.exit_code == 1 and "needs --calibration" in bad.output
+    bad = runner.invoke(app, ["export", "--model-dir", str(ce), "--output", str(tmp_path / "bad2"), "--runtime", "openvino", "--fp16"])
+    assert bad.exit_code == 1 and "openvino" in bad.output
