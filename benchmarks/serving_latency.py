@@ -65,7 +65,7 @@ CUDA_NOTE = "onnxruntime CUDAExecutionProvider: see serving_latency_cuda.json (s
 
 
 QUALITY_ENGINES = ("onnx-fp32", "onnx-int8", "onnx-int8-smooth", "onnx-int8-smooth-mixed", "onnx-int8-blockwise", "onnx-int8-aware",
-                   "onnx-int8-smooth-exact-head")
+                   "onnx-int8-smooth-exact-head", "openvino-bf16", "openvino-int8", "openvino-int8-exact-head")
 
 
 @dataclass
@@ -140,6 +140,10 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
         export_model(src, work / "onnx-int8-smooth-mixed", quantize="int8-smooth", calibration_pairs=calibration,
                      fp32_ops=cfg.fp32_ops)
     export_model(src, work / "onnx-fp32-unfused", fuse=False)
+    for precision in ("bf16", "f32"):  # rankwise's OpenVINO engines (issue 22): bf16 / f32 hints, and NNCF int8
+        export_model(src, work / f"openvino-{precision}", runtime="openvino", openvino_precision=precision)
+    export_model(src, work / "openvino-int8", runtime="openvino", quantize="int8", calibration_pairs=calibration,
+                 exact_head=cfg.exact_head)
     if cfg.int8_aware_model_dir:
         export_model(cfg.int8_aware_model_dir, work / "onnx-int8-aware", quantize="int8")
 
@@ -165,7 +169,14 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
                                        exact_head=0).score,
         "onnx-int8-blockwise": OnnxRanker(work / "onnx-int8-blockwise", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score,
         "sentence-transformers": lambda q, d: st.predict([(q, x) for x in d], batch_size=cfg.batch_size, show_progress_bar=False),
+        **{f"openvino-{p}": OnnxRanker(work / f"openvino-{p}", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score
+           for p in ("bf16", "f32")},
+        "openvino-int8": OnnxRanker(work / "openvino-int8", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size,
+                                    exact_head=0).score,
     }
+    if cfg.exact_head:
+        engines["openvino-int8-exact-head"] = OnnxRanker(work / "openvino-int8", device="cpu", threads=cfg.threads,
+                                                         batch_size=cfg.batch_size).score
     if cfg.fp32_ops:
         engines["onnx-int8-smooth-mixed"] = OnnxRanker(work / "onnx-int8-smooth-mixed", device="cpu", threads=cfg.threads,
                                                        batch_size=cfg.batch_size).score
