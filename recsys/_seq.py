@@ -214,6 +214,17 @@ def score_matrix(
     return (users / temperature) @ items.T
 
 
+def score_users_items(users: torch.Tensor, items: torch.Tensor, similarity: Literal["dot", "cosine"]) -> torch.Tensor:
+    """Scores of ``items`` for each user; a multi-vector user scores each item by its best vector.
+
+    Shapes: users ``(B, D)`` or ``(B, M, D)``, items ``(C, D)`` → ``(B, C)``.
+    """
+    if users.dim() == 3:
+        b, m, d = users.shape
+        return score_matrix(users.reshape(b * m, d), items, similarity, 1.0).view(b, m, -1).amax(1)
+    return score_matrix(users, items, similarity, 1.0)
+
+
 def full_softmax_loss(
     hidden: torch.Tensor,
     target: torch.Tensor,
@@ -348,12 +359,7 @@ class SequentialRecommender(nn.Module):
         A multi-vector user ``(B, M, D)`` (HCN with max scoring) scores each item by its best vector.
         """
         users = self.encode_users(batch["item_seq"])  # (B, D) or (B, M, D)
-        items = self.item_embeddings()[1:]  # (n_items, D)
-        cfg = self.config
-        if users.dim() == 3:
-            b, m, d = users.shape
-            return score_matrix(users.reshape(b * m, d), items, cfg.similarity, 1.0).view(b, m, -1).amax(1)
-        return score_matrix(users, items, cfg.similarity, 1.0)
+        return score_users_items(users, self.item_embeddings()[1:], self.config.similarity)
 
     # -- shared pieces ------------------------------------------------------------------------
     def _positions(self, item_seq: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 
 from rankwise.recsys.data import SequenceData, iter_eval_batches
 
-__all__ = ["PROTOCOL", "KS", "target_ranks", "exclude_history", "rank_metrics", "evaluate_full_ranking"]
+__all__ = ["PROTOCOL", "KS", "target_ranks", "chunked_target_ranks", "exclude_history", "rank_metrics", "evaluate_full_ranking"]
 
 PROTOCOL = ("leave-one-out (last item test, second-last validation), full ranking over every item with an interaction, "
             "the user's whole history excluded (HSTU/HLLM-style; HSTU's own code excludes only the last <= 200 history "
@@ -68,6 +68,48 @@ def rank_metrics(ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = KS) -> di
     return out
 
 
+DENSE_SCORES = 64 * 1024 * 1024
+"""Above this many scores per user batch (256 MB of float32), evaluation scores the catalog in chunks."""
+
+
+def chunked_target_ranks(
+    users: torch.Tensor, items: torch.Tensor, similarity: str, target: torch.Tensor, history: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """:func:`target_ranks` of ``exclude_history(scores)`` without the ``(B, n_items)`` score matrix.
+
+    Two passes over ``chunk``-item slices of the catalog: the first reads each target's score from
+    the slice that holds it (the same arithmetic as the dense path), the second counts the items
+    scored at least as high (history excluded). Ties count against the target, as in the dense path.
+
+    Shapes: users ``(B, D)`` or ``(B, M, D)``, items ``(n_items, D)``, target ``(B,)``, history
+    ``(B, H)`` (0 = padding); returns ``(B,)`` int64.
+    """
+    from rankwise.recsys._seq import score_users_items
+
+    n = items.shape[0]
+    rows = torch.arange(target.shape[0], device=target.device)
+
+    def scored(start: int) -> torch.Tensor:  # (B, c) with the history of this slice at -inf
+        s = score_users_items(users, items[start : start + chunk], similarity)
+        local = history - 1 - start  # (B, H)
+        inside = (history > 0) & (local >= 0) & (local < s.shape[1])
+        r, c = rows[:, None].expand_as(local)[inside], local[inside]
+        s[r, c] = float("-inf")
+        return s
+
+    t = torch.full((target.shape[0],), float("nan"), device=users.device)
+    for start in range(0, n, chunk):
+        s = scored(start)
+        local = target - 1 - start
+        inside = (local >= 0) & (local < s.shape[1])
+        t[inside] = s[rows[inside], local[inside]]
+    count = torch.zeros(target.shape[0], dtype=torch.int64, device=users.device)
+    for start in range(0, n, chunk):
+        count += (scored(start) >= t[:, None]).sum(1)
+    miss = torch.isneginf(t) | torch.isnan(t)
+    return torch.where(miss, torch.full_like(count, n), count - 1)
+
+
 @torch.no_grad()
 def evaluate_full_ranking(
     model: torch.nn.Module,
@@ -75,11 +117,16 @@ def evaluate_full_ranking(
     split: str = "test",
     batch_size: int = 256,
     ks: Sequence[int] = KS,
+    item_chunk: int | None = None,
 ) -> dict[str, float]:
     """Evaluate ``model`` (any :class:`recsys._seq.SequentialRecommender`) on the valid or test split.
 
     Every user is scored against all items with ``full_sort_predict``; items in the user's history
     (all earlier interactions, not only the last ``max_len``) are excluded before ranking.
+
+    ``item_chunk``: score the catalog ``item_chunk`` items at a time (:func:`chunked_target_ranks`),
+    so memory is ``batch_size x item_chunk`` scores, not ``batch_size x n_items``; ``None`` chunks
+    only when a dense batch would exceed :data:`DENSE_SCORES` scores. The ranks are the same.
 
     Returns:
         ``{"hr@10", "ndcg@10", "recall@10", ..., "users", "targets_in_history"}``: the last is the share of
@@ -92,10 +139,17 @@ def evaluate_full_ranking(
     histories, targets = data.history(split), data.targets(split)
     ranks = []
     device = next(model.parameters(), torch.empty(0)).device  # CPU for parameter-free scorers
+    n_items = data.n_items
+    chunk = item_chunk or (None if batch_size * n_items <= DENSE_SCORES else max(1, DENSE_SCORES // batch_size))
     for batch in iter_eval_batches(histories, targets, batch_size, model.config.max_len):
         batch = {k: v.to(device) for k, v in batch.items()}
-        scores = exclude_history(model.full_sort_predict(batch), batch["history"])
-        ranks.append(target_ranks(scores, batch["target"]).cpu())
+        if chunk is None:
+            scores = exclude_history(model.full_sort_predict(batch), batch["history"])
+            ranks.append(target_ranks(scores, batch["target"]).cpu())
+        else:
+            users = model.encode_users(batch["item_seq"])
+            ranks.append(chunked_target_ranks(users, model.item_embeddings()[1:], model.config.similarity,
+                                              batch["target"], batch["history"], chunk).cpu())
     model.train(was_training)
     out = rank_metrics(torch.cat(ranks).numpy(), ks)
     out["users"] = len(histories)

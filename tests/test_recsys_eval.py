@@ -118,3 +118,34 @@ def test_nan_target_score_is_never_a_hit():
     assert ranks.tolist() == [3, 0]
     metrics = rank_metrics(ranks.numpy(), (2,))
     assert metrics["hr@2"] == 0.5 and math.isfinite(metrics["ndcg@2"])
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_chunked_ranks_equal_dense_ranks(multi):
+    import torch
+
+    from rankwise.recsys._seq import score_users_items
+    from rankwise.recsys.evaluate import chunked_target_ranks, exclude_history, target_ranks
+
+    torch.manual_seed(0)
+    items = torch.randn(40, 8)
+    items[7] = items[3]  # a tie with another item
+    users = torch.randn(6, 3, 8) if multi else torch.randn(6, 8)
+    target = torch.tensor([4, 8, 1, 40, 17, 23])
+    history = torch.tensor([[1, 2, 0], [5, 0, 0], [9, 10, 11], [40, 0, 0], [0, 0, 0], [22, 24, 3]])  # user 3's target is in history
+    dense = target_ranks(exclude_history(score_users_items(users, items, "cosine"), history), target)
+    for chunk in (1, 7, 40, 64):
+        assert torch.equal(chunked_target_ranks(users, items, "cosine", target, history, chunk), dense)
+    assert dense[3] == 40  # excluded target: never a hit
+
+
+def test_evaluation_in_item_chunks_matches_dense(ml100k):
+    import torch
+
+    from rankwise.recsys import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=ml100k.n_items, hidden=16, max_len=20))
+    dense = evaluate_full_ranking(model, ml100k, "test")
+    chunked = evaluate_full_ranking(model, ml100k, "test", item_chunk=97)
+    assert chunked == dense
