@@ -28,6 +28,11 @@ class ReaRecConfig(SASRecConfig):
         prl_noise_std: std of the Gaussian noise on reasoning inputs for PRL's contrastive term.
         prl_warmup_epochs: epochs before the contrastive term is switched on.
         prl_contrastive_weight: weight of the contrastive term (1 = the plain sum of DESIGN.md).
+        prl_contrast: ``"views"`` (the authors' code): the batch runs a second time with independent
+            dropout and Gaussian noise on its reasoning inputs, and at every reasoning step k ≥ 1 the
+            final position's state of one view must pick its own twin among the batch's other view,
+            ``CE(r̃_k · r_kᵀ / τ, diag)`` on dot products, averaged over steps; ``"last-step"`` (an
+            earlier reading): the last step only, cosine scores, a noisy view sharing the clean pass.
         reasoning_dropout: dropout rate on each reasoning step's input (the authors' code: 0.2); ``0``
             disables it. ``True`` (older configs) means the model's ``dropout`` rate.
         input_layernorm: LayerNorm the item inputs (``E[s]·√d + P``) as the reasoning inputs are, so
@@ -49,6 +54,7 @@ class ReaRecConfig(SASRecConfig):
     prl_noise_std: float = 0.01
     prl_warmup_epochs: int = 2
     prl_contrastive_weight: float = 1.0
+    prl_contrast: Literal["views", "last-step"] = "views"
     reasoning_dropout: float | bool = 0.0
     input_layernorm: bool = False
 
@@ -63,6 +69,21 @@ class ReaRecConfig(SASRecConfig):
             raise ValueError(f"ReaRecConfig: reasoning_dropout must be in [0, 1), got {self.reasoning_dropout}")
 
 
+def prl_views_infonce(view1: list[torch.Tensor], view2: list[torch.Tensor], temperature: float) -> torch.Tensor:
+    """PRL's contrast between two views of a batch, at every reasoning step (the authors' code).
+
+    Formula: ``mean_k CE(v2_k v1_kᵀ / τ, diag)``: row ``b`` of view 2 must score its own twin ``b`` of
+    view 1 highest among the batch, on dot products.
+
+    Shapes: ``view1[k], view2[k]``: ``(B, D)`` for each step ``k = 1..K``; returns ``()``.
+    """
+    losses = []
+    for a, b in zip(view1, view2):
+        sim = (b @ a.T) / temperature  # (B, B)
+        losses.append(F.cross_entropy(sim, torch.arange(sim.shape[0], device=sim.device)))
+    return torch.stack(losses).mean()
+
+
 class ReaRec(SASRec):
     """SASRec encoder followed by K latent reasoning steps that reuse the sequence's KV cache.
 
@@ -70,8 +91,9 @@ class ReaRec(SASRec):
         r_0 = h_L; x_k = LN(r_{k−1} + RPE[k−1]) (optionally dropped out); r_k = Transformer(x_k | KV of s_1..s_L, x_1..x_{k−1}).
         Scores p_k = softmax(s(r_k, E)/τ).
         ERL: u = mean(r_0..r_K); L = CE(u) − λ·mean_{i≠j} KL(p_j ‖ sg(p_i)).
-        PRL: u = r_K; L = CE(r_K, τ) + mean_{k<K} CE(r_k, τ·α^{K−k}) + InfoNCE(r_K, r̃_K) where r̃ is
-        computed with Gaussian noise on the reasoning inputs (after ``prl_warmup_epochs``).
+        PRL: u = r_K; L = CE(r_K, τ) + mean_{k<K} CE(r_k, τ·α^{K−k}) + mean_{k≥1} InfoNCE(r̃_k, r_k) where
+        r̃ is a second view of the batch (independent dropout, Gaussian noise on the reasoning inputs),
+        switched on after ``prl_warmup_epochs`` (``prl_contrast``).
 
     Paper:
         Tang et al., "Think Before Recommend: Unleashing the Latent Reasoning Power for Sequential
@@ -172,6 +194,11 @@ class ReaRec(SASRec):
             return loss
         early = [scorer.loss(s[keep], cfg.temperature * cfg.prl_alpha ** (steps - k)) for k, s in enumerate(states[:-1])]
         loss = loss + torch.stack(early).mean()
+        if int(batch.get("epoch", 0)) >= cfg.prl_warmup_epochs and cfg.prl_contrastive_weight > 0 and cfg.prl_contrast == "views":
+            hidden2, cache2, mask2 = self.encode_sequence(batch["item_seq"])  # the second view: its own dropout
+            view2 = self.reason(hidden2[:, -1:], cache2, mask2[:, :, -1:], noise_std=cfg.prl_noise_std)
+            return loss + cfg.prl_contrastive_weight * prl_views_infonce([s[:, -1] for s in states[1:]],
+                                                                         [s[:, 0] for s in view2[1:]], cfg.temperature)
         if int(batch.get("epoch", 0)) >= cfg.prl_warmup_epochs and cfg.prl_contrastive_weight > 0:
             last = hidden[:, -1:]  # (B, 1, D): the window's final position
             noisy = self.reason(last, cache, mask[:, :, -1:], noise_std=cfg.prl_noise_std)[-1][:, 0]  # (B, D)

@@ -327,3 +327,53 @@ def test_rearec_authors_inputs_layernorm_items_and_drop_reasoning_at_their_own_r
     assert torch.allclose(again.encode_users(seq), model.encode_users(seq), atol=1e-6)
     old = ReaRec(ReaRecConfig(n_items=N_ITEMS, hidden=D, max_len=L, reasoning_dropout=True, dropout=0.3))
     assert old.reason_drop.p == 0.3 and old.input_ln is None  # older configs keep their meaning
+
+
+def test_prl_views_infonce_hand_value():
+    import math
+
+    from rankwise.recsys.rearec import prl_views_infonce
+
+    v1 = [torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[2.0, 0.0], [0.0, 2.0]])]
+    v2 = [torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])]
+    tau = 0.5
+    # step 1: sims [[2, 0], [0, 2]] -> each row CE = log(1 + e^-2); step 2: sims [[0, 4], [4, 0]] -> log(1 + e^4)
+    want = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(4.0))) / 2
+    assert prl_views_infonce(v1, v2, tau).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_prl_with_views_runs_the_batch_twice_after_warmup():
+    torch.manual_seed(0)
+    model = ReaRec(ReaRecConfig(n_items=N_ITEMS, hidden=D, max_len=L, objective="prl", prl_warmup_epochs=1, dropout=0.2))
+    calls = []
+    real = model.encode_sequence
+    model.encode_sequence = lambda seq: (calls.append(1), real(seq))[1]
+    batch = _batch()
+    before = model.calculate_loss({**batch, "epoch": 0})
+    assert len(calls) == 1
+    after = model.calculate_loss({**batch, "epoch": 1})
+    assert len(calls) == 3 and torch.isfinite(after) and after.item() != before.item()
+    after.backward()
+
+
+def test_erl_loss_hand_value_from_the_authors_formula():
+    # L = CE(mean_k r_k) − λ · mean_{i≠j} KL(p_j ‖ p_i), with p_k = softmax(s(r_k, E)/τ); states fixed by hand
+    import torch.nn.functional as F
+
+    model = ReaRec(ReaRecConfig(n_items=N_ITEMS, hidden=D, max_len=L, objective="erl", reasoning_steps=2, similarity="dot",
+                                temperature=0.5, erl_lambda=0.3, dropout=0.0))
+    torch.manual_seed(1)
+    states = [torch.randn(2, L, D) for _ in range(3)]
+    model.encode_sequence = lambda seq: (states[0], None, None)
+    model.reason = lambda hidden, cache, mask, noise_std=0.0: states
+    target = torch.zeros(2, L, dtype=torch.long)
+    target[:, -1] = torch.tensor([3, 5])
+    loss = model.calculate_loss({"item_seq": torch.ones(2, L, dtype=torch.long), "target": target})
+    table = model.item_embeddings()[1:]
+    keep = target > 0
+    logits = [(s[keep] @ table.T) / 0.5 for s in states]
+    ce = F.cross_entropy((torch.stack([s[keep] for s in states]).mean(0) @ table.T) / 0.5, target[keep] - 1)
+    logp = [lg.log_softmax(-1) for lg in logits]
+    kls = [(logp[j].exp() * (logp[j] - logp[i])).sum(-1).mean() for j in range(3) for i in range(3) if i != j]
+    want = ce - 0.3 * torch.stack(kls).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
