@@ -80,6 +80,7 @@ class BenchConfig:
     erl_lambda: float = 0.05  # ReaRec-ERL's KL diversity weight λ (the paper's default 0.05)
     reasoning_dropout: bool = False  # dropout on ReaRec's reasoning inputs at the model's rate (an earlier reading)
     authors_inputs: bool = False  # ReaRec as the authors feed it: LayerNormed item inputs, reasoning dropout 0.2
+    post_ln: bool = False  # ReaRec with post-LN blocks (the authors' encoder)
 
     def variant(self, model_name: str) -> dict:
         """Row fields for settings other than the defaults (they are part of the row's key)."""
@@ -90,6 +91,8 @@ class BenchConfig:
             out["reasoning_dropout"] = True
         if model_name.startswith("rearec") and self.authors_inputs:
             out["authors_inputs"] = True
+        if model_name.startswith("rearec") and self.post_ln:
+            out["post_ln"] = True
         if model_name == "rearec-erl" and self.erl_lambda != 0.05:
             out["erl_lambda"] = self.erl_lambda
         if model_name.startswith("hllm") and self.hllm_user_llm:
@@ -117,7 +120,7 @@ def build_model(name: str, data: SequenceData, preset: dict, bench: BenchConfig)
         return build_recommender("rearec", data, **common, **{**shared, "loss": bench.sasrec_loss}, objective=name.split("-")[1],
                                  reasoning_steps=bench.reasoning_steps, erl_lambda=bench.erl_lambda,
                                  **({"reasoning_dropout": 0.2, "input_layernorm": True} if bench.authors_inputs
-                                    else {"reasoning_dropout": bench.reasoning_dropout}))
+                                    else {"reasoning_dropout": bench.reasoning_dropout}), post_ln=bench.post_ln)
     if name == "hcn":
         return build_recommender("hcn", data, **{**common, "n_layers": 1}, **shared)
     if name == "hllm":
@@ -133,7 +136,7 @@ def _key(row: dict) -> tuple:
     return (row["model"], row.get("loss", "ce"), row.get("similarity", "cosine"), row["dataset"], row["seed"], row["budget"],
             row.get("device", "cpu"), row.get("hidden"), row.get("adapter"), row.get("split", "test"),
             row.get("reasoning_steps"), row.get("erl_lambda"), row.get("reasoning_dropout"), row.get("user_llm"),
-            row.get("authors_inputs"))
+            row.get("authors_inputs"), row.get("post_ln"))
 
 
 def _hardware(device: str) -> str:
@@ -237,6 +240,7 @@ def main() -> None:
     parser.add_argument("--erl-lambda", type=float, default=0.05, help="ReaRec-ERL's KL weight λ (rows record other values)")
     parser.add_argument("--reasoning-dropout", action="store_true",
                         help="dropout on ReaRec's reasoning inputs at the model's rate (rows record it)")
+    parser.add_argument("--post-ln", action="store_true", help="ReaRec with post-LN blocks, as the authors' encoder (rows record it)")
     parser.add_argument("--authors-inputs", action="store_true",
                         help="ReaRec with LayerNormed item inputs and reasoning dropout 0.2, as the authors' code (rows record it)")
     args = parser.parse_args()
@@ -259,6 +263,7 @@ def main() -> None:
         erl_lambda=args.erl_lambda,
         reasoning_dropout=args.reasoning_dropout,
         authors_inputs=args.authors_inputs,
+        post_ln=args.post_ln,
     )
     rows = run(cfg)
     name = bench_name(cfg.dataset)

@@ -138,10 +138,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: ``x + Attn(LN(x))`` then ``x + FFN(LN(x))`` (GELU, 4× width)."""
+    """Pre-LayerNorm block: ``x + Attn(LN(x))`` then ``x + FFN(LN(x))`` (GELU, 4× width); with
+    ``post_ln`` the original Transformer's (and SASRec/RecBole's) ``LN(x + Attn(x))`` then
+    ``LN(x + FFN(x))``."""
 
-    def __init__(self, hidden: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, hidden: int, n_heads: int, dropout: float, post_ln: bool = False) -> None:
         super().__init__()
+        self.post_ln = post_ln
         self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.attn = CausalSelfAttention(hidden, n_heads, dropout)
         self.ffn = nn.Sequential(
@@ -150,6 +153,10 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        if self.post_ln:
+            a, kv = self.attn(x, mask)
+            x = self.ln1(x + self.drop(a))
+            return self.ln2(x + self.drop(self.ffn(x))), kv
         a, kv = self.attn(self.ln1(x), mask)
         x = x + self.drop(a)
         return x + self.drop(self.ffn(self.ln2(x))), kv
@@ -162,23 +169,28 @@ class TransformerBlock(nn.Module):
         extra_kv: list[tuple[torch.Tensor, torch.Tensor]],
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """The block for extra tokens that reuse a cached sequence (see ``CausalSelfAttention.attend_cached``)."""
+        if self.post_ln:
+            a, kv = self.attn.attend_cached(x, seq_kv, seq_mask, extra_kv)
+            x = self.ln1(x + self.drop(a))
+            return self.ln2(x + self.drop(self.ffn(x))), kv
         a, kv = self.attn.attend_cached(self.ln1(x), seq_kv, seq_mask, extra_kv)
         x = x + self.drop(a)
         return x + self.drop(self.ffn(self.ln2(x))), kv
 
 
 class CausalEncoder(nn.Module):
-    """Stack of causal :class:`TransformerBlock` over input embeddings, final LayerNorm, KV cache out.
+    """Stack of causal :class:`TransformerBlock` over input embeddings, final LayerNorm (pre-LN blocks
+    only: post-LN blocks end normalised), KV cache out.
 
     Shapes:
         x: ``(B, L, D)`` embeddings; mask: ``(B, 1, L, L)``; returns hidden ``(B, L, D)`` and the
         per-layer KV cache.
     """
 
-    def __init__(self, hidden: int, n_layers: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, hidden: int, n_layers: int, n_heads: int, dropout: float, post_ln: bool = False) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(TransformerBlock(hidden, n_heads, dropout) for _ in range(n_layers))
-        self.ln = nn.LayerNorm(hidden)
+        self.blocks = nn.ModuleList(TransformerBlock(hidden, n_heads, dropout, post_ln) for _ in range(n_layers))
+        self.ln = nn.Identity() if post_ln else nn.LayerNorm(hidden)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
         cache: KVCache = []

@@ -39,6 +39,7 @@ class ReaRecConfig(SASRecConfig):
             both enter the blocks on one scale (the authors LayerNorm both). Off by default, which keeps
             earlier saved models loadable; ``benchmarks/recsys_ml1m.py --authors-inputs`` sets it with
             ``reasoning_dropout=0.2``.
+        post_ln: post-LayerNorm blocks, as in the authors' (RecBole) encoder; off: pre-LN, as SASRec here.
 
     With ``loss="sampled"`` every step's softmax, and ERL's KL between steps, run over the target plus
     ``n_negatives`` random items shared by all steps of a position (our approximation, not in the paper:
@@ -57,6 +58,7 @@ class ReaRecConfig(SASRecConfig):
     prl_contrast: Literal["views", "last-step"] = "views"
     reasoning_dropout: float | bool = 0.0
     input_layernorm: bool = False
+    post_ln: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -95,7 +95,8 @@ class SASRec(SequentialRecommender):
         self.item_emb = nn.Embedding(config.n_items + 1, config.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, config.hidden)
         self.emb_drop = nn.Dropout(config.dropout)
-        self.encoder = CausalEncoder(config.hidden, config.n_layers, config.n_heads, config.dropout)
+        self.encoder = CausalEncoder(config.hidden, config.n_layers, config.n_heads, config.dropout,
+                                     post_ln=getattr(config, "post_ln", False))
         init_id_embeddings(self.item_emb, self.pos_emb)
 
     def embed(self, item_seq: torch.Tensor) -> torch.Tensor:

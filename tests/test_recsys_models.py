@@ -377,3 +377,23 @@ def test_erl_loss_hand_value_from_the_authors_formula():
     kls = [(logp[j].exp() * (logp[j] - logp[i])).sum(-1).mean() for j in range(3) for i in range(3) if i != j]
     want = ce - 0.3 * torch.stack(kls).mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_rearec_post_ln_blocks_reason_over_the_cache_like_a_full_pass(tmp_path):
+    torch.manual_seed(0)
+    model = ReaRec(ReaRecConfig(n_items=N_ITEMS, hidden=D, max_len=L, post_ln=True, dropout=0.0)).eval()
+    assert model.encoder.blocks[0].post_ln and isinstance(model.encoder.ln, torch.nn.Identity)
+    seq = _batch()["item_seq"]
+    hidden, cache, mask = model.encode_sequence(seq)
+    # the first reasoning step through the cache equals running the whole sequence plus that token at once
+    x = model.reason_ln(hidden[:, -1:] + model.rpe.weight[0])
+    cached, _ = model.encoder.forward_cached(x, cache, mask[:, :, -1:], [])
+    full_seq = torch.cat([model.embed(seq), x], 1)
+    n = full_seq.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    keep = torch.cat([seq > 0, torch.ones(seq.shape[0], 1, dtype=torch.bool)], 1)
+    full_mask = (causal[None] & keep[:, None, :])[:, None]
+    full, _ = model.encoder(full_seq, full_mask)
+    torch.testing.assert_close(cached[:, 0], full[:, -1], atol=1e-5, rtol=1e-4)
+    model.save_pretrained(tmp_path / "p")
+    torch.testing.assert_close(ReaRec.from_pretrained(tmp_path / "p").eval().encode_users(seq), model.encode_users(seq))
