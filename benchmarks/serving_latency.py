@@ -65,7 +65,7 @@ CUDA_NOTE = "onnxruntime CUDAExecutionProvider: see serving_latency_cuda.json (s
 
 
 QUALITY_ENGINES = ("onnx-fp32", "onnx-int8", "onnx-int8-smooth", "onnx-int8-smooth-mixed", "onnx-int8-blockwise", "onnx-int8-aware",
-                   "onnx-int8-smooth-exact-head", "openvino-bf16", "openvino-int8", "openvino-int8-exact-head")
+                   "onnx-int8-smooth-exact-head", "openvino-bf16", "openvino-int8", "openvino-int8-exact-head", "onnx-int8-static")
 
 
 @dataclass
@@ -140,6 +140,7 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
         export_model(src, work / "onnx-int8-smooth-mixed", quantize="int8-smooth", calibration_pairs=calibration,
                      fp32_ops=cfg.fp32_ops)
     export_model(src, work / "onnx-fp32-unfused", fuse=False)
+    export_model(src, work / "onnx-int8-static", quantize="int8-static", calibration_pairs=calibration, exact_head=cfg.exact_head)
     for precision in ("bf16", "f32"):  # rankwise's OpenVINO engines (issue 22): bf16 / f32 hints, and NNCF int8
         export_model(src, work / f"openvino-{precision}", runtime="openvino", openvino_precision=precision)
     export_model(src, work / "openvino-int8", runtime="openvino", quantize="int8", calibration_pairs=calibration,
@@ -173,6 +174,8 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
            for p in ("bf16", "f32")},
         "openvino-int8": OnnxRanker(work / "openvino-int8", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size,
                                     exact_head=0).score,
+        "onnx-int8-static": OnnxRanker(work / "onnx-int8-static", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size,
+                                       exact_head=0).score,
     }
     if cfg.exact_head:
         engines["openvino-int8-exact-head"] = OnnxRanker(work / "openvino-int8", device="cpu", threads=cfg.threads,

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from rankwise.core.outputs import OVERWRITE_HELP
+
 app = typer.Typer()
 
 
@@ -18,6 +20,7 @@ class Quantize(str, Enum):
     none = "none"
     int8 = "int8"
     int8_smooth = "int8-smooth"
+    int8_static = "int8-static"
     int8_blockwise = "int8-blockwise"
 
 
@@ -52,7 +55,7 @@ def _fail(message: str) -> None:
 def export(
     model_dir: Path = typer.Option(..., "--model-dir", help="A rankwise model directory (rankwise.json names its kind)."),
     output: Path = typer.Option(..., "--output", help="Export directory: model.onnx, tokenizer / item vectors, serving.json."),
-    quantize: Quantize = typer.Option(Quantize.none, "--quantize", help="int8: onnxruntime dynamic quantisation (QInt8 weights, per-tensor activations; fastest on CPU). int8-smooth: the same after SmoothQuant scaling chosen on --calibration pairs (same speed, less score error). int8-blockwise: MatMulNBits, 8-bit weights and activations per block of 128 (closer to fp32, slower)."),
+    quantize: Quantize = typer.Option(Quantize.none, "--quantize", help="int8: onnxruntime dynamic quantisation (QInt8 weights, per-tensor activations; fastest on CPU). int8-smooth: the same after SmoothQuant scaling chosen on --calibration pairs (same speed, less score error). int8-blockwise: MatMulNBits, 8-bit weights and activations per block of 128 (closer to fp32, slower). int8-static: QDQ with per-channel weights and activation ranges calibrated on --calibration pairs."),
     fp16: bool = typer.Option(False, "--fp16", help="Float16 weights with float32 inputs/outputs (for CUDA serving)."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="int8-smooth / --fp32-ops: .jsonl or .parquet of (query, doc) pairs like the served traffic (>= 32; a few hundred)."),
     fp32_ops: int = typer.Option(0, "--fp32-ops", min=0, help="int8 / int8-smooth: keep this many weight MatMuls in fp32, those whose quantisation moves the --calibration scores most (mixed precision)."),
@@ -62,6 +65,7 @@ def export(
     part: Part = typer.Option(Part.model, "--part", help="model: the scorer / user tower; item-tower: HLLM item text -> vector."),
     runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime, or openvino: also write an OpenVINO IR (rerankers; --quantize int8 then means NNCF post-training int8 on --calibration pairs) that Reranker.load serves with OpenVINO."),
     openvino_precision: str = typer.Option("bf16", "--openvino-precision", help="--runtime openvino: bf16 (OpenVINO's CPU default where bf16 is native) or f32."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
 ) -> None:
     """Export a trained model to ONNX (dynamic batch and sequence axes) and check it against PyTorch.
@@ -69,7 +73,8 @@ def export(
     Exportable kinds: cross-encoder (logit), erank (expected 0-10 score computed in the graph),
     bi-encoder (scale * cosine), the recommenders' user towers (item vectors are cached beside the
     graph) and, with --part item-tower, HLLM's item tower. The export fails,
-    writing nothing, when the fp32 graph differs from PyTorch by more than --tolerance.
+    writing nothing, when the fp32 graph differs from PyTorch by more than --tolerance. An existing
+    --output is refused unless --overwrite; the export is built beside it and renamed into place.
 
     Examples:
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-onnx
@@ -81,43 +86,51 @@ def export(
         rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-ov8 --runtime openvino --quantize int8 --calibration pairs.jsonl
         rankwise export --model-dir runs/sasrec-ml1m --output runs/sasrec-onnx --json
         rankwise export --model-dir runs/hllm-ml1m --output runs/hllm-items-onnx --part item-tower
+        rankwise export --model-dir runs/ce-minilm --output runs/ce-minilm-onnx --overwrite
     """
     import json
 
     from rankwise.core.model_dir import ModelDirError
+    from rankwise.core.outputs import OutputError, atomic_dir, check_output
     from rankwise.serving.export import ExportParityError, export_model, read_pairs_file
 
-    if output.exists() and not output.is_dir():
-        _fail(f"{output}: exists and is not a directory (--output is the export directory to write)")
+    if output.resolve() == model_dir.resolve():
+        _fail(f"--output {output} is --model-dir: export to another directory")
+    try:
+        check_output(output, overwrite, "dir")
+    except OutputError as err:
+        _fail(f"--output {err}")
     if quantize is not Quantize.none and fp16:
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
     if runtime not in ("onnxruntime", "openvino") or openvino_precision not in ("bf16", "f32"):
         _fail(f"--runtime {runtime} / --openvino-precision {openvino_precision}: onnxruntime|openvino and bf16|f32")
-    needs_pairs = quantize is Quantize.int8_smooth or fp32_ops > 0 or (runtime == "openvino" and quantize is Quantize.int8)
+    needs_pairs = (quantize in (Quantize.int8_smooth, Quantize.int8_static) or fp32_ops > 0
+                   or (runtime == "openvino" and quantize is Quantize.int8))
     if fp32_ops and quantize not in (Quantize.int8, Quantize.int8_smooth):
         _fail("--fp32-ops needs --quantize int8 or int8-smooth")
     if exact_head and quantize is Quantize.none and not fp16:
         _fail("--exact-head needs --quantize or --fp16 (the head is rescored by the fp32 graph)")
     if needs_pairs != (calibration is not None):
-        _fail(f"{'--quantize int8-smooth' if quantize is Quantize.int8_smooth else '--fp32-ops' if fp32_ops else '--runtime openvino --quantize int8'} "
+        _fail(f"{'--quantize ' + quantize.value if quantize in (Quantize.int8_smooth, Quantize.int8_static) else '--fp32-ops' if fp32_ops else '--runtime openvino --quantize int8'} "
               "needs --calibration FILE" if calibration is None
               else "--calibration is used by --quantize int8-smooth, --fp32-ops and --runtime openvino --quantize int8 only")
     try:
-        result = export_model(
-            model_dir, output, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,
-            tolerance=tolerance, part=part.value, fuse=fuse, fp32_ops=fp32_ops, exact_head=exact_head,
-            calibration_pairs=read_pairs_file(calibration) if calibration is not None else None,
-            runtime=runtime, openvino_precision=openvino_precision,
-        )
+        with atomic_dir(output) as staging:
+            result = export_model(
+                model_dir, staging, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,
+                tolerance=tolerance, part=part.value, fuse=fuse, fp32_ops=fp32_ops, exact_head=exact_head,
+                calibration_pairs=read_pairs_file(calibration) if calibration is not None else None,
+                runtime=runtime, openvino_precision=openvino_precision,
+            )
     except (ModelDirError, ExportParityError, ValueError) as err:
         _fail(str(err))
     if json_out:
-        typer.echo(json.dumps({"output": str(result.output_dir), "kind": result.kind, "precision": result.precision,
+        typer.echo(json.dumps({"output": str(output), "kind": result.kind, "precision": result.precision,
                                "parity_max_abs_diff": result.parity_max_abs_diff, "export_s": round(result.export_s, 2),
                                "exact_head": exact_head}))
     else:
         head = f" + fp32 head of {exact_head}" if exact_head else ""
-        typer.echo(f"exported {result.kind} ({result.precision}{head}) to {result.output_dir} in {result.export_s:.1f}s; "
+        typer.echo(f"exported {result.kind} ({result.precision}{head}) to {output} in {result.export_s:.1f}s; "
                    f"max |ONNX - PyTorch| = {result.parity_max_abs_diff:.2e}")
 
 
@@ -131,7 +144,7 @@ def rerank(
     top_k: int = typer.Option(100, "--top-k", min=1, help="Rerank each query's first TOP_K candidates."),
     chunk_queries: int = typer.Option(32, "--chunk-queries", min=1, help="Queries per chunk (unit of atomic writes and of resume)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed job from OUTPUT.parts/manifest.json."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier job's parts and output."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier job's parts and output (refused otherwise)."),
     engine: Engine = typer.Option(Engine.local, "--engine", help="local: this process; ray: Ray Data actor pool."),
     workers: int = typer.Option(2, "--workers", min=1, help="Ray actors, one model session each (--engine ray)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this existing Ray cluster (e.g. ray://head:10001). Default: start a private local cluster bound to 127.0.0.1, without dashboard."),

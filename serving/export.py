@@ -40,6 +40,7 @@ from rankwise.serving.quantize import (
     _fuse_encoder,
     _has_external_data,
     _quantize_dynamic_int8,
+    _quantize_static_int8,
 )
 
 __all__ = [
@@ -99,7 +100,7 @@ def _run_onnx(path: Path, inputs: dict[str, Any]) -> np.ndarray:
 def export_model(
     model_dir: str | Path,
     output_dir: str | Path,
-    quantize: Literal["int8", "int8-smooth", "int8-blockwise"] | None = None,
+    quantize: Literal["int8", "int8-smooth", "int8-static", "int8-blockwise"] | None = None,
     fp16: bool = False,
     parity_pairs: Sequence[tuple[str, str]] | None = None,
     calibration_pairs: Sequence[tuple[str, str]] | None = None,
@@ -121,7 +122,9 @@ def export_model(
     with one range per tensor: the fastest on VNNI CPUs, the largest score error);
     ``quantize="int8-smooth"`` is the same arithmetic after SmoothQuant scaling chosen on
     ``calibration_pairs`` (:mod:`serving.smooth_quant`: same speed, less score error);
-    ``quantize="int8-blockwise"`` replaces each weight MatMul by onnxruntime's ``MatMulNBits`` with
+    ``quantize="int8-static"`` is onnxruntime's static QDQ int8 of the weight MatMuls (per-channel
+    weights, activation ranges calibrated once on ``calibration_pairs``; on the unfused graph, since
+    behind onnxruntime's fused contrib ops only the weights would be quantised); ``quantize="int8-blockwise"`` replaces each weight MatMul by onnxruntime's ``MatMulNBits`` with
     8-bit weights in blocks of 128 input channels and ``accuracy_level=4`` (activations quantised to
     int8 per row and block at run time: ~4x less score error, much less speed-up); ``fp16=True`` converts
     the weights to float16 with float32 inputs/outputs (for CUDA); their distance to PyTorch is
@@ -166,8 +169,13 @@ def export_model(
     """
     import torch
 
-    if quantize not in (None, "int8", "int8-smooth", "int8-blockwise"):
-        raise ValueError(f"export_model: quantize must be None, 'int8', 'int8-smooth' or 'int8-blockwise', got {quantize!r}")
+    if quantize not in (None, "int8", "int8-smooth", "int8-static", "int8-blockwise"):
+        raise ValueError(f"export_model: quantize must be None, 'int8', 'int8-smooth', 'int8-static' or 'int8-blockwise', got {quantize!r}")
+    if quantize == "int8-static" and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
+        raise ValueError(f"export_model: quantize='int8-static' needs at least {MIN_CALIBRATION_PAIRS} calibration_pairs "
+                         f"like the served traffic, got {len(calibration_pairs or ())}")
+    if quantize == "int8-static":
+        fuse = False  # QDQ needs plain MatMuls: behind fused contrib ops only the weights would be quantised
     if fp32_ops < 0 or (fp32_ops and quantize not in ("int8", "int8-smooth")):
         raise ValueError(f"export_model: fp32_ops={fp32_ops} needs quantize='int8' or 'int8-smooth' and must be >= 0")
     if (quantize == "int8-smooth" or fp32_ops) and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
@@ -278,6 +286,17 @@ def export_model(
                 kept = most_sensitive(sensitivity, fp32_ops)
                 precision = f"{quantize}+fp32x{len(kept)}"
             _quantize_dynamic_int8(fp32, chosen, [n for n in nodes if n not in kept])
+        elif quantize == "int8-static":
+            import onnx
+
+            from rankwise.serving.smooth_quant import weight_matmuls
+
+            if graph.make_feeds is None:
+                raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} takes no (query, doc) calibration pairs; "
+                                    "int8-static calibrates pair scorers (use --quantize int8)")
+            chosen, precision = work / "int8-static.onnx", "int8-static"
+            nodes = [n.name for n in weight_matmuls(onnx.load(str(fp32), load_external_data=False)) if n.op_type == "MatMul"]
+            _quantize_static_int8(fp32, chosen, nodes, _calibration_feeds(graph, calibration_pairs))
         elif quantize == "int8-blockwise":
             import onnx
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer

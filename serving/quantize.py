@@ -125,3 +125,27 @@ def _quantize_dynamic_int8(src: Path, dst: Path, nodes: list[str]) -> None:
 
 def _has_external_data(folder: Path) -> bool:
     return any(p.suffix != ".onnx" for p in folder.iterdir())
+
+
+def _quantize_static_int8(src: Path, dst: Path, nodes: list[str], feeds: list[dict[str, np.ndarray]]) -> None:
+    """onnxruntime static int8 (QDQ) of the weight ops ``nodes`` of ``src``: per-channel int8 weights
+    and int8 activations whose ranges are calibrated once on ``feeds`` (MinMax over the calibration
+    batches), so the graph runs without computing activation ranges at run time."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    hint = _DropLogLine("pre-processing before quantization")
+    logging.getLogger().addFilter(hint)
+    try:
+        quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                        use_external_data_format=_has_external_data(src.parent))
+    finally:
+        logging.getLogger().removeFilter(hint)
