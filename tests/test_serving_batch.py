@@ -55,7 +55,7 @@ def test_batch_killed_with_sigkill_then_resumed_is_byte_identical(inputs, tmp_pa
     killed = tmp_path / "killed.trec"
     script = (
         "import sys; from pathlib import Path\n"
-        "from serving.batch import BatchRerankConfig, run_batch_rerank\n"
+        "from rankwise.serving.batch import BatchRerankConfig, run_batch_rerank\n"
         "from tests._serving_models import HashRanker\n"
         f"cfg = BatchRerankConfig(Path({str(inputs['candidates'])!r}), Path({str(inputs['queries'])!r}), "
         f"Path({str(inputs['corpus'])!r}), Path({str(killed)!r}), chunk_queries=1)\n"
