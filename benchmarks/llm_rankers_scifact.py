@@ -44,12 +44,15 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import torch
 
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.core.paths import cache_dir
 from rankwise.eval.metrics import evaluate
 from rankwise.eval.fusion_fit import fit_fusion_weights
+from rankwise.rankers.base import rank_by_score
 from rankwise.rankers.fusion import fuse_many
 from rankwise.eval.report import RESULTS_DIR, machine_info, plot_bars, print_table, write_results
 from rankwise.rankers.base import Ranker
@@ -167,7 +170,12 @@ def run(config: BenchConfig) -> list[dict]:
     llm = {"backbone": f"{Path(config.backbone).name}" if config.backbone else SMOLLM2, "dtype": config.dtype}
     rows = [{"model": "bm25", "setting": f"top-{config.depth}", **common, **evaluate(qrels, candidates, METRICS),
              "s_per_query": 0.0}]
-    print_table(rows, "BM25")
+    shuffles = [candidates.with_columns(pl.Series("score", np.random.default_rng(seed).random(candidates.height)))
+                for seed in range(20)]  # the floor an LLM ranker must clear: BM25's candidates in random order
+    rows.append({"model": "random", "setting": "mean of 20 shuffles", **common,
+                 **{m: float(np.mean([evaluate(qrels, rank_by_score(x), [m])[m] for x in shuffles])) for m in METRICS},
+                 "s_per_query": 0.0})
+    print_table(rows, "BM25 and a random order")
     wanted = config.rankers.split(",") if config.rankers else []
 
     def todo(name: str, setting: str) -> bool:
