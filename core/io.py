@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["parse_json_object", "DatasetError", "read_jsonl", "read_qrels_tsv", "find_file", "iter_lines"]
+__all__ = ["parse_json_object", "DatasetError", "read_jsonl", "read_qrels_tsv", "find_file", "iter_lines", "id_field",
+           "text_field"]
 
 
 class DatasetError(ValueError):
@@ -62,7 +64,11 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dic
 
 
 def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
-    """Read a ``query-id corpus-id [score]`` TSV (header optional; a missing score means 1)."""
+    """Read a ``query-id corpus-id [score]`` TSV (header optional; a missing score means 1).
+
+    A grade that is not an integer (``1.5``, ``inf``, ``x``) or a second judgement of the same
+    ``(query-id, corpus-id)`` is a :class:`DatasetError` naming the file and line.
+    """
     qrels: dict[str, dict[str, int]] = {}
     for lineno, line in iter_lines(path):
         parts = line.rstrip("\n").split("\t")
@@ -71,10 +77,15 @@ def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
         if len(parts) not in (2, 3):
             raise DatasetError(f"{path}:{lineno}: expected 'query-id<TAB>corpus-id[<TAB>score]', got {len(parts)} fields")
         try:
-            score = int(float(parts[2])) if len(parts) == 3 else 1
+            value = float(parts[2]) if len(parts) == 3 else 1.0
         except ValueError:
             raise DatasetError(f"{path}:{lineno}: score {parts[2]!r} is not a number") from None
-        qrels.setdefault(parts[0], {})[parts[1]] = score
+        if not math.isfinite(value) or not value.is_integer():
+            raise DatasetError(f"{path}:{lineno}: score {parts[2]!r} is not an integer grade")
+        judged = qrels.setdefault(parts[0], {})
+        if parts[1] in judged:
+            raise DatasetError(f"{path}:{lineno}: duplicate judgement (query-id {parts[0]!r}, corpus-id {parts[1]!r})")
+        judged[parts[1]] = int(value)
     if not qrels:
         raise DatasetError(f"{path}: empty file")
     return qrels
@@ -89,3 +100,29 @@ def parse_json_object(line: str, where: str) -> dict:
     if not isinstance(record, dict):
         raise DatasetError(f"{where}: expected a JSON object")
     return record
+
+
+def id_field(record: dict, names: tuple[str, ...], where: str) -> str:
+    """The id under the first of ``names`` in ``record``, as a string.
+
+    An id must be a JSON string or integer: ``null``, a boolean, a float, a list or an object is a
+    :class:`DatasetError` naming ``where`` (``file:line``) and the field, as is a record without any of ``names``.
+    """
+    for name in names:
+        if name in record:
+            value = record[name]
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise DatasetError(f"{where}: field {name!r} is {json.dumps(value)}, not a string or integer id")
+            return str(value)
+    raise DatasetError(f"{where}: missing field {' or '.join(repr(n) for n in names)}")
+
+
+def text_field(record: dict, name: str, where: str) -> str:
+    """``record[name]`` as text: a string, or ``""`` when absent or ``null``; any other JSON type is a
+    :class:`DatasetError` naming ``where`` and the field."""
+    value = record.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DatasetError(f"{where}: field {name!r} is {json.dumps(value)}, not a string")
+    return value

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rankwise.core.outputs import OVERWRITE_HELP
 from rankwise.eval.pipeline import BI_ENCODER, DEFAULT_METRICS, RetrieverKind
 from rankwise.rankers.first_stage.dense import IndexKind
 from rankwise.rankers.fusion import FusionMethod
@@ -37,6 +38,7 @@ FusionWeightOpt = Annotated[
 ]
 DenseIndexOpt = Annotated[IndexKind, typer.Option(help="faiss index for --retriever dense.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON line instead of a table.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
 LogGenerationsOpt = Annotated[
     Optional[Path],
     typer.Option("--log-generations", help="Listwise LLM rerankers: append each window's prompt ids, raw answer, "
@@ -59,13 +61,14 @@ def _one_line_errors(reranker: str) -> Iterator[None]:
     """Bad data or model input → one line on stderr and exit code 1, never a traceback."""
     from rankwise.core.io import DatasetError
     from rankwise.core.model_dir import ModelDirError
+    from rankwise.core.outputs import OutputError
 
     try:
         yield
-    except (DatasetError, ModelDirError) as err:
+    except (DatasetError, ModelDirError, OutputError) as err:
         _fail(str(err))
-    except OSError as err:  # transformers' "not found locally / on the hub"
-        _fail(_load_error(reranker, err))
+    except OSError as err:  # a file the OS refused names itself; else transformers' "not found locally / on the hub"
+        _fail(str(err) if err.filename or not reranker else _load_error(reranker, err))
 
 
 def _run(name: str, corpus_text, queries, qrels, excluded, config, output_dir: Path, as_json: bool,
@@ -101,6 +104,17 @@ def _run(name: str, corpus_text, queries, qrels, excluded, config, output_dir: P
         weights = record.get("fusion_weights", record["fusion_weight"])
         rows.append({"stage": f"+ {record['reranker']} ({record['fusion']}, w={weights})", **result.metrics})
     print_table(rows, f"{name}: {len(queries)} queries, top-{config.top_k}; wrote {output_dir}/run.trec, metrics.json")
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an --output-dir that is a file or already holds run.trec / metrics.json."""
+    from rankwise.core.outputs import OutputError, check_output
+    from rankwise.eval.pipeline import OUTPUT_FILES
+
+    try:
+        check_output(output_dir, overwrite, "dir", contents=OUTPUT_FILES)
+    except OutputError as err:
+        _fail(f"--output-dir {err}")
 
 
 def _config(reranker: list[str] | None, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index,
@@ -153,6 +167,7 @@ def eval_beir(
     fit_queries: int = typer.Option(0, "--fit-queries", min=0, help="Several --reranker: fit the fusion weights on this many train queries (qrels/train.tsv) first."),
     dense_index: DenseIndexOpt = IndexKind.flat,
     output_dir: Path = typer.Option(Path("runs/beir"), help="Where run.trec and metrics.json are written."),
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
     log_generations: LogGenerationsOpt = None,
     device: DeviceOpt = "auto",
@@ -173,9 +188,12 @@ def eval_beir(
         rankwise eval beir --dataset scifact --reranker models/listwise --top-k 20 --log-generations gen.jsonl
 
         rankwise eval beir --dataset scifact --reranker bi-encoder --reranker runs/ce-lambdaloss --fit-queries 160
+
+        rankwise eval beir --dataset scifact --reranker none --output-dir runs/bm25 --overwrite
     """
     from rankwise.eval.datasets.beir import load_beir
 
+    _check_output_dir(output_dir, overwrite)
     config = _config(reranker, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index, log_generations, device, dtype)
     if len(config.rerankers) > 1 and not (fusion_weights or fit_queries):
         _fail("several --reranker: give --fusion-weights or --fit-queries N (weights fit on train queries)")
@@ -204,6 +222,7 @@ def eval_bright(
     fusion_weights: FusionWeightsOpt = None,
     dense_index: DenseIndexOpt = IndexKind.flat,
     output_dir: Path = typer.Option(Path("runs/bright"), help="Where run.trec and metrics.json are written."),
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
     log_generations: LogGenerationsOpt = None,
     device: DeviceOpt = "auto",
@@ -219,6 +238,7 @@ def eval_bright(
     """
     from rankwise.eval.datasets.bright import load_bright
 
+    _check_output_dir(output_dir, overwrite)
     config = _config(reranker, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index, log_generations, device, dtype)
     if len(config.rerankers) > 1 and not fusion_weights:
         _fail("several --reranker on BRIGHT (no train split): give --fusion-weights")

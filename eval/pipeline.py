@@ -21,8 +21,11 @@ from rankwise.rankers.fusion import FusionMethod, fuse, fuse_many
 
 __all__ = [
     "RetrieverKind", "PipelineConfig", "PipelineResult", "run_pipeline", "first_stage",
-    "load_reranker", "fit_pipeline_fusion", "evaluate_to_dir", "DEFAULT_METRICS", "DEFAULT_BI_ENCODER_FUSION_WEIGHT",
+    "load_reranker", "fit_pipeline_fusion", "evaluate_to_dir", "OUTPUT_FILES", "DEFAULT_METRICS", "DEFAULT_BI_ENCODER_FUSION_WEIGHT",
 ]
+
+#: What :func:`evaluate_to_dir` writes into its output directory (``rankwise eval --output-dir``).
+OUTPUT_FILES = ("run.trec", "metrics.json")
 
 DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
 
@@ -251,11 +254,14 @@ def evaluate_to_dir(
     progress: Callable[[int], None] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], PipelineResult]:
-    """:func:`run_pipeline`, then ``output_dir/run.trec`` and ``output_dir/metrics.json`` (written
-    atomically); returns the metrics record (``extra`` fields added) and the result."""
-    import json
-    import os
+    """:func:`run_pipeline`, then ``output_dir/run.trec`` and ``output_dir/metrics.json`` (each written
+    atomically, the metrics last); returns the metrics record (``extra`` fields added) and the result.
 
+    Existing files are replaced: refusing them is the caller's choice (``rankwise eval`` checks
+    ``--output-dir`` with :func:`rankwise.core.outputs.check_output` before any work)."""
+    import json
+
+    from rankwise.core.outputs import write_atomic
     from rankwise.eval.runs import write_trec_run
 
     result = run_pipeline(corpus_text, queries, qrels, config, excluded=excluded, progress=progress)
@@ -274,7 +280,5 @@ def evaluate_to_dir(
     }
     if not fused:
         record["fusion_weight"] = None
-    tmp = output_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, output_dir / "metrics.json")
+    write_atomic(output_dir / "metrics.json", json.dumps(record, indent=1) + "\n")
     return record, result

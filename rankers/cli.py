@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
+from rankwise.core.outputs import OVERWRITE_HELP
+
 app = typer.Typer(help="Prepare model directories (e.g. materialise packaged GGUF LLMs).", no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 class PackagedModel(str, Enum):
@@ -21,6 +28,7 @@ class PackagedModel(str, Enum):
 def materialize_cmd(
     name: PackagedModel = typer.Argument(..., help="Packaged model: smollm2 (SmolLM2-135M-Instruct) or gemma3-270m."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write (HF config + safetensors + tokenizer)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Load a packaged GGUF LLM through transformers (dequantised to fp32) and save an HF directory.
 
@@ -29,16 +37,18 @@ def materialize_cmd(
     Examples:
         rankwise models materialize smollm2 --output models/smollm2
         rankwise models materialize gemma3-270m --output models/gemma3-270m
+        rankwise models materialize smollm2 --output models/smollm2 --overwrite
     """
+    from rankwise.core.outputs import OutputError, atomic_dir, check_output
     from rankwise.rankers.llm import PACKAGED_GGUF, gguf_path, materialize
 
     try:
         gguf_path(name.value)
+        check_output(output, overwrite, "dir")
+    except OutputError as err:
+        _fail(f"--output {err}")
     except FileNotFoundError as err:
-        typer.echo(f"materialize {name.value}: {err}", err=True)
-        raise typer.Exit(1) from None
-    if output.exists() and any(output.iterdir()):
-        typer.echo(f"{output}: exists and is not empty", err=True)
-        raise typer.Exit(1)
-    path = materialize(name.value, output)
-    typer.echo(f"wrote {path} ({PACKAGED_GGUF[name.value].filename}, fp32)")
+        _fail(f"materialize {name.value}: {err}")
+    with atomic_dir(output) as staging:
+        materialize(name.value, staging)
+    typer.echo(f"wrote {output} ({PACKAGED_GGUF[name.value].filename}, fp32)")

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from rankwise.core.outputs import OVERWRITE_HELP
+
 app = typer.Typer(help="Train, evaluate and query sequential recommenders.", no_args_is_help=True)
 
 
@@ -48,14 +50,37 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _load_sequences(dataset: str, item_ids: list[str] | None = None):  # noqa: ANN202 - SequenceData
+DROP_SHORT_HELP = "Drop users with fewer than 3 interactions (leave-one-out needs 3) instead of refusing the dataset."
+
+
+def _load_sequences(dataset: str, item_ids: list[str] | None = None, drop_short_users: bool = False):  # noqa: ANN202 - SequenceData
     from rankwise.eval.datasets.interactions import InteractionDataError, load_interactions
     from rankwise.recsys.data import SequenceData
 
     try:
-        return SequenceData.from_interactions(load_interactions(dataset), item_ids=item_ids)
+        return SequenceData.from_interactions(load_interactions(dataset, drop_short_users), item_ids=item_ids)
     except (InteractionDataError, ValueError) as err:
         _fail(str(err))
+
+
+def _user_history(dataset: str, user: str) -> tuple[list[str], dict[str, str], str]:
+    """``user``'s item ids (oldest first), the catalog's item titles and the dataset name.
+
+    Only this user's history matters: other users' history lengths are not checked (a user with one
+    interaction can be served; leave-one-out is for training and evaluation).
+    """
+    import polars as pl
+
+    from rankwise.eval.datasets.interactions import InteractionDataError, load_interactions
+
+    try:
+        data = load_interactions(dataset, min_interactions=1)
+    except (InteractionDataError, ValueError) as err:
+        _fail(str(err))
+    rows = data.interactions.filter(pl.col("user_id") == user)
+    if not rows.height:
+        _fail(f"{data.source}: user {user!r} is not in dataset {data.name} (field user_id)")
+    return rows["item_id"].to_list(), data.item_titles(), data.name
 
 
 def _load_model(model_dir: Path, trust_remote_code: bool = False):  # noqa: ANN202 - a SequentialRecommender
@@ -105,6 +130,8 @@ def train(
     max_minutes: Optional[float] = typer.Option(None, help="Stop after the epoch that passes this wall-clock budget."),
     seed: int = typer.Option(42, help="Random seed."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    drop_short_users: bool = typer.Option(False, "--drop-short-users", help=DROP_SHORT_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line (train log + test metrics) instead of tables."),
 ) -> None:
     """Train a sequential recommender on a leave-one-out split and evaluate it on the test items.
@@ -116,18 +143,22 @@ def train(
         rankwise recommend train --model hllm --negatives 0 --adapter mlp --dataset amazon2018_scientific --output runs/hllm-sci
         rankwise recommend train --model hllm --user-llm HuggingFaceTB/SmolLM2-135M --dataset ml-100k --output runs/hllm-smol
         rankwise recommend train --model hcn --dataset /path/to/folder --output runs/hcn --json
+        rankwise recommend train --model sasrec --dataset /path/to/folder --drop-short-users --output runs/sasrec --overwrite
     """
     import torch
 
+    from rankwise.core.outputs import OutputError, atomic_dir, check_output
     from rankwise.recsys import build_recommender
     from rankwise.recsys.evaluate import evaluate_full_ranking
     from rankwise.recsys.trainer import RecTrainer, RecTrainerConfig
 
     if hidden % heads:
         _fail(f"--hidden {hidden} is not divisible by --heads {heads}")
-    if output.exists() and not output.is_dir():
-        _fail(f"{output}: exists and is not a directory (--output is the model directory to write)")
-    data = _load_sequences(dataset)
+    try:
+        check_output(output, overwrite, "dir")
+    except OutputError as err:
+        _fail(f"--output {err}")
+    data = _load_sequences(dataset, drop_short_users=drop_short_users)
     torch.manual_seed(seed)
     common = {"hidden": hidden, "n_layers": layers, "n_heads": heads, "dropout": dropout, "max_len": max_len}
     if loss not in ("ce", "sampled"):
@@ -158,9 +189,10 @@ def train(
     log = RecTrainer(net, data, cfg).train()
     metrics = evaluate_full_ranking(net, data, "test")
     net.to("cpu")
-    net.save_pretrained(output, dataset=dataset, train_log={"epochs": log.epochs, "train_s": round(log.train_s, 1),
-                                                            "losses": log.losses, "best_epoch": log.best_epoch},
-                        test=metrics)
+    with atomic_dir(output) as staging:
+        net.save_pretrained(staging, dataset=dataset, train_log={"epochs": log.epochs, "train_s": round(log.train_s, 1),
+                                                                 "losses": log.losses, "best_epoch": log.best_epoch},
+                            test=metrics)
     if as_json:
         typer.echo(json.dumps({"model": net.kind, "dataset": data.name, "output": str(output), "epochs": log.epochs,
                                "train_s": round(log.train_s, 1), **metrics}))
@@ -174,6 +206,7 @@ def evaluate(
     dataset: Optional[str] = typer.Option(None, help="Dataset to evaluate on (default: the one the model was trained on)."),
     split: Split = typer.Option(Split.test, help="Leave-one-out split: test (last item) or valid (second-last)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    drop_short_users: bool = typer.Option(False, "--drop-short-users", help=DROP_SHORT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line instead of a table."),
 ) -> None:
     """Full-ranking evaluation (all items scored, history excluded): HR/NDCG/Recall @10/50/200.
@@ -188,7 +221,7 @@ def evaluate(
     name = dataset or net.meta.get("dataset")
     if not name:
         _fail(f"{model_dir}/rankwise.json: field 'dataset' is missing; pass --dataset")
-    data = _load_sequences(name, item_ids=net.item_ids)
+    data = _load_sequences(name, item_ids=net.item_ids, drop_short_users=drop_short_users)
     metrics = evaluate_full_ranking(net, data, split.value)
     if as_json:
         typer.echo(json.dumps({"model_dir": str(model_dir), "dataset": data.name, "split": split.value, **metrics}))
@@ -206,6 +239,9 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Recommend the top-k unseen items for a user from their whole history (titles shown).
+
+    Only that user's history is read: other users' history lengths do not matter, and items the
+    model does not know are skipped with a warning (refused only when none is known).
 
     Examples:
         rankwise recommend predict --model-dir runs/sasrec-ml100k --user 196 -k 10
@@ -227,17 +263,17 @@ def predict(
     name = dataset or json.loads(meta_file.read_text()).get("dataset")
     if not name:
         _fail(f"{meta_file}: field 'dataset' is missing; pass --dataset")
-    data = _load_sequences(name, item_ids=rec.item_ids)
-    if user not in data.user_ids:
-        _fail(f"user {user!r} is not in dataset {data.name} (field user_id)")
-    history = data.sequences[data.user_ids.index(user)]
-    title = dict(zip(data.item_ids, data.item_titles))
-    hits = rec.recommend([data.item_ids[i - 1] for i in history], k)
-    recs = [{"rank": h.rank, "item_id": h.item_id, "title": title.get(h.item_id, ""), "score": h.score} for h in hits]
+    history, title, data_name = _user_history(name, user)
+    known = set(rec.item_ids)
+    if not any(item in known for item in history):
+        _fail(f"user {user!r}: none of the {len(history)} items of their history in {data_name} is known to "
+              f"the model {model_dir} (e.g. {history[-1]!r}); nothing to recommend from")
+    hits = rec.recommend(history, k)
+    recs = [{"rank": h.rank, "item_id": h.item_id, "title": title.get(h.item_id, h.item_id), "score": h.score} for h in hits]
     if as_json:
         typer.echo(json.dumps({"user": user, "history_len": len(history), "items": recs}))
         return
-    table = Table(title=f"top-{k} for user {user} ({len(history)} past items; last: {data.item_titles[history[-1] - 1]})")
+    table = Table(title=f"top-{k} for user {user} ({len(history)} past items; last: {title.get(history[-1], history[-1])})")
     for col in ("rank", "item_id", "title", "score"):
         table.add_column(col)
     for r in recs:

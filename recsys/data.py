@@ -76,8 +76,8 @@ class SequenceData:
         by_id = {r["item_id"]: r for r in items.iter_rows(named=True)} if items.columns != ["item_id"] else {}
         fields = data.text_fields()
         texts = [item_text(by_id.get(i, {}), fields) for i in item_ids]
-        title_key = "title" if "title" in fields else ("name" if "name" in fields else None)
-        titles = [str(by_id.get(i, {}).get(title_key) or i) if title_key else i for i in item_ids]
+        named = data.item_titles()
+        titles = [named.get(i, i) for i in item_ids]
         return cls(data.name, grouped["user_id"].to_list(), sequences, list(item_ids), texts, titles)
 
     def history(self, split: Literal["train", "valid", "test"]) -> list[np.ndarray]:

@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 import polars as pl
 
-from rankwise.core.io import DatasetError, iter_lines, read_jsonl
+from rankwise.core.io import DatasetError, id_field, iter_lines, read_jsonl, text_field
+from rankwise.core.outputs import OutputError, check_output, write_atomic
 from rankwise.eval.candidate_check import check_candidates
 from rankwise.rankers.base import Ranker
 
@@ -61,8 +62,9 @@ class BatchRerankConfig:
         workers: Ray actors (one ranker each).
         ray_address: an existing Ray cluster to join (``None``: start a private local one bound to
             127.0.0.1, without dashboard; see :func:`ray_init_kwargs`).
-        resume: continue a job from its manifest.
-        overwrite: discard an earlier job's parts and output.
+        resume: continue a job from its manifest; without one, an existing ``output`` is refused
+            (:class:`~rankwise.core.outputs.OutputError`) rather than replaced.
+        overwrite: discard an earlier job's parts and output (without it, an existing output is refused).
         tag: run tag of the TREC output.
     """
 
@@ -125,15 +127,15 @@ def scan_candidates(path: str | Path) -> pl.LazyFrame:
         lf = pl.scan_ndjson(path)
     else:
         with open(path, encoding="utf-8", errors="replace") as fh:
-            first = fh.readline()
+            lineno, first = next(((n, line) for n, line in enumerate(fh, start=1) if line.strip()), (1, ""))
         sep = "\t" if "\t" in first else " "
         if len(first.split()) != 6:
-            raise DatasetError(f"{path}:1: expected a TREC run line 'qid Q0 docid rank score tag', got {first.strip()[:80]!r}")
+            raise DatasetError(f"{path}:{lineno}: expected a TREC run line 'qid Q0 docid rank score tag', got {first.strip()[:80]!r}")
         lf = pl.scan_csv(
             path, separator=sep, has_header=False, new_columns=["qid", "q0", "docid", "rank", "score", "tag"],
             schema_overrides={"qid": pl.String, "q0": pl.String, "docid": pl.String, "rank": pl.Int64,
-                              "score": pl.Float64, "tag": pl.String},
-        )
+                              "score": pl.Float64, "tag": pl.String}, quote_char=None,
+        ).filter(pl.col("qid").is_not_null())  # blank lines, skipped as the check and the TREC reader skip them
     names = lf.collect_schema().names()
     missing = [c for c in ("qid", "docid", "score") if c not in names]
     if missing:
@@ -158,14 +160,14 @@ def _read_queries(path: Path) -> dict[str, tuple[str, int]]:
                 out[parts[0]] = (parts[1], lineno)
         return out
     for lineno, rec in read_jsonl(path, ()):
-        qid = rec.get("_id", rec.get("qid"))
         field = "text" if "text" in rec else "query"
-        text = rec.get(field)
-        if qid is None or field not in rec:
+        if not ("_id" in rec or "qid" in rec) or field not in rec:
             raise DatasetError(f"{path}:{lineno}: expected fields '_id' (or 'qid') and 'text' (or 'query')")
+        qid = id_field(rec, ("_id", "qid"), f"{path}:{lineno}")
+        text = rec[field]
         if not isinstance(text, str):
             raise DatasetError(f"{path}:{lineno}: field {field!r} of query {qid!r} is {json.dumps(text)}, not a string")
-        out[str(qid)] = (text, lineno)
+        out[qid] = (text, lineno)
     return out
 
 
@@ -189,11 +191,12 @@ def _read_corpus(path: Path, needed: set[str]) -> dict[str, str]:
         return {d: _doc_text(t, x) for d, t, x in frame.iter_rows()}
     out = {}
     for lineno, rec in read_jsonl(path, ()):
-        docid = rec.get("_id", rec.get("docid"))
-        if docid is None or "text" not in rec:
-            raise DatasetError(f"{path}:{lineno}: expected fields '_id' (or 'docid') and 'text'")
-        if str(docid) in needed:
-            out[str(docid)] = _doc_text(rec.get("title"), rec["text"])
+        where = f"{path}:{lineno}"
+        if not ("_id" in rec or "docid" in rec) or "text" not in rec:
+            raise DatasetError(f"{where}: expected fields '_id' (or 'docid') and 'text'")
+        docid = id_field(rec, ("_id", "docid"), where)
+        if docid in needed:
+            out[docid] = _doc_text(text_field(rec, "title", where), text_field(rec, "text", where))
     return out
 
 
@@ -203,15 +206,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -368,13 +362,13 @@ def _manifest_problem(manifest: Any) -> str | None:
 
 def _open_manifest(config: BatchRerankConfig, key: dict[str, Any]) -> dict[str, Any]:
     parts, path = config.parts_dir, config.parts_dir / MANIFEST
+    if path.is_file() and not (config.resume or config.overwrite):
+        raise OutputError(f"{parts}: an earlier job's parts are here; pass resume to continue it or overwrite to start over")
+    check_output(config.output, config.overwrite or (config.resume and path.is_file()), "file",
+                 reason=f"and --resume found no earlier job ({path} is missing)" if config.resume else "")
     if config.overwrite:
         shutil.rmtree(parts, ignore_errors=True)
         config.output.unlink(missing_ok=True)
-    elif path.is_file() and not config.resume:
-        raise FileExistsError(f"{parts}: an earlier job's parts are here; pass resume to continue it or overwrite to start over")
-    elif not path.is_file() and config.output.exists() and not config.resume:
-        raise FileExistsError(f"{config.output}: exists; pass overwrite to replace it")
     if config.resume and path.is_file():
         try:
             manifest = json.loads(path.read_text())
@@ -391,10 +385,11 @@ def _open_manifest(config: BatchRerankConfig, key: dict[str, Any]) -> dict[str, 
     return {"key": key, "config": {k: str(v) for k, v in asdict(config).items()}, "chunks": {}, "complete": False}
 
 
-def _chunk_ok(parts: Path, entry: dict[str, Any] | None) -> bool:
-    if not entry:
+def _chunk_ok(parts: Path, entry: dict[str, Any] | None, name: str) -> bool:
+    """Chunk ``name`` is done: its manifest entry names that very file, whose sha256 matches."""
+    if not entry or entry["file"] != name:
         return False
-    file = parts / entry["file"]
+    file = parts / name
     return file.is_file() and _sha256(file) == entry["sha256"]
 
 
@@ -448,7 +443,7 @@ def run_batch_rerank(
     qids, lf = _plan(config)
     n_chunks = (len(qids) + config.chunk_queries - 1) // config.chunk_queries
     chunk_file = [f"chunk-{i:05d}.parquet" for i in range(n_chunks)]
-    done = {i for i in range(n_chunks) if _chunk_ok(parts, manifest["chunks"].get(str(i)))}
+    done = {i for i in range(n_chunks) if _chunk_ok(parts, manifest["chunks"].get(str(i)), chunk_file[i])}
     for i in range(n_chunks):
         if str(i) in manifest["chunks"] and i not in done:
             log.warning("rankwise: %s is missing or does not match its recorded sha256; redoing it", parts / chunk_file[i])
@@ -499,7 +494,7 @@ def run_batch_rerank(
         os.replace(tmp, file)
         manifest["chunks"][str(i)] = {"file": chunk_file[i], "sha256": _sha256(file), "rows": frame.height,
                                       "queries": len(ordered)}
-        _write_atomic(parts / MANIFEST, json.dumps(manifest, indent=1).encode())
+        write_atomic(parts / MANIFEST, json.dumps(manifest, indent=1).encode())
         if on_chunk is not None:
             on_chunk(i)
 
@@ -525,7 +520,7 @@ def run_batch_rerank(
     _assemble(config, [parts / chunk_file[i] for i in range(n_chunks)])
     manifest.update(complete=True, output_sha256=_sha256(config.output),
                     docs=sum(e["rows"] for e in manifest["chunks"].values()))
-    _write_atomic(parts / MANIFEST, json.dumps(manifest, indent=1).encode())
+    write_atomic(parts / MANIFEST, json.dumps(manifest, indent=1).encode())
     return BatchResult(config.output, len(qids), total_docs, n_chunks, len(done), time.perf_counter() - start)
 
 

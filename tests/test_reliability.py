@@ -319,3 +319,260 @@ def test_recommend_train_and_export_refuse_an_output_that_is_a_file(tmp_path):
     res = CliRunner().invoke(app, ["export", "--model-dir", str(tmp_path), "--output", str(taken)])
     _one_line_error(res, str(taken), "not a directory")
     assert taken.read_text() == "keep me"
+
+
+# -- 15. eval --output-dir is checked before any work ---------------------------------------------------
+def _no_dataset_load(monkeypatch) -> list:
+    """Record load_beir calls, loading nothing: a refused --output-dir must come before the data."""
+    import rankwise.eval.datasets.beir as beir
+
+    calls: list = []
+    monkeypatch.setattr(beir, "load_beir", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(SystemExit(3)))
+    return calls
+
+
+def test_eval_beir_output_dir_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rankwise.cli import app
+
+    calls = _no_dataset_load(monkeypatch)
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    res = CliRunner().invoke(app, ["eval", "beir", "--dataset", str(tmp_path), "--reranker", "none", "--output-dir", str(taken)])
+    _one_line_error(res, str(taken), "not a directory")
+    assert "reranker" not in res.output and calls == [] and taken.read_text() == "keep me"
+
+
+# -- 16. a malformed line is reported as malformed, not as a later symptom ------------------------------
+@pytest.mark.parametrize(("text", "needles"), [
+    (TREC + "q1 broken\n", (":9:", "6 fields", "got 2")),
+    ("q1 Q0 d1 1 1.0 bm25\nq1\tQ0\tbroken\t2\t0.5\tbm25\n", (":2:", "got 1")),
+])
+def test_rerank_malformed_trec_line_is_named_not_a_missing_document(tmp_path, text, needles):
+    res = _rerank_cli(_job(tmp_path, text), tmp_path / "out.trec")
+    _one_line_error(res, "cands.trec", *needles)
+    assert "no document" not in res.output
+
+
+@pytest.mark.parametrize(("name", "content", "needle"), [
+    ("interactions.csv.gz", "user_id,item_id,seq_index\n1,a,0\n1,b\n1,c,2\n", "interactions.csv.gz:3: expected 3 fields"),
+    ("ml.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\ta\t1\n1\tb\n1\tc\t3\n", "ml.inter:3: expected 3 tab-separated fields"),
+    ("ml.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\ta\t1\n1\tb\tlate\n1\tc\t3\n", "ml.inter:3: field 'timestamp' is 'late'"),
+])
+def test_short_interaction_line_is_reported_as_short_not_as_a_seq_index_gap(tmp_path, name, content, needle):
+    import gzip
+
+    from rankwise.eval.datasets.interactions import InteractionDataError, load_interactions
+
+    raw = content.encode()
+    (tmp_path / name).write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    with pytest.raises(InteractionDataError, match=needle) as err:
+        load_interactions(tmp_path)
+    assert "seq_index' is not 0..n-1" not in str(err.value)
+
+
+# -- 18. recommend predict depends on that user's history only ------------------------------------------
+def _predict_dataset(folder: Path, rows: list[tuple[str, str, int]]) -> Path:
+    import gzip
+
+    folder.mkdir(parents=True)
+    body = "user_id,item_id,seq_index\n" + "".join(f"{u},{i},{s}\n" for u, i, s in rows)
+    (folder / "interactions.csv.gz").write_bytes(gzip.compress(body.encode()))
+    return folder
+
+
+def test_recommend_predict_serves_a_user_whatever_the_other_users_history_lengths(tmp_path):
+    from typer.testing import CliRunner
+
+    from rankwise.cli import app
+    from tests._serving_models import tiny_sasrec_dir
+
+    model = tiny_sasrec_dir(tmp_path / "sasrec")
+    rows = [("long", f"i{k}", k - 1) for k in range(1, 6)] + [("short", "i9", 0), ("stranger", "x1", 0), ("stranger", "x2", 1)]
+    data = _predict_dataset(tmp_path / "ds", rows)
+    args = ["recommend", "predict", "--model-dir", str(model), "--dataset", str(data), "-k", "3", "--json"]
+    for user, history in (("long", 5), ("short", 1)):
+        res = CliRunner().invoke(app, [*args, "--user", user])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        assert out["history_len"] == history and len(out["items"]) == 3
+        assert "drop_short_users" not in res.output
+    res = CliRunner().invoke(app, [*args, "--user", "stranger"])  # only this user's items are unknown
+    _one_line_error(res, "'stranger'", "known to the model", "x2")
+    res = CliRunner().invoke(app, [*args, "--user", "nobody"])
+    _one_line_error(res, "interactions.csv.gz", "'nobody'", "not in dataset")
+
+
+def test_recommend_short_users_message_names_a_flag_the_cli_has(tmp_path):
+    from typer.testing import CliRunner
+
+    from rankwise.cli import app
+
+    data = _predict_dataset(tmp_path / "ds", [("a", "i1", 0), ("a", "i2", 1), ("a", "i3", 2), ("b", "i1", 0)])
+    res = CliRunner().invoke(app, ["recommend", "train", "--dataset", str(data), "--output", str(tmp_path / "m")])
+    _one_line_error(res, "--drop-short-users")
+    assert "--drop-short-users" in CliRunner().invoke(app, ["recommend", "train", "--help"]).output
+
+
+# -- 19. --resume without an earlier job never replaces an output -----------------------------------------
+def test_rerank_resume_without_an_earlier_job_refuses_an_existing_output(tmp_path):
+    job = _job(tmp_path, TREC)
+    out = tmp_path / "out.trec"
+    out.write_text("an earlier run\n")
+    res = _rerank_cli(job, out, "--resume")
+    _one_line_error(res, str(out), "--resume found no earlier job", "--overwrite")
+    assert out.read_text() == "an earlier run\n" and not (tmp_path / "out.trec.parts").exists()
+
+
+# -- 20. one rule for every command that writes -------------------------------------------------------------
+def _taken_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "rankwise.json").write_text('{"kind": "earlier"}')
+    return path
+
+
+def _writing_commands(tmp_path: Path) -> list[tuple[list[str], Path]]:
+    """Each writing command with an --output that already holds an earlier output."""
+    backbone = tmp_path / "backbone"
+    backbone.mkdir()
+    model = tmp_path / "model"
+    model.mkdir()
+    (tmp_path / "job").mkdir()
+    job = _job(tmp_path / "job", TREC)
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    (eval_dir / "metrics.json").write_text("{}")
+    (tmp_path / "out.trec").write_text("earlier\n")
+    rerank = ["rerank", "--model", str(job["model"]), "--candidates", str(job["candidates"]), "--corpus", str(job["corpus"]),
+              "--queries", str(job["queries"])]
+    out = {name: _taken_dir(tmp_path / name) for name in ("ce", "erank", "listwise", "iranker", "grpo", "rec", "onnx", "llm")}
+    llm = ["--backbone", str(backbone), "--dataset", str(tmp_path / "none")]
+    return [
+        (["eval", "beir", "--dataset", str(tmp_path), "--reranker", "none", "--output-dir", str(eval_dir)], eval_dir),
+        (["eval", "bright", "--reranker", "none", "--output-dir", str(eval_dir)], eval_dir),
+        (["train", "cross-encoder", "--dataset", str(tmp_path / "none"), "--output", str(out["ce"])], out["ce"]),
+        (["train", "erank", *llm, "--output", str(out["erank"])], out["erank"]),
+        (["train", "listwise", *llm, "--output", str(out["listwise"])], out["listwise"]),
+        (["train", "iranker", *llm, "--output", str(out["iranker"])], out["iranker"]),
+        (["train", "rank-grpo", *llm, "--output", str(out["grpo"])], out["grpo"]),
+        (["recommend", "train", "--dataset", str(tmp_path / "none"), "--output", str(out["rec"])], out["rec"]),
+        (["export", "--model-dir", str(model), "--output", str(out["onnx"])], out["onnx"]),
+        ([*rerank, "--output", str(tmp_path / "out.trec")], tmp_path / "out.trec"),
+        (["models", "materialize", "smollm2", "--output", str(out["llm"])], out["llm"]),
+    ]
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_every_writing_command_refuses_an_existing_output_without_overwrite(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rankwise.cli import app
+
+    calls = _no_dataset_load(monkeypatch)
+    import rankwise.rankers.llm as llm
+
+    monkeypatch.setattr(llm, "gguf_path", lambda name: tmp_path / "x.gguf")  # the package need not be installed
+    for args, output in _writing_commands(tmp_path):
+        before = _snapshot(output)
+        res = CliRunner().invoke(app, args)
+        _one_line_error(res, str(output), "--overwrite")
+        assert _snapshot(output) == before, args[:2]
+        help_text = CliRunner().invoke(app, [*args[:2 if args[0] in ("eval", "train", "recommend", "models") else 1], "--help"]).output
+        assert "--overwrite" in help_text, args[:2]
+    assert calls == []  # refused before any data was read
+
+
+def test_writing_commands_with_overwrite_get_past_the_output_check(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rankwise.cli import app
+
+    calls = _no_dataset_load(monkeypatch)
+    commands = _writing_commands(tmp_path)
+    for args, output in commands[:1] + commands[2:9]:
+        res = CliRunner().invoke(app, [*args, "--overwrite"])
+        assert "--overwrite" not in res.output and "already holds" not in res.output, (args[:2], res.output)
+    assert len(calls) == 6  # eval beir and the five trainers went on to read their datasets
+
+
+def test_train_cross_encoder_resume_continues_in_its_own_output_directory(tmp_path):
+    from typer.testing import CliRunner
+
+    from rankwise.cli import app
+
+    out = _taken_dir(tmp_path / "ce")  # a finished model, no checkpoint: nothing to resume
+    args = ["train", "cross-encoder", "--dataset", str(tmp_path / "none"), "--output", str(out), "--resume"]
+    _one_line_error(CliRunner().invoke(app, args), str(out), "found no checkpoint")
+    (out / "checkpoint-4").mkdir()
+    (out / "checkpoint-4" / "trainer_state.pt").write_bytes(b"")
+    res = CliRunner().invoke(app, args)  # a checkpoint: the output check lets the run continue (the dataset then fails)
+    assert res.exit_code == 1 and "--dataset" in res.output and "already holds" not in res.output
+    res = CliRunner().invoke(app, [*args, "--overwrite"])
+    _one_line_error(res, "--resume and --overwrite")
+
+
+def test_export_overwrite_replaces_atomically_and_a_failed_export_leaves_the_old_one(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rankwise.cli import app
+    from tests._serving_models import tiny_cross_encoder_dir
+
+    model = tiny_cross_encoder_dir(tmp_path / "model")
+    out = tmp_path / "onnx"
+    args = ["export", "--model-dir", str(model), "--output", str(out), "--json"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    first = _snapshot(out)
+    _one_line_error(CliRunner().invoke(app, args), str(out), "--overwrite")
+
+    import rankwise.serving.export as export
+
+    def broken(model_dir, output_dir, **kw):  # noqa: ANN001, ANN202 - dies halfway through writing
+        (Path(output_dir) / "model.onnx").write_bytes(b"half")
+        raise ValueError("simulated failure")
+
+    monkeypatch.setattr(export, "export_model", broken)
+    _one_line_error(CliRunner().invoke(app, [*args, "--overwrite"]), "simulated failure")
+    assert _snapshot(out) == first and sorted(p.name for p in tmp_path.iterdir()) == ["model", "onnx"]
+    monkeypatch.undo()
+    res = CliRunner().invoke(app, ["export", "--model-dir", str(model), "--output", str(out), "--overwrite", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["output"] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "onnx"] and (out / "serving.json").is_file()
+
+
+def test_check_output_and_atomic_dir(tmp_path):
+    from rankwise.core.outputs import OutputError, atomic_dir, atomic_file, check_output
+
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "empty").mkdir()
+    assert check_output(tmp_path / "new", False, "dir") == tmp_path / "new"
+    assert check_output(tmp_path / "empty", False, "dir") == tmp_path / "empty"
+    assert check_output(tmp_path / "f", True, "file") == tmp_path / "f"
+    for path, overwrite, kind, needle in [
+        (tmp_path / "f", False, "file", "exists; pass --overwrite"), (tmp_path / "f", True, "dir", "not a directory"),
+        (tmp_path / "empty", True, "file", "is a directory"), (tmp_path / "f" / "sub", True, "dir", "is a file"),
+    ]:
+        with pytest.raises(OutputError, match=needle):
+            check_output(path, overwrite, kind)
+    (tmp_path / "empty" / "metrics.json").write_text("{}")
+    assert check_output(tmp_path / "empty", False, "dir", contents=("run.trec",))
+    with pytest.raises(ValueError, match=r"already holds outputs \(metrics.json\)"):
+        check_output(tmp_path / "empty", False, "dir", contents=("run.trec", "metrics.json"))
+
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "empty") as staging:
+        (staging / "half").write_text("x")
+        raise RuntimeError
+    with atomic_dir(tmp_path / "empty") as staging:
+        (staging / "whole").write_text("new")
+    assert [p.name for p in (tmp_path / "empty").iterdir()] == ["whole"]
+    with pytest.raises(RuntimeError), atomic_file(tmp_path / "f") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError
+    assert (tmp_path / "f").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "f"]  # no staging left behind

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from rankwise.core.outputs import OVERWRITE_HELP
+
 app = typer.Typer(help="Train rerankers with pointwise, pairwise and listwise objectives.", no_args_is_help=True)
 
 
@@ -59,7 +61,8 @@ def cross_encoder_cmd(
     learning_rate: float = typer.Option(2e-5, "--lr", help="Peak AdamW learning rate."),
     max_length: int = typer.Option(256, "--max-length", min=8, help="Token limit per pair (cross-encoder) or per text (bi-encoder)."),
     save_steps: int = typer.Option(0, "--save-steps", min=0, help="Checkpoint every N steps (0: only the final model)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --output."),
+    resume: bool = typer.Option(False, "--resume", help="Train in --output itself and continue from its newest checkpoint (a run killed with --resume can be continued; without it the run is built aside and renamed into --output at the end)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the model and the list stream."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained model whose logits become the labels (needed by --objective distill-mse)."),
@@ -80,11 +83,23 @@ def cross_encoder_cmd(
         rankwise train cross-encoder --dataset scifact --objective ranklist --curriculum bm25-rr --output models/ce-rl
         rankwise train cross-encoder --objective listnet --architecture bi-encoder --max-length 128 --output models/bi-listnet
         rankwise train cross-encoder --objective lipo --output models/ce-lipo --save-steps 50 --resume
+        rankwise train cross-encoder --objective ranknet --output models/ce-lipo --overwrite
         rankwise train cross-encoder --objective distill-mse --teacher models/ce-lipo --model models/ce-lipo --int8-aware --lr 1e-5 --output models/ce-lipo-int8qat
     """
-    from rankwise.eval.datasets.beir import load_beir
-    from rankwise.train.cross_encoder_trainer import CrossEncoderTrainerConfig, train_on_beir
+    from dataclasses import replace
 
+    from rankwise.core.outputs import OutputError, atomic_dir, check_output
+    from rankwise.eval.datasets.beir import load_beir
+    from rankwise.train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig, train_on_beir
+
+    if resume and overwrite:
+        _fail("--resume and --overwrite exclude each other: continue the run in --output, or start it over")
+    try:
+        resumable = resume and CrossEncoderTrainer.latest_checkpoint(output) is not None
+        check_output(output, overwrite or resumable, "dir",
+                     reason="and --resume found no checkpoint-* there to continue from" if resume else "")
+    except OutputError as err:
+        _fail(f"--output {err}")
     try:
         load_beir(dataset, "train", data_dir=data_dir, download=False)
     except (OSError, ValueError) as err:
@@ -121,10 +136,18 @@ def cross_encoder_cmd(
         )
     except ValueError as err:
         _fail(str(err))
-    summary = train_on_beir(
-        dataset, config, model=model, architecture=architecture.value, max_length=max_length, list_size=list_size,
-        data_dir=data_dir, resume=resume, data_seed=seed, teacher=teacher, device=device, pooling=pooling,
-        dev_fraction=dev_fraction, dev_top_k=dev_top_k, dev_max_queries=dev_max_queries,
-    )
+
+    def run(out: Path) -> dict:
+        return train_on_beir(
+            dataset, replace(config, output_dir=str(out)), model=model, architecture=architecture.value,
+            max_length=max_length, list_size=list_size, data_dir=data_dir, resume=resume, data_seed=seed, teacher=teacher,
+            device=device, pooling=pooling, dev_fraction=dev_fraction, dev_top_k=dev_top_k, dev_max_queries=dev_max_queries,
+        )
+
+    if resume:  # checkpoints live in --output, so a killed run continues from there
+        summary = run(output)
+    else:
+        with atomic_dir(output) as staging:
+            summary = run(staging)
     best = f", best dev nDCG@10 {summary['best']['dev']:.4f} at step {summary['best']['step']}" if summary.get("best") else ""
     typer.echo(f"trained {summary['steps']} steps in {summary['train_s']:.1f}s, final loss {summary['final_loss']:.4f}{best} -> {output}")

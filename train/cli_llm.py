@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from rankwise.core.outputs import OVERWRITE_HELP
 from rankwise.train.llm_recipes import LLMTrainConfig
 
 app = typer.Typer(help="Train LLM rankers (ERank, listwise, IRanker, Rank-GRPO).")
@@ -58,19 +60,23 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _check(backbone: str, output: Path) -> None:
+def _check(backbone: str, output: Path, overwrite: bool) -> None:
     import re
+
+    from rankwise.core.outputs import OutputError, check_output
 
     if not Path(backbone).exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", backbone):
         _fail(f"--backbone {backbone}: no such folder (give a local folder or an org/name hub id)")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        _fail(f"--output {output}: exists and is not an empty folder")
+    try:
+        check_output(output, overwrite, "dir")
+    except OutputError as err:
+        _fail(f"--output {err}")
 
 
-def _config(backbone: str, output: Path, dataset: str, data_dir: Optional[Path], device: "DeviceChoice", dtype: "DtypeChoice",
-            **settings) -> LLMTrainConfig:
+def _config(backbone: str, output: Path, overwrite: bool, dataset: str, data_dir: Optional[Path], device: "DeviceChoice",
+            dtype: "DtypeChoice", **settings) -> LLMTrainConfig:
     """Check the shared flags and gather them (with the command's own) into the recipe's config."""
-    _check(backbone, output)
+    _check(backbone, output, overwrite)
     from rankwise.eval.datasets.beir import load_beir
     from rankwise.rankers.device import resolve_device
 
@@ -84,6 +90,17 @@ def _config(backbone: str, output: Path, dataset: str, data_dir: Optional[Path],
         _fail(f"--dataset {dataset}: {err}")
     return LLMTrainConfig(backbone=backbone, output=output, dataset=dataset, data_dir=data_dir, device=device.value,
                           dtype=dtype.value, **settings)
+
+
+def _train_into(cfg: LLMTrainConfig, recipe: Callable[[LLMTrainConfig], Path]) -> None:
+    """Run ``recipe`` into a staging directory that becomes ``cfg.output`` once the ranker is saved."""
+    from dataclasses import replace
+
+    from rankwise.core.outputs import atomic_dir
+
+    with atomic_dir(cfg.output) as staging:
+        recipe(replace(cfg, output=staging))
+    typer.echo(f"wrote {cfg.output}")
 
 
 @app.command("erank")
@@ -104,6 +121,7 @@ def erank_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for lists and training."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
     dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Fine-tune an ERank pointwise ranker: SFT on 0-10 targets, then optionally GRPO.
 
@@ -113,14 +131,15 @@ def erank_cmd(
         rankwise train erank --backbone models/smollm2 --output models/erank-teacher --teacher bi-encoder
         rankwise train erank --stage grpo --backbone models/erank-sft --output models/erank-rl --max-steps 50
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --device cuda --dtype bf16
+        rankwise train erank --backbone models/smollm2 --output models/erank-sft --overwrite
     """
     from rankwise.train.llm_recipes import train_erank
 
-    cfg = _config(backbone, output, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
+    cfg = _config(backbone, output, overwrite, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
                   lr=lr, seed=seed, generations=generations)
     if teacher is not None and (stage is not ERankStage.sft or (teacher != "bi-encoder" and not Path(teacher).is_dir())):
         _fail(f"--teacher {teacher}: SFT only, and 'bi-encoder' or a model directory")
-    typer.echo(f"wrote {train_erank(cfg, stage.value, curriculum_m, max_doc_chars, teacher)}")
+    _train_into(cfg, lambda c: train_erank(c, stage.value, curriculum_m, max_doc_chars, teacher))
 
 
 @app.command("listwise")
@@ -139,6 +158,7 @@ def listwise_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for lists and permutations."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
     dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Fine-tune the listwise permutation ranker with LiPO-λ against a frozen reference.
 
@@ -149,10 +169,9 @@ def listwise_cmd(
     """
     from rankwise.train.llm_recipes import train_listwise
 
-    cfg = _config(backbone, output, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
+    cfg = _config(backbone, output, overwrite, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
                   lr=lr, seed=seed, max_doc_tokens=max_doc_tokens)
-    path = train_listwise(cfg, responses, beta, log=lambda step, loss: typer.echo(f"step {step} loss {loss:.4f}"))
-    typer.echo(f"wrote {path}")
+    _train_into(cfg, lambda c: train_listwise(c, responses, beta, log=lambda step, loss: typer.echo(f"step {step} loss {loss:.4f}")))
 
 
 @app.command("iranker")
@@ -170,6 +189,7 @@ def iranker_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for lists, states and training."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
     dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Train IRanker's single elimination step with GRPO (step reward + format reward).
 
@@ -182,9 +202,9 @@ def iranker_cmd(
 
     if list_size > 26:
         _fail(f"--list-size {list_size}: IRanker pools hold at most 26 candidates")
-    cfg = _config(backbone, output, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
+    cfg = _config(backbone, output, overwrite, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
                   lr=lr, seed=seed, max_doc_tokens=max_doc_tokens, generations=generations)
-    typer.echo(f"wrote {train_iranker(cfg)}")
+    _train_into(cfg, train_iranker)
 
 
 @app.command("rank-grpo")
@@ -203,6 +223,7 @@ def rank_grpo_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for lists and training."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
     dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Train a listwise ranker whose answer is one passage id per line, with rank-level GRPO.
 
@@ -213,6 +234,6 @@ def rank_grpo_cmd(
     """
     from rankwise.train.llm_recipes import train_rank_grpo
 
-    cfg = _config(backbone, output, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
+    cfg = _config(backbone, output, overwrite, dataset, data_dir, device, dtype, queries=queries, list_size=list_size, max_steps=max_steps,
                   lr=lr, seed=seed, max_doc_tokens=max_doc_tokens, generations=generations)
-    typer.echo(f"wrote {train_rank_grpo(cfg, rank_reward.value)}")
+    _train_into(cfg, lambda c: train_rank_grpo(c, rank_reward.value))

@@ -4,8 +4,8 @@ A plain PyTorch loop, kept small: lists from :mod:`train.data` -> scores ``(B, L
 an objective from :mod:`train.losses` (optionally weighted by :mod:`train.curriculum`) -> AdamW with
 linear warm-up, then linear decay to 0 over the steps the run will actually take (``max_steps``, or
 fewer when the list stream ends first), and gradient clipping. Checkpoints are ``save_pretrained``
-directories with ``rankwise.json`` plus ``trainer_state.pt`` (optimiser, scheduler, step), so a run
-resumes exactly.
+directories with ``rankwise.json`` plus ``trainer_state.pt`` (optimiser, scheduler, step), each
+written aside and renamed into place, so a run resumes exactly and never from a half-written checkpoint.
 
 Training to convergence: given an ``evaluator`` (e.g. :func:`rankwise.train.dev_eval.dev_ndcg_evaluator`, nDCG@10 on held-out
 train queries) and ``eval_steps``, the trainer scores the model at step 0 and every ``eval_steps``
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rankwise.core.outputs import atomic_dir
 from rankwise.train.curriculum import HEURISTICS, CurriculumSchedule, curriculum_weights
 from rankwise.train.data import ListBatch, TrainingList, collate_lists
 from rankwise.train.losses import OBJECTIVES, RankingLoss, make_objective
@@ -260,6 +261,12 @@ class CrossEncoderTrainer:
                 directory / STATE_FILE,
             )
 
+    def _save_atomic(self, directory: Path, with_state: bool = True) -> None:
+        """:meth:`save_checkpoint` into a staging directory renamed to ``directory`` once complete, so
+        a kill never leaves a half-written checkpoint for ``--resume`` to pick up."""
+        with atomic_dir(directory) as staging:
+            self.save_checkpoint(staging, with_state)
+
     def _distillation_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"int8_aware": True} if self.config.int8_aware else {}
         if self.teacher is not None:
@@ -288,7 +295,7 @@ class CrossEncoderTrainer:
         self.curve.append({"step": self.step, "dev": value})
         if self.best is None or value > self.best["dev"] + self.config.min_delta:
             self.best, self.stale = {"step": self.step, "dev": value}, 0
-            self.save_checkpoint(Path(self.config.output_dir) / BEST_DIR, with_state=False)
+            self._save_atomic(Path(self.config.output_dir) / BEST_DIR, with_state=False)
         else:
             self.stale += 1
         return self.stale >= self.config.patience
@@ -349,7 +356,7 @@ class CrossEncoderTrainer:
                     if bar is not None:
                         bar.set_postfix(loss=f"{float(loss.detach()):.4f}", dev=f"{self.curve[-1]['dev']:.4f}")
                 if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.total_steps:
-                    self.save_checkpoint(out / f"checkpoint-{self.step}")
+                    self._save_atomic(out / f"checkpoint-{self.step}")
                     self._prune(out)
         if bar is not None:
             bar.close()

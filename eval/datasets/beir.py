@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rankwise.core.io import DatasetError, find_file, read_jsonl, read_qrels_tsv
+from rankwise.core.io import DatasetError, find_file, id_field, read_jsonl, read_qrels_tsv, text_field
 from rankwise.core.paths import cache_dir, default_data_dir
 
 __all__ = ["BeirDataset", "load_beir", "BEIR_URL"]
@@ -97,8 +97,10 @@ def load_beir(
         download: fetch BEIR's zip by name when it is not found locally.
 
     Raises:
-        DatasetError: naming the file and line: a duplicate document or query id, a query text that is
-            not a string (``null``), an empty judged query, or a judged id that does not exist.
+        DatasetError: naming the file and line: a duplicate document or query id, an id that is not a
+            string or integer, a title or text that is not a string (a document's may be ``null``; a
+            query's may not), an empty judged query, a bad or duplicate judgement, or a judged id that
+            does not exist.
 
     Example:
         >>> ds = load_beir("scifact", "test")  # doctest: +SKIP
@@ -115,14 +117,15 @@ def load_beir(
 
     corpus: dict[str, dict[str, str]] = {}
     for lineno, rec in read_jsonl(corpus_path, ("_id", "text")):
-        docid = str(rec["_id"])
+        where = f"{corpus_path}:{lineno}"
+        docid = id_field(rec, ("_id",), where)
         if docid in corpus:
-            raise DatasetError(f"{corpus_path}:{lineno}: duplicate document id {docid!r}")
-        corpus[docid] = {"title": rec.get("title") or "", "text": rec["text"] or ""}
+            raise DatasetError(f"{where}: duplicate document id {docid!r}")
+        corpus[docid] = {"title": text_field(rec, "title", where), "text": text_field(rec, "text", where)}
     all_queries: dict[str, str] = {}
     query_line: dict[str, int] = {}
     for lineno, rec in read_jsonl(queries_path, ("_id", "text")):
-        qid = str(rec["_id"])
+        qid = id_field(rec, ("_id",), f"{queries_path}:{lineno}")
         if not isinstance(rec["text"], str):
             raise DatasetError(f"{queries_path}:{lineno}: field 'text' of query {qid!r} is "
                                f"{json.dumps(rec['text'])}, not a string")

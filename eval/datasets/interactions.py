@@ -76,6 +76,14 @@ class Interactions:
         """The item text columns present in the catalog, in template order."""
         return [c for c in _TEXT_FIELDS if c in self.items.columns]
 
+    def item_titles(self) -> dict[str, str]:
+        """``item_id -> display title`` from the catalog's ``title`` (else ``name``) column; items
+        without one are absent (show the id)."""
+        key = next((c for c in ("title", "name") if c in self.items.columns), None)
+        if key is None:
+            return {}
+        return {i: str(t) for i, t in self.items.select("item_id", key).iter_rows() if t}
+
 
 def recbole_ml100k_dir() -> Path:
     """Folder of MovieLens-100K inside the installed ``recbole`` wheel (located without importing it)."""
@@ -115,14 +123,26 @@ def _read_recbole(path: Path) -> tuple[pl.DataFrame, pl.DataFrame, Path]:
         df = pl.read_csv(file, separator="\t", infer_schema=False, quote_char=None)
         return df.rename({c: c.split(":", 1)[0] for c in df.columns})
 
-    raw = read_atomic(inter_file)
-    for col in ("user_id", "item_id"):
-        if col not in raw.columns:
-            raise InteractionDataError(f"{inter_file}: field '{col}' is missing")
-    order = ["user_id"]
-    if "timestamp" in raw.columns:
-        raw = raw.with_columns(pl.col("timestamp").cast(pl.Float64))
-        order.append("timestamp")
+    try:
+        raw = read_atomic(inter_file)
+    except pl.exceptions.PolarsError as err:
+        raw, first = None, str(err).splitlines()[0]
+    if raw is not None:
+        for col in ("user_id", "item_id"):
+            if col not in raw.columns:
+                raise InteractionDataError(f"{inter_file}: field '{col}' is missing")
+        order = ["user_id", *(["timestamp"] if "timestamp" in raw.columns else [])]
+        raw = raw.with_columns(pl.col("timestamp").cast(pl.Float64, strict=False)) if "timestamp" in order else raw
+        if raw.height and not raw.select(pl.any_horizontal(pl.col(order + ["item_id"]).is_null()).any()).item():
+            first = None
+        else:
+            first = "empty or null cells"
+    if first is not None:
+        try:
+            problem = _locate_bad_atomic_line(inter_file)
+        except DatasetError as err:
+            raise InteractionDataError(str(err)) from None
+        raise InteractionDataError(problem or f"{inter_file}: cannot be parsed ({first})")
     # Stable sort: interactions with equal timestamps keep their file order.
     raw = raw.with_row_index("_row").sort([*order, "_row"])
     inter = raw.select(
@@ -175,6 +195,38 @@ def _locate_bad_line(path: Path) -> str | None:
     return None
 
 
+def _locate_bad_atomic_line(path: Path) -> str | None:
+    """The first problem of a RecBole ``.inter`` file (tab separated, typed header), as ``file:line: what``.
+
+    Run only when the fast polars read fails or yields nulls: a short or long line, an empty id, a
+    timestamp that is not a number, bad UTF-8, an empty file or a header only.
+    """
+    header: list[str] | None = None
+    rows = 0
+    for lineno, line in iter_lines(path):  # bad UTF-8: DatasetError with line and byte offset
+        cells = line.rstrip("\n").split("\t")
+        if header is None:
+            header = [c.split(":", 1)[0] for c in cells]
+            continue
+        if len(cells) != len(header):
+            return f"{path}:{lineno}: expected {len(header)} tab-separated fields ({', '.join(header)}), got {len(cells)}"
+        row = dict(zip(header, cells))
+        for name in ("user_id", "item_id"):
+            if not row.get(name, "-").strip():
+                return f"{path}:{lineno}: field '{name}' is empty"
+        if "timestamp" in row:
+            try:
+                float(row["timestamp"])
+            except ValueError:
+                return f"{path}:{lineno}: field 'timestamp' is {row['timestamp']!r}, not a number"
+        rows += 1
+    if header is None:
+        return f"{path}: empty file (expected a typed header such as user_id:token<TAB>item_id:token)"
+    if not rows:
+        return f"{path}: header only, no interactions"
+    return None
+
+
 def _read_folder(path: Path) -> tuple[pl.DataFrame, pl.DataFrame, Path]:
     inter_file = path / "interactions.csv.gz"
     try:
@@ -208,15 +260,21 @@ def _read_folder(path: Path) -> tuple[pl.DataFrame, pl.DataFrame, Path]:
     return inter.select("user_id", "item_id", "seq_index"), items, inter_file
 
 
-def load_interactions(name_or_dir: str | Path = "ml-100k", drop_short_users: bool = False) -> Interactions:
+def load_interactions(
+    name_or_dir: str | Path = "ml-100k", drop_short_users: bool = False, min_interactions: int = MIN_INTERACTIONS
+) -> Interactions:
     """Load a sequential-recommendation dataset and check it.
 
     Args:
         name_or_dir: ``"ml-100k"`` (embedded, from the recbole wheel), a folder name under
             ``<data>/recsys`` (``ml-1m``, ``amazon2018_scientific``, ``yelp_s3rec``), or a folder path in
             either layout described in the module docstring.
-        drop_short_users: users with fewer than 3 interactions cannot be split leave-one-out. By default
-            they raise an error; ``True`` drops them (the count is in the error message you would get).
+        drop_short_users: users with fewer than ``min_interactions`` interactions cannot be split
+            leave-one-out. By default they raise an error; ``True`` drops them (the count is in the
+            error message you would get; ``rankwise recommend train|eval --drop-short-users``).
+        min_interactions: the shortest history kept: 3 for leave-one-out training and evaluation;
+            1 where only one user's own history is read (``rankwise recommend predict``), so no
+            user is refused because of another user's history.
 
     Raises:
         InteractionDataError: missing folder or field, duplicate ``(user_id, seq_index)`` rows, a
@@ -260,12 +318,13 @@ def load_interactions(name_or_dir: str | Path = "ml-100k", drop_short_users: boo
         if items["item_id"].is_duplicated().any():
             raise InteractionDataError(f"{path}: field 'item_id' is duplicated in the item catalog")
     lengths = inter.group_by("user_id").len()
-    short = lengths.filter(pl.col("len") < MIN_INTERACTIONS)
+    short = lengths.filter(pl.col("len") < min_interactions)
     if short.height:
         if not drop_short_users:
             raise InteractionDataError(
-                f"{source}: {short.height} users have fewer than {MIN_INTERACTIONS} interactions "
-                f"(e.g. user {short['user_id'][0]}); leave-one-out needs 3 — pass drop_short_users=True"
+                f"{source}: {short.height} users have fewer than {min_interactions} interactions "
+                f"(e.g. user {short['user_id'][0]}); leave-one-out needs {MIN_INTERACTIONS} — pass "
+                "drop_short_users=True (--drop-short-users)"
             )
         inter = inter.join(short.select("user_id"), on="user_id", how="anti")
     return Interactions(name=name, interactions=inter, items=items, source=source)
