@@ -8,6 +8,12 @@ A killed job resumed with ``resume=True`` keeps every chunk whose file matches i
 hash, redoes the others (missing, partial or corrupted files, or a chunk written but not yet
 recorded), and assembles the same final file, byte for byte, as an uninterrupted run.
 
+A job holds ``<output>.lock`` (an exclusive ``flock``) from its start to its end, so a second job on
+the same output, started at the same time or while the first runs (``resume`` included), is refused
+with one line naming the lock instead of writing the same chunks at once. A write that fails (a full
+disk) is one ``OSError`` line naming the file; what was written before it is kept, no temporary file
+is left, and the job continues with ``resume``.
+
 The ``"ray"`` engine sends the pending queries through Ray Data ``map_batches`` with an actor pool
 (each actor builds its ranker once) and writes chunks as their queries come back; chunk files,
 manifest and the final output are identical to the local engine's. Unless an existing cluster is
@@ -16,13 +22,17 @@ named (``ray_address``), the job starts a private local Ray cluster listening on
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -94,6 +104,10 @@ class BatchRerankConfig:
     @property
     def parts_dir(self) -> Path:
         return self.output.with_name(self.output.name + ".parts")
+
+    @property
+    def lock_file(self) -> Path:
+        return self.output.with_name(self.output.name + ".lock")
 
 
 @dataclass(frozen=True)
@@ -381,8 +395,48 @@ def _open_manifest(config: BatchRerankConfig, key: dict[str, Any]) -> dict[str, 
         if changed:
             raise DatasetError(f"{path}: the job changed since it was started ({', '.join(changed)}); start over with overwrite")
         return manifest
-    parts.mkdir(parents=True, exist_ok=True)
     return {"key": key, "config": {k: str(v) for k, v in asdict(config).items()}, "chunks": {}, "complete": False}
+
+
+@contextmanager
+def _job_lock(config: BatchRerankConfig) -> Iterator[None]:
+    """Hold ``<output>.lock`` (exclusive, non-blocking ``flock``) for the whole job.
+
+    A second job on the same output is refused (:class:`~rankwise.core.outputs.OutputError`, one line
+    naming the lock) rather than writing the same chunk files and manifest at once. The kernel frees
+    the lock when the job ends, however it ends (``kill -9`` included). The lock file itself stays:
+    deleting it would let a third job lock a new file while the second still holds the old one.
+    """
+    check_output(config.output, True, "file")  # a directory there, or a file above it: refused before anything is made
+    lock = config.lock_file
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{lock}: another job is writing {config.output} (it holds this lock); "
+                              "wait for it to end, or stop it and continue with resume") from None
+        yield
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Report a failed write (a full disk, a quota) as one ``OSError`` line naming ``path``."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, FileExistsError):
+            raise
+        raise OSError(err.errno, f"{path}: cannot write ({err.strerror or err}); what was written before is kept, "
+                                 "continue with resume once the problem is fixed") from None
+
+
+def _write_chunk(frame: pl.DataFrame, file: Path) -> None:
+    """Write one chunk file atomically; the parquet bytes are built in memory first, so a full disk
+    is a plain ``OSError`` (not a polars error) and no partial file is left behind."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    write_atomic(file, buffer.getvalue())
 
 
 def _chunk_ok(parts: Path, entry: dict[str, Any] | None, name: str) -> bool:
@@ -398,15 +452,21 @@ def _assemble(config: BatchRerankConfig, files: list[Path]) -> None:
     out = config.output
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    if out.suffix == ".parquet":
-        pl.scan_parquet(files).sink_parquet(tmp)
-    else:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for f in files:
-                fh.writelines(f"{q} Q0 {d} {r} {s:.6f} {config.tag}\n" for q, d, s, r in pl.read_parquet(f).iter_rows())
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, out)
+    try:
+        if out.suffix == ".parquet":
+            try:
+                pl.scan_parquet(files).sink_parquet(tmp)
+            except pl.exceptions.PolarsError as err:  # polars wraps the OS error (e.g. a full disk)
+                raise OSError(errno.EIO, str(err).splitlines()[0]) from None
+        else:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for f in files:
+                    fh.writelines(f"{q} Q0 {d} {r} {s:.6f} {config.tag}\n" for q, d, s, r in pl.read_parquet(f).iter_rows())
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_batch_rerank(
@@ -437,6 +497,19 @@ def run_batch_rerank(
     for path in (config.candidates, config.queries, config.corpus):
         if not Path(path).is_file():
             raise DatasetError(f"{path}: file not found")
+    with _job_lock(config):
+        return _run_job(config, ranker_factory, model_id, progress, on_chunk, start)
+
+
+def _run_job(
+    config: BatchRerankConfig,
+    ranker_factory: Callable[[], Ranker],
+    model_id: str,
+    progress: bool,
+    on_chunk: Callable[[int], None] | None,
+    start: float,
+) -> BatchResult:
+    """The job of :func:`run_batch_rerank`, run while its lock is held."""
     key = _key(config, model_id)
     manifest = _open_manifest(config, key)
     parts = config.parts_dir
@@ -489,12 +562,13 @@ def run_batch_rerank(
             schema=RESULT_SCHEMA, orient="row",
         )
         file = parts / chunk_file[i]
-        tmp = file.with_name(file.name + ".tmp")
-        frame.write_parquet(tmp)
-        os.replace(tmp, file)
+        with _writing(file):
+            parts.mkdir(parents=True, exist_ok=True)
+            _write_chunk(frame, file)
         manifest["chunks"][str(i)] = {"file": chunk_file[i], "sha256": _sha256(file), "rows": frame.height,
                                       "queries": len(ordered)}
-        write_atomic(parts / MANIFEST, json.dumps(manifest, indent=1).encode())
+        with _writing(parts / MANIFEST):
+            write_atomic(parts / MANIFEST, json.dumps(manifest, indent=1).encode())
         if on_chunk is not None:
             on_chunk(i)
 
@@ -517,10 +591,12 @@ def run_batch_rerank(
     missing = [i for i in pending_chunks if str(i) not in manifest["chunks"] or i in results]
     if missing:
         raise RuntimeError(f"batch rerank: chunks {missing[:5]} received no results")
-    _assemble(config, [parts / chunk_file[i] for i in range(n_chunks)])
+    with _writing(config.output):
+        _assemble(config, [parts / chunk_file[i] for i in range(n_chunks)])
     manifest.update(complete=True, output_sha256=_sha256(config.output),
                     docs=sum(e["rows"] for e in manifest["chunks"].values()))
-    write_atomic(parts / MANIFEST, json.dumps(manifest, indent=1).encode())
+    with _writing(parts / MANIFEST):
+        write_atomic(parts / MANIFEST, json.dumps(manifest, indent=1).encode())
     return BatchResult(config.output, len(qids), total_docs, n_chunks, len(done), time.perf_counter() - start)
 
 

@@ -51,6 +51,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _os_error(err: OSError) -> str:
+    """One line for an error the OS (or a library reading files) raised: a full disk, a missing weight file."""
+    if err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    return err.strerror if err.errno and err.strerror else (str(err).splitlines() or [type(err).__name__])[0]
+
+
 @app.command("export")
 def export(
     model_dir: Path = typer.Option(..., "--model-dir", help="A rankwise model directory (rankwise.json names its kind)."),
@@ -124,6 +131,8 @@ def export(
             )
     except (ModelDirError, ExportParityError, ValueError) as err:
         _fail(str(err))
+    except OSError as err:  # transformers' "no file named model.safetensors", a full disk: one line, not a traceback
+        _fail(f"{model_dir}: {_os_error(err)}" if err.filename is None and not err.errno else _os_error(err))
     if json_out:
         typer.echo(json.dumps({"output": str(output), "kind": result.kind, "precision": result.precision,
                                "parity_max_abs_diff": result.parity_max_abs_diff, "export_s": round(result.export_s, 2),
@@ -193,6 +202,8 @@ def rerank(
         result = run_batch_rerank(config, factory, model_id, progress=not json_out and sys.stderr.isatty())
     except (ModelDirError, DatasetError, FileExistsError, ValueError) as err:
         _fail(str(err))
+    except OSError as err:  # a full disk (the job continues with --resume), a weight file missing: one line
+        _fail(_os_error(err))
     summary = {"output": str(result.output), "queries": result.queries, "docs": result.docs, "chunks": result.chunks,
                "chunks_reused": result.chunks_reused, "seconds": round(result.seconds, 2), "docs_per_s": round(result.docs_per_s, 1)}
     if json_out:

@@ -576,3 +576,105 @@ def test_check_output_and_atomic_dir(tmp_path):
         raise RuntimeError
     assert (tmp_path / "f").read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "f"]  # no staging left behind
+
+
+# -- benchmark probes (benchmarks/reliability.py): concurrent jobs, disk full, leftovers, missing weights ------
+def _hash_reranker(monkeypatch) -> None:
+    """The CLI's ``Reranker.load`` gives a HashRanker: the job runs without a real model directory."""
+    from rankwise.serving.api import Reranker
+    from tests._serving_models import HashRanker
+
+    monkeypatch.setattr(Reranker, "load", lambda *a, **k: HashRanker())
+
+
+def test_rerank_second_job_on_the_same_output_is_refused_naming_the_lock(tmp_path, monkeypatch):
+    import fcntl
+
+    _hash_reranker(monkeypatch)
+    job = _job(tmp_path, TREC)
+    out = tmp_path / "out.trec"
+    with open(tmp_path / "out.trec.lock", "a") as held:  # a first job is running
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for extra in ((), ("--resume",), ("--overwrite",)):
+            _one_line_error(_rerank_cli(job, out, *extra), "out.trec.lock", "another job is writing")
+        assert not out.exists() and not (tmp_path / "out.trec.parts").exists()
+    assert _rerank_cli(job, out).exit_code == 0  # the lock is gone with its holder
+    assert len(out.read_text().splitlines()) == 8
+
+
+def test_batch_job_started_while_another_runs_on_the_same_output_is_refused(tmp_path):
+    from rankwise.core.outputs import OutputError
+    from rankwise.serving.batch import BatchRerankConfig, run_batch_rerank
+    from tests._serving_models import HashRanker
+
+    job = _job(tmp_path, TREC)
+    config = BatchRerankConfig(job["candidates"], job["queries"], job["corpus"], tmp_path / "out.trec", chunk_queries=1)
+    clean = run_batch_rerank(BatchRerankConfig(job["candidates"], job["queries"], job["corpus"], tmp_path / "clean.trec"),
+                             HashRanker, "hash").output.read_bytes()
+    refusals = []
+
+    def second_job(chunk: int) -> None:  # runs while the first job holds its lock
+        for cfg in (config, BatchRerankConfig(**{**config.__dict__, "resume": True})):
+            with pytest.raises(OutputError, match=r"out\.trec\.lock: another job is writing") as err:
+                run_batch_rerank(cfg, HashRanker, "hash")
+            refusals.append(str(err.value))
+
+    run_batch_rerank(config, HashRanker, "hash", on_chunk=second_job)
+    assert len(refusals) == 4 and (tmp_path / "out.trec").read_bytes() == clean
+
+
+@pytest.mark.parametrize("failing", ["chunk-00001.parquet", "manifest.json"])
+def test_rerank_disk_full_is_one_line_and_the_job_resumes_byte_identical(tmp_path, monkeypatch, failing):
+    import errno
+
+    import rankwise.serving.batch as batch
+
+    _hash_reranker(monkeypatch)
+    job = _job(tmp_path, TREC)
+    assert _rerank_cli(job, tmp_path / "clean.trec", "--chunk-queries", "1").exit_code == 0
+    real = batch.write_atomic
+    writes = []
+
+    def full_disk(path, data):  # noqa: ANN001, ANN202 - the second write of ``failing`` finds the disk full
+        writes.append(Path(path).name)
+        if Path(path).name == failing and writes.count(failing) == (1 if failing.startswith("chunk") else 2):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(batch, "write_atomic", full_disk)
+    out = tmp_path / "out.trec"
+    res = _rerank_cli(job, out, "--chunk-queries", "1")
+    _one_line_error(res, f"out.trec.parts/{failing}", "No space left on device", "resume")
+    parts = tmp_path / "out.trec.parts"
+    assert not out.exists() and list(json.loads((parts / "manifest.json").read_text())["chunks"]) == ["0"]
+    assert sorted(p.name for p in parts.iterdir() if p.name.endswith(".tmp")) == []  # no partial file left
+    monkeypatch.setattr(batch, "write_atomic", real)  # space is back
+    res = _rerank_cli(job, out, "--chunk-queries", "1", "--resume")
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes() == (tmp_path / "clean.trec").read_bytes()
+
+
+def test_rerank_refused_input_leaves_no_parts_directory(tmp_path):
+    job = _job(tmp_path, TREC + "q3 Q0 d1 1 bm25\n")
+    _one_line_error(_rerank_cli(job, tmp_path / "out.trec"), "cands.trec:9")
+    assert not (tmp_path / "out.trec").exists() and not (tmp_path / "out.trec.parts").exists()
+
+
+@pytest.mark.parametrize("command", ["export", "rerank"])
+def test_missing_weight_file_is_a_one_line_error_naming_the_directory(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from rankwise.cli import app
+    from tests._serving_models import tiny_cross_encoder_dir
+
+    model = tiny_cross_encoder_dir(tmp_path / "ce")
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()
+    if command == "export":
+        res = CliRunner().invoke(app, ["export", "--model-dir", str(model), "--output", str(tmp_path / "onnx")])
+    else:
+        job = _job(tmp_path, TREC)
+        job["model"] = model
+        res = _rerank_cli(job, tmp_path / "out.trec")
+    _one_line_error(res, str(model))
+    assert not (tmp_path / "onnx").exists() and not (tmp_path / "out.trec").exists()
