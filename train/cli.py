@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from rankwise.core.cli_errors import fail
+
 from rankwise.core.outputs import OVERWRITE_HELP
 
 app = typer.Typer(help="Train rerankers with pointwise, pairwise and listwise objectives.", no_args_is_help=True)
@@ -43,8 +45,7 @@ class Architecture(str, Enum):
 
 
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", err=True, fg="red")
-    raise typer.Exit(1)
+    fail(message)  # one line, exit 1; --debug adds the traceback
 
 
 @app.command("cross-encoder")

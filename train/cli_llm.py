@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from rankwise.core.cli_errors import fail
+
 from rankwise.core.outputs import OVERWRITE_HELP
 from rankwise.train.llm_recipes import LLMTrainConfig
 
@@ -56,8 +58,7 @@ DTYPE_HELP = (
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    fail(message)  # one line, exit 1; --debug adds the traceback
 
 
 def _check(backbone: str, output: Path, overwrite: bool) -> None:
