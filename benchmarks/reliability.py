@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from rankwise.testing import tiny_bi_encoder_dir, tiny_cross_encoder_dir, tiny_erank_dir, tiny_recommender_dir
 
 PROTOCOL = ("issue 23 probe matrix: bad inputs per command (exit 1, one stderr line, no traceback, no output), "
             "kill -9 + --resume of rerank (local and Ray; byte-identical output), two jobs on one output, "
@@ -85,73 +86,6 @@ class BenchConfig:
 # -- tiny models and data ------------------------------------------------------------------------------
 WORDS = [a + b for a in ("ka", "lo", "mi", "nu", "pe", "ro", "si", "ta", "vu", "ze", "bi", "do")
          for b in ("ran", "mel", "tis", "gon", "ba", "cor", "dex", "fu", "lin", "sa")]
-
-
-def tiny_cross_encoder(directory: Path, max_length: int = 64) -> Path:
-    """A 2-layer, 32-wide BERT cross-encoder (random, seeded) with the bundled MiniLM tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from rankwise.rankers.bi_encoder import default_encoder_path
-    from rankwise.rankers.cross_encoder import CrossEncoder
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(default_encoder_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=1, initializer_range=0.2)
-    CrossEncoder(BertForSequenceClassification(config), tokenizer, max_length=max_length).save_pretrained(directory)
-    return directory
-
-
-def tiny_bi_encoder(directory: Path) -> Path:
-    """A scaled-cosine bi-encoder whose towers are a 2-layer, 32-wide BERT (random, seeded)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from rankwise.rankers.bi_encoder import default_encoder_path
-    from rankwise.rankers.bi_encoder_ranker import TrainableBiEncoder
-
-    torch.manual_seed(0)
-    base = directory.parent / (directory.name + "-base")
-    tokenizer = AutoTokenizer.from_pretrained(str(default_encoder_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(str(base))
-    tokenizer.save_pretrained(str(base))
-    TrainableBiEncoder.from_pretrained(base, max_length=16, doc_max_length=32, cache=False).save_pretrained(directory)
-    return directory
-
-
-def tiny_erank(directory: Path, texts: list[str]) -> Path:
-    """ERank (integer readout) on a tiny random causal LM with a BPE tokenizer trained on ``texts``."""
-    from rankwise.rankers.erank import ERankRanker
-    from rankwise.rankers.llm import tiny_causal_lm
-
-    model, tok = tiny_causal_lm(texts + ["0 1 2 3 4 5 6 7 8 9 10 yes no Yes No"] * 5, hidden=16)
-    ERankRanker(model, tok, readout="integer", max_doc_tokens=12).save_pretrained(directory)
-    return directory
-
-
-def tiny_recommender(directory: Path, kind: str, n_items: int = 40) -> Path:
-    """A 2-block, 16-wide recommender of ``kind`` (sasrec, rearec, hcn, hllm) with item ids ``i1..iN``."""
-    import torch
-
-    from rankwise import recsys
-
-    torch.manual_seed(0)
-    common = {"n_items": n_items, "hidden": 16, "n_layers": 2, "n_heads": 2, "max_len": 20, "dropout": 0.0}
-    if kind == "sasrec":
-        model = recsys.SASRec(recsys.SASRecConfig(**common))
-    elif kind == "rearec":
-        model = recsys.ReaRec(recsys.ReaRecConfig(**common, objective="erl"))
-    elif kind == "hllm":
-        model = recsys.HLLM(recsys.HLLMConfig(**common, item_dim=8), item_vectors=torch.randn(n_items + 1, 8))
-    else:
-        model = recsys.HCN(recsys.HCNConfig(**common, scoring="attention"))
-    model.eval()
-    model.item_ids = [f"i{k}" for k in range(1, n_items + 1)]
-    model.save_pretrained(directory)
-    return directory
 
 
 def _text(rng: np.random.Generator, n: int) -> str:
@@ -627,12 +561,12 @@ def serving_rows(work: Path, ce: Path, cfg: BenchConfig) -> list[dict]:
     docs = [_text(rng, int(rng.integers(2, 20))) for _ in range(10)]
     builders = {
         "cross-encoder": lambda d: ce,
-        "bi-encoder": tiny_bi_encoder,
-        "erank": lambda d: tiny_erank(d, queries + docs),
-        "sasrec": lambda d: tiny_recommender(d, "sasrec"),
-        "rearec": lambda d: tiny_recommender(d, "rearec"),
-        "hcn": lambda d: tiny_recommender(d, "hcn"),
-        "hllm-user-tower": lambda d: tiny_recommender(d, "hllm"),
+        "bi-encoder": tiny_bi_encoder_dir,
+        "erank": lambda d: tiny_erank_dir(d, queries + docs),
+        "sasrec": lambda d: tiny_recommender_dir(d, "sasrec"),
+        "rearec": lambda d: tiny_recommender_dir(d, "rearec-erl"),
+        "hcn": lambda d: tiny_recommender_dir(d, "hcn"),
+        "hllm-user-tower": lambda d: tiny_recommender_dir(d, "hllm"),
     }
     rows = []
     for kind, build in builders.items():
@@ -770,8 +704,8 @@ def run(cfg: BenchConfig) -> list[dict]:
         work = Path(tmp)
         env = probe_env(marker)
         job = write_rerank_job(work / "job", cfg)
-        ce = tiny_cross_encoder(work / "ce")
-        sasrec = tiny_recommender(work / "sasrec", "sasrec")
+        ce = tiny_cross_encoder_dir(work / "ce", max_length=64, initializer_range=0.2)
+        sasrec = tiny_recommender_dir(work / "sasrec", "sasrec")
 
         t = time.perf_counter()
         if "bad" in cfg.groups:
