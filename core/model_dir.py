@@ -42,19 +42,27 @@ def write_rankwise_json(directory: str | Path, kind: str, **fields: Any) -> Path
     return path
 
 
+def read_json_fields(path: Path, required: tuple[str, ...], missing: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (a model directory's metadata file) with the ``required`` fields;
+    :class:`ModelDirError` naming the directory or file otherwise (``missing`` says what an absent file means)."""
+    if not path.parent.is_dir():
+        raise ModelDirError(f"{path.parent}: not a model directory (it does not exist)")
+    if not path.is_file():
+        raise ModelDirError(f"{path}: missing; {missing}")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelDirError(f"{path}: not valid JSON ({err})") from None
+    for key in required:
+        if not isinstance(doc, dict) or key not in doc:
+            raise ModelDirError(f"{path}: field {key!r} is missing")
+    return doc
+
+
 def read_rankwise_json(directory: str | Path, expected_kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """Read ``rankwise.json``; raise :class:`ModelDirError` naming the file when it is absent or bad."""
     path = Path(directory) / RANKWISE_JSON
-    if not Path(directory).is_dir():
-        raise ModelDirError(f"{directory}: not a model directory (it does not exist)")
-    if not path.is_file():
-        raise ModelDirError(f"{path}: missing; not a rankwise model directory")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelDirError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict) or "kind" not in meta:
-        raise ModelDirError(f"{path}: field 'kind' is missing")
+    meta = read_json_fields(path, ("kind",), "not a rankwise model directory")
     if expected_kind is not None:
         kinds = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
         if meta["kind"] not in kinds:
