@@ -105,7 +105,11 @@ class Ranker:
         lookup = doc_text.__getitem__ if isinstance(doc_text, Mapping) else doc_text
         hits: dict[str, list[Hit]] = {}
         for qid, ids in group_candidates(candidates, top_k):
-            hits[qid] = self.rerank(queries[qid], [lookup(d) for d in ids], docids=ids)
+            hits[qid] = self._rerank_query(qid, queries[qid], [lookup(d) for d in ids], ids)
             if progress is not None:
                 progress(len(ids))
         return candidates_from_hits(hits)
+
+    def _rerank_query(self, qid: str, query: str, docs: list[str], ids: list[str]) -> list[Hit]:
+        """One query of :meth:`rerank_candidates` (a ranker that uses the query id overrides this)."""
+        return self.rerank(query, docs, docids=ids)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import polars as pl
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rankwise.rankers.base import Hit, Ranker, candidates_from_hits, group_candidates
+from rankwise.rankers.base import Hit, Ranker
 from rankwise.rankers.llm import LLMRanker, chat_prompt, generate, truncate_text
 
 __all__ = [
@@ -299,19 +298,6 @@ class ListwiseRanker(LLMRanker, Ranker):
         order = self.order(query, docs, ids, qid)[: top_k or None]
         return [Hit(ids[i], float(len(docs) - r), r + 1) for r, i in enumerate(order)]
 
-    def rerank_candidates(
-        self,
-        candidates: pl.DataFrame,
-        queries: Mapping[str, str],
-        doc_text: Callable[[str], str] | Mapping[str, str],
-        top_k: int | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> pl.DataFrame:
-        """Batch twin of :meth:`rerank`, keyed by query id (the qid labels the logged generations)."""
-        lookup = doc_text.__getitem__ if isinstance(doc_text, Mapping) else doc_text
-        hits: dict[str, list[Hit]] = {}
-        for qid, ids in group_candidates(candidates, top_k):
-            hits[qid] = self.rerank(queries[qid], [lookup(d) for d in ids], docids=ids, qid=qid)
-            if progress is not None:
-                progress(len(ids))
-        return candidates_from_hits(hits)
+    def _rerank_query(self, qid: str, query: str, docs: list[str], ids: list[str]) -> list[Hit]:
+        """The query id labels the logged generations."""
+        return self.rerank(query, docs, docids=ids, qid=qid)
