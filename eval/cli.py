@@ -80,9 +80,11 @@ def _run(name: str, corpus_text, queries, qrels, excluded, config, output_dir: P
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from rankwise.core.progress import quiet_library_progress
     from rankwise.eval.pipeline import evaluate_to_dir, fit_pipeline_fusion
     from rankwise.eval.report import print_table
 
+    quiet_library_progress(as_json)
     extra = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   disable=as_json or not sys.stderr.isatty(), console=None) as bar:

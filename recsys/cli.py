@@ -153,6 +153,9 @@ def train(
     from rankwise.recsys.evaluate import evaluate_full_ranking
     from rankwise.recsys.trainer import RecTrainer, RecTrainerConfig
 
+    from rankwise.core.progress import quiet_library_progress
+
+    quiet_library_progress(as_json)
     if hidden % heads:
         _fail(f"--hidden {hidden} is not divisible by --heads {heads}")
     try:
@@ -216,8 +219,10 @@ def evaluate(
         rankwise recommend eval --model-dir runs/sasrec-ml100k
         rankwise recommend eval --model-dir runs/hllm-sci --split valid --json
     """
+    from rankwise.core.progress import quiet_library_progress
     from rankwise.recsys.evaluate import evaluate_full_ranking
 
+    quiet_library_progress(as_json)
     net = _load_model(model_dir, trust_remote_code)
     name = dataset or net.meta.get("dataset")
     if not name:
@@ -252,8 +257,10 @@ def predict(
     from rich.table import Table
 
     from rankwise.core.model_dir import ModelDirError
+    from rankwise.core.progress import quiet_library_progress
     from rankwise.serving.api import Recommender
 
+    quiet_library_progress(as_json)
     try:
         rec = Recommender.load(model_dir, device="cpu", trust_remote_code=trust_remote_code)
     except ModelDirError as err:

@@ -100,8 +100,10 @@ def export(
 
     from rankwise.core.model_dir import ModelDirError
     from rankwise.core.outputs import OutputError, atomic_dir, check_output
+    from rankwise.core.progress import quiet_library_progress
     from rankwise.serving.export import ExportParityError, export_model, read_pairs_file
 
+    quiet_library_progress(json_out)
     if output.resolve() == model_dir.resolve():
         _fail(f"--output {output} is --model-dir: export to another directory")
     try:
@@ -182,7 +184,9 @@ def rerank(
     from rankwise.serving.api import Reranker
     from rankwise.serving.export import read_serving_json
     from rankwise.serving.batch import BatchRerankConfig, run_batch_rerank
+    from rankwise.core.progress import quiet_library_progress
 
+    quiet_library_progress(json_out)
     if engine is Engine.ray:
         try:
             import ray  # noqa: F401

@@ -16,18 +16,18 @@ def test_recommend_train_eval_predict_on_ml100k(tmp_path):
     res = runner.invoke(app, ["recommend", "train", "--model", "sasrec", "--dataset", "ml-100k", "--output", str(out),
                               "--epochs", "1", "--max-len", "20", "--hidden", "16", "--json"])
     assert res.exit_code == 0, res.output
-    trained = json.loads(res.output.strip().splitlines()[-1])
+    trained = json.loads(res.stdout)
     assert trained["users"] == 943 and 0.0 <= trained["ndcg@10"] <= trained["hr@10"] <= 1.0
     assert (out / "model.safetensors").is_file() and json.loads((out / "rankwise.json").read_text())["kind"] == "sasrec"
 
     res = runner.invoke(app, ["recommend", "eval", "--model-dir", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    evaluated = json.loads(res.output.strip().splitlines()[-1])
+    evaluated = json.loads(res.stdout)
     assert abs(evaluated["ndcg@10"] - trained["ndcg@10"]) < 1e-9  # same weights, same split
 
     res = runner.invoke(app, ["recommend", "predict", "--model-dir", str(out), "--user", "196", "-k", "5", "--json"])
     assert res.exit_code == 0, res.output
-    items = json.loads(res.output)["items"]
+    items = json.loads(res.stdout)["items"]
     assert len(items) == 5 and all(i["title"] for i in items)
     assert len({i["item_id"] for i in items}) == 5
 
@@ -84,7 +84,7 @@ def test_recommend_predict_serves_an_onnx_export_like_its_pytorch_directory(tmp_
     for name, directory in (("pytorch", out), ("onnx", tmp_path / "onnx")):
         res = runner.invoke(app, ["recommend", "predict", "--model-dir", str(directory), "--user", "196", "-k", "5", "--json"])
         assert res.exit_code == 0, res.output
-        got[name] = json.loads(res.output)["items"]
+        got[name] = json.loads(res.stdout)["items"]
     assert [i["item_id"] for i in got["onnx"]] == [i["item_id"] for i in got["pytorch"]]
     assert all(i["title"] for i in got["onnx"])
 
