@@ -63,6 +63,7 @@ from rankwise.rankers.iranker import IRanker
 from rankwise.rankers.listwise import ListwiseRanker
 from rankwise.rankers.llm import load_causal_lm, materialize
 from rankwise.train.data import HardNegativeLists
+from rankwise.train.llm_recipes import Placement
 from rankwise.train.sft import CurriculumSFTConfig, erank_sft_examples, train_sft
 
 NAME = "llm_rankers_scifact"
@@ -116,37 +117,45 @@ def hardware(device: torch.device) -> str:
     return f"{machine_info()['cpu']} ({torch.get_num_threads()} threads)"
 
 
-def protocol_of(config: BenchConfig, n_queries: int, device: torch.device) -> str:
-    backbone = f"{Path(config.backbone).name} (--backbone)" if config.backbone else SMOLLM2
+def protocol_of(config: BenchConfig, n_queries: int) -> str:
+    """What every row shares; the backbone, dtype and hardware are fields of each row, so one file
+    holds several backbones and a rerun on another machine keeps the rows it does not remeasure."""
     return (f"SciFact test, {n_queries} queries sampled with seed {config.seed}; rerank BM25 top-{config.depth}; "
-            f"passages cut to {config.passage_tokens} tokens; {backbone}, run in {config.dtype} on {hardware(device)}; "
+            f"passages cut to {config.passage_tokens} tokens; LLM backbone, dtype and hardware in each row; "
             f"ERank SFT on SciFact train; fused rows: z-score BM25 fusion, weight chosen on {config.fit_queries} SciFact train "
             f"queries (seed {config.seed}) reranked the same way")
 
 
-def previous_rows(path: Path, protocol: str) -> dict[tuple[str, str], list[dict]]:
-    """Rows of an earlier run under ``protocol`` grouped by (model, setting) (alone and fused); another
+RowKey = tuple[str, str, str, str]  # (model, setting, backbone, dtype)
+
+
+def row_key(row: dict) -> RowKey:
+    return row["model"], row["setting"], row.get("backbone", ""), row.get("dtype", "")
+
+
+def previous_rows(path: Path, protocol: str) -> dict[RowKey, list[dict]]:
+    """Rows of an earlier run under ``protocol`` grouped by :func:`row_key` (alone and fused); another
     protocol's file is set aside."""
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
     if old.get("protocol") == protocol:
-        grouped: dict[tuple[str, str], list[dict]] = {}
+        grouped: dict[RowKey, list[dict]] = {}
         for r in old["rows"]:
-            grouped.setdefault((r["model"], r["setting"]), []).append(r)
+            grouped.setdefault(row_key(r), []).append(r)
         return grouped
     os.replace(path, path.with_suffix(".superseded.json"))
     print(f"{path}: another protocol; kept as {path.with_suffix('.superseded.json').name}")
     return {}
 
 
-def save(rows: list[dict], earlier: dict[tuple[str, str], list[dict]], protocol: str, config: BenchConfig, device: str) -> None:
+def save(rows: list[dict], earlier: dict[RowKey, list[dict]], protocol: str, config: BenchConfig, device: str) -> None:
     """Write the JSON + PNG (after every ranker, so a run stopped early keeps what it measured)."""
-    done = {(r["model"], r["setting"]) for r in rows}
+    done = {row_key(r) for r in rows}
     rows = rows + [r for k, group in earlier.items() if k not in done for r in group]
     out = Path(config.results_dir)
     write_results(NAME, rows, protocol, results_dir=out, device=device, config=str(asdict(config)))
-    plot_bars(rows, ["model", "setting", "fusion"], "ndcg@10", out / f"{NAME}.png", title=protocol[:90])
+    plot_bars(rows, ["backbone", "model", "setting", "fusion"], "ndcg@10", out / f"{NAME}.png", title=protocol[:90])
 
 
 def run(config: BenchConfig) -> list[dict]:
@@ -163,7 +172,7 @@ def run(config: BenchConfig) -> list[dict]:
     fit_ids = sorted(random.Random(config.seed).sample(fit_ids, min(config.fit_queries, len(fit_ids))))
     fit_qrels = {q: train.qrels[q] for q in fit_ids}
     fit_candidates = bm25.batch_search({q: train.queries[q] for q in fit_ids}, k=config.depth) if fit_ids else None
-    protocol = protocol_of(config, len(subset), device)
+    protocol = protocol_of(config, len(subset))
     earlier = previous_rows(Path(config.results_dir) / f"{NAME}.json", protocol)
     common = {"dataset": "scifact", "queries": len(subset), "depth": config.depth,
               "passage_tokens": config.passage_tokens, "hardware": hardware(device), "measured": date.today().isoformat()}
@@ -178,9 +187,10 @@ def run(config: BenchConfig) -> list[dict]:
     print_table(rows, "BM25 and a random order")
     wanted = config.rankers.split(",") if config.rankers else []
 
-    def todo(name: str, setting: str) -> bool:
-        if (name, setting) in earlier:
-            rows.extend(r for r in earlier[(name, setting)])
+    def todo(name: str, setting: str, uses_llm: bool = True) -> bool:
+        key = (name, setting, llm["backbone"], llm["dtype"]) if uses_llm else (name, setting, "", "")
+        if key in earlier:
+            rows.extend(earlier[key])
             print(f"{name} / {setting}: kept from the earlier run")
             return False
         return True
@@ -208,7 +218,7 @@ def run(config: BenchConfig) -> list[dict]:
 
         ce = CrossEncoder.from_pretrained(config.cross_encoder)
         setting = f"trained {Path(config.cross_encoder).name}, max length {ce.max_length}"
-        if todo("cross-encoder", setting):
+        if todo("cross-encoder", setting, uses_llm=False):
             measure("cross-encoder", setting, ce)
     if not wanted:
         save(rows, earlier, protocol, config, str(device))
@@ -240,8 +250,8 @@ def run(config: BenchConfig) -> list[dict]:
     setting = f"integer 0-10, {config.sft_steps} SFT steps" + (f", teacher {Path(config.sft_teacher).name}" if config.sft_teacher else "")
     if "erank-sft" in wanted and todo("erank-sft", setting):
         loaded.clear()  # the SFT model is a fresh copy of the backbone
-        on_cuda = device.type == "cuda"  # CUDA: fp32 weights under mixed precision; CPU: weights in the dtype
-        sft_model, tok = load_causal_lm(backbone_dir(config), dtype=torch.float32 if on_cuda else dtype)
+        place = Placement(config.device, config.dtype)  # bf16: fp32 master weights under autocast (CPU too)
+        sft_model, tok = load_causal_lm(backbone_dir(config), dtype=place.load_dtype)
         train = load_beir("scifact", "train")
         lists = HardNegativeLists(train.queries, train.qrels, train.doc_text, bm25.search, list_size=config.sft_list_size,
                                   negatives_from=30, seed=config.seed)
@@ -258,8 +268,7 @@ def run(config: BenchConfig) -> list[dict]:
         sft_cfg = CurriculumSFTConfig(
             output_dir=str(cache_dir() / "bench-erank-sft"), max_steps=config.sft_steps, per_device_train_batch_size=config.sft_batch,
             learning_rate=config.sft_lr, save_strategy="no", report_to="none", logging_steps=10, seed=config.seed,
-            disable_tqdm=True, use_cpu=not on_cuda, bf16=on_cuda and dtype == torch.bfloat16,
-            fp16=on_cuda and dtype == torch.float16,
+            disable_tqdm=True, **place.trainer_args(),
         )
         start = time.perf_counter()
         trainer = train_sft(sft_model, tok, examples, sft_cfg)

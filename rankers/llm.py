@@ -97,8 +97,9 @@ def gguf_path(name: str, work_dir: str | Path | None = None) -> Path:
     return path
 
 
-def materialize(name: str, output: str | Path) -> Path:
-    """Load a packaged GGUF through transformers (dequantised to fp32) and save an HF directory.
+def materialize(name: str | Path, output: str | Path) -> Path:
+    """Load a packaged GGUF (a key of :data:`PACKAGED_GGUF`, or the path of a ``.gguf`` file) through
+    transformers (dequantised to fp32) and save an HF directory.
 
     ``save_pretrained`` refuses a model still marked as GGUF-quantised, and ``dequantize()`` is not
     implemented for GGUF; the layers are already plain fp32 after loading, so dropping the
@@ -107,7 +108,9 @@ def materialize(name: str, output: str | Path) -> Path:
     Example:
         >>> materialize("smollm2", "models/smollm2")  # doctest: +SKIP
     """
-    path = gguf_path(name)
+    path = Path(name) if str(name).endswith(".gguf") else gguf_path(str(name))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such GGUF file")
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     if getattr(model, "hf_quantizer", None) is not None:
@@ -138,6 +141,9 @@ def load_causal_lm(
     """
     dtype = resolve_dtype(dtype)
     target = resolve_device(device) if device is not None else None  # fails before the slow load
+    text = str(name_or_path)
+    if (Path(text).is_absolute() or text.startswith((".", "~")) or text.count("/") > 1) and not Path(text).expanduser().exists():
+        raise FileNotFoundError(f"{text}: no such model directory (a hub id looks like 'org/name')")
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     model = AutoModelForCausalLM.from_pretrained(
         str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code, **kwargs

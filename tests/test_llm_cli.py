@@ -102,7 +102,7 @@ def _weights_dtype(directory):
         ("rank-grpo", ["--max-steps", "1", "--list-size", "3", "--generations", "2"]),
     ],
 )
-def test_train_llm_commands_load_the_model_in_the_dtype_on_cpu(tmp_path, data_dir, backbone, command, extra):
+def test_train_llm_commands_train_bf16_as_mixed_precision_on_cpu(tmp_path, data_dir, backbone, command, extra):
     import torch
 
     out = tmp_path / command
@@ -111,10 +111,37 @@ def test_train_llm_commands_load_the_model_in_the_dtype_on_cpu(tmp_path, data_di
         "--queries", "2", "--output", str(out), "--device", "cpu", "--dtype", "bf16", *extra,
     ])
     assert result.exit_code == 0, result.output
-    assert _weights_dtype(out) == torch.bfloat16  # on CPU: weights in the dtype, no mixed precision
+    assert _weights_dtype(out) == torch.float32  # fp32 master weights under bf16 autocast, as on CUDA
 
 
-def test_train_llm_placement_maps_dtype_to_trl_mixed_precision_only_on_cuda(monkeypatch):
+def test_train_erank_bf16_on_cpu_moves_the_weights(tmp_path, data_dir):
+    """Regression: with the weights themselves in bf16, AdamW steps of 1e-5 fell below half a bf16
+    spacing of weights of a real LLM's size (~0.05) and rounded away: the model did not move. Under
+    mixed precision (fp32 master weights) nearly every weight moves."""
+    import torch
+    from safetensors import safe_open
+
+    model, tok = tiny(seed=7)
+    with torch.no_grad():  # real-LLM-sized weights, exactly representable in bf16 (no load-time rounding)
+        for param in model.parameters():
+            param.copy_((torch.randn_like(param) * 0.05).bfloat16().float())
+    backbone = tmp_path / "backbone"
+    model.save_pretrained(backbone)
+    tok.save_pretrained(backbone)
+    out = tmp_path / "erank"
+    result = CliRunner().invoke(app, [
+        "train", "erank", "--backbone", str(backbone), "--dataset", str(data_dir / "beir" / "scifact"), "--queries", "2",
+        "--max-steps", "3", "--lr", "1e-5", "--output", str(out), "--device", "cpu", "--dtype", "bf16",
+    ])
+    assert result.exit_code == 0, result.output
+    start = {k: v.float() for k, v in model.state_dict().items()}
+    with safe_open(str(out / "model.safetensors"), "pt") as fh:
+        trained = {k: fh.get_tensor(k).float() for k in fh.keys() if k in start}
+    moved = sum(int((trained[k] != start[k]).sum()) for k in trained) / sum(t.numel() for t in trained.values())
+    assert len(trained) > 5 and moved > 0.9, moved
+
+
+def test_train_llm_placement_maps_dtype_to_trl_mixed_precision(monkeypatch):
     import torch
 
     from rankwise.train.llm_recipes import Placement
@@ -122,6 +149,8 @@ def test_train_llm_placement_maps_dtype_to_trl_mixed_precision_only_on_cuda(monk
     cpu = Placement("cpu", "fp16")
     assert cpu.trainer_args() == {"use_cpu": True, "bf16": False, "fp16": False}
     assert cpu.model_init_kwargs() == {"dtype": "float16"} and cpu.load_dtype == torch.float16
+    cpu_bf16 = Placement("cpu", "bf16")
+    assert cpu_bf16.trainer_args() == {"use_cpu": True, "bf16": True, "fp16": False} and cpu_bf16.load_dtype == torch.float32
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     cuda = Placement("auto", "bf16")
     assert cuda.trainer_args() == {"use_cpu": False, "bf16": True, "fp16": False}

@@ -311,3 +311,18 @@ def test_llm_ranker_from_pretrained_puts_the_model_on_the_device_in_the_dtype(lm
 
 def _auto_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_materialize_takes_a_gguf_file_path(tmp_path):
+    """A .gguf path (e.g. a stand-in joined from parts) materialises like a packaged name."""
+    from rankwise.rankers.llm import load_causal_lm, materialize
+
+    with pytest.raises(FileNotFoundError, match="no such GGUF file"):
+        materialize(tmp_path / "missing.gguf", tmp_path / "never")
+    with pytest.raises(FileNotFoundError, match="no such model directory"):  # not huggingface_hub's "Repo id must be..."
+        load_causal_lm(tmp_path / "missing-model")
+    out = materialize(gguf_path("smollm2"), tmp_path / "smollm2")
+    model, tok = load_causal_lm(out)
+    assert model.config.model_type == "llama" and tok.chat_template
+    logp = next_token_logprobs(model, tok, ["Is the sky blue? Answer yes or no."], keep=1)
+    assert logp.shape == (1, 1, model.config.vocab_size) and torch.isfinite(logp).all()

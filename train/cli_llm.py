@@ -52,8 +52,8 @@ class DtypeChoice(str, Enum):
 
 DEVICE_HELP = "auto (CUDA when available, else CPU), cuda or cpu."
 DTYPE_HELP = (
-    "fp32, bf16 or fp16. On CUDA bf16/fp16 is mixed precision over fp32 weights (TRL/transformers "
-    "--bf16/--fp16, autocast for listwise); on CPU the weights are loaded in that dtype."
+    "fp32, bf16 or fp16. bf16: mixed precision over fp32 weights on CUDA and CPU (fast on CPUs with AMX); "
+    "fp16: mixed precision on CUDA, fp16 weights on CPU."
 )
 
 
