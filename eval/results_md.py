@@ -106,7 +106,10 @@ def render_summary(results_dir: Path) -> str:
     for fusion in ("none", "zscore"):
         r = _best([x for x in llm if x.get("model") not in ("bm25", "cross-encoder")], "ndcg@10", fusion=fusion)
         if r and b:
-            lines.append(f"| best LLM ranker{' + BM25 (weight on train)' if fusion == 'zscore' else ''}: {r['model']} ({r.get('setting')}); "
+            what = ", ".join(str(x) for x in (r.get("setting"), r.get("backbone"), r.get("dtype")) if x)
+            if r.get("echo_rate"):
+                what += f"; answer = input order in {r['echo_rate']:.1%} of windows"
+            lines.append(f"| best LLM ranker{' + BM25 (weight on train)' if fusion == 'zscore' else ''}: {r['model']} ({what}); "
                          f"BM25 on the same queries {b['ndcg@10']:.4f} | SciFact test, {r['queries']} queries, BM25 top-{r.get('depth')} | "
                          f"{r['ndcg@10']:.4f} | llm_rankers_scifact |")
     lines += ["", "Recommenders (SASRec, ReaRec, HLLM, HCN on ML-1M, Scientific, Yelp), serving speed and every other table,",
