@@ -240,18 +240,16 @@ class Recommender:
             vectors = model.item_embeddings()[1:].float().numpy()  # (n_items, D)
         return cls(encode, vectors, model.item_ids, model.config.similarity, model.config.max_len, kind, "pytorch")
 
-    def _sequence(self, history: Sequence[str | int]) -> tuple[np.ndarray, set[int]]:
+    def _indices(self, history: Sequence[str | int]) -> tuple[list[int], set[int], list[str], int]:
+        """Item indices of the known history items (the last ``max_len``), the set of all of them, the
+        unknown ids skipped and the history's known length before the cut."""
+        if isinstance(history, str) or not len(history):
+            raise ValueError("recommend: history must be a non-empty list of item ids")
         known = [self._index_of[str(i)] for i in history if str(i) in self._index_of]
-        if len(known) < len(history):
-            unknown = next(str(i) for i in history if str(i) not in self._index_of)
-            log.warning("rankwise: %d history items are unknown to the model and skipped (e.g. %r)", len(history) - len(known), unknown)
+        unknown = [str(i) for i in history if str(i) not in self._index_of]
         if not known:
             raise ValueError("recommend: history has no item known to the model")
-        seen = set(known)
-        if len(known) > self.max_len:
-            log.warning("rankwise: history of %d items cut to the last %d (max_len)", len(known), self.max_len)
-            known = known[-self.max_len:]
-        return np.asarray([known], dtype=np.int64), seen  # (1, L)
+        return known[-self.max_len:], set(known), unknown, len(known)
 
     def recommend(self, history: Sequence[str | int], k: int = 10, exclude_seen: bool = True) -> list[ItemHit]:
         """Top-``k`` items after ``history`` (oldest first), excluding the history when asked.
@@ -259,24 +257,52 @@ class Recommender:
         Shapes: ``history``: ``(L,)`` dataset item ids; returns ``k`` hits (fewer only when the
         catalogue is smaller).
         """
+        return self.recommend_many([history], k, exclude_seen)[0]
+
+    def recommend_many(
+        self, histories: Sequence[Sequence[str | int]], k: int = 10, exclude_seen: bool = True
+    ) -> list[list[ItemHit]]:
+        """:meth:`recommend` for several users in one user-tower call and one faiss search.
+
+        Histories are left-padded with 0 to the longest (at most ``max_len``), as in training.
+
+        Shapes: ``histories``: ``B`` lists of dataset item ids; returns ``B`` lists of ``k`` hits.
+        """
         if k < 1:
             raise ValueError(f"recommend: k must be >= 1, got {k}")
-        if isinstance(history, str) or not len(history):
-            raise ValueError("recommend: history must be a non-empty list of item ids")
-        seq, seen = self._sequence(history)
+        if not len(histories):
+            return []
+        parsed = [self._indices(h) for h in histories]
+        unknown = [u for _, _, skipped, _ in parsed for u in skipped]
+        if unknown:
+            log.warning("rankwise: %d history items are unknown to the model and skipped (e.g. %r)", len(unknown), unknown[0])
+        cut = [n for _, _, _, n in parsed if n > self.max_len]
+        if cut:
+            log.warning("rankwise: %d of %d histories (up to %d items) cut to the last %d (max_len)",
+                        len(cut), len(parsed), max(cut), self.max_len)
+        rows = [(known, seen) for known, seen, _, _ in parsed]
+        width = max(len(known) for known, _ in rows)
+        seq = np.zeros((len(rows), width), dtype=np.int64)  # (B, L), left-padded
+        for b, (known, _) in enumerate(rows):
+            seq[b, width - len(known):] = known
         users = np.asarray(self._encode(seq), dtype=np.float32)
-        users = users.reshape(-1, users.shape[-1])  # (M, D): one row, or one per interest
+        per_user = users.shape[1] if users.ndim == 3 else 1  # M vectors per user (multi-interest) or one
+        users = users.reshape(-1, users.shape[-1])  # (B * M, D)
         if self.similarity == "cosine":
             users = users / np.maximum(np.linalg.norm(users, axis=1, keepdims=True), 1e-12)
-        want = min(k + (len(seen) if exclude_seen else 0), self._index.ntotal)
-        scores, idx = self._index.search(np.ascontiguousarray(users), want)  # (M, want)
-        best: dict[int, float] = {}
-        for row_s, row_i in zip(scores, idx):
-            for s, i in zip(row_s.tolist(), row_i.tolist()):
-                item = i + 1
-                if i < 0 or (exclude_seen and item in seen):
-                    continue
-                if s > best.get(item, -np.inf):
-                    best[item] = s
-        ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        return [ItemHit(self.item_ids[item - 1], float(s), r + 1) for r, (item, s) in enumerate(ranked)]
+        longest_seen = max(len(seen) for _, seen in rows) if exclude_seen else 0
+        want = min(k + longest_seen, self._index.ntotal)
+        scores, idx = self._index.search(np.ascontiguousarray(users), want)  # (B * M, want)
+        out = []
+        for b, (_, seen) in enumerate(rows):
+            best: dict[int, float] = {}
+            for row_s, row_i in zip(scores[b * per_user:(b + 1) * per_user], idx[b * per_user:(b + 1) * per_user]):
+                for s, i in zip(row_s.tolist(), row_i.tolist()):
+                    item = i + 1
+                    if i < 0 or (exclude_seen and item in seen):
+                        continue
+                    if s > best.get(item, -np.inf):
+                        best[item] = s
+            ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            out.append([ItemHit(self.item_ids[item - 1], float(s), r + 1) for r, (item, s) in enumerate(ranked)])
+        return out

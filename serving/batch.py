@@ -23,16 +23,12 @@ named (``ray_address``), the job starts a private local Ray cluster listening on
 from __future__ import annotations
 
 import errno
-import fcntl
-import hashlib
-import io
 import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +36,9 @@ from typing import Any, Literal
 import polars as pl
 
 from rankwise.core.io import DatasetError, id_field, iter_lines, read_jsonl, text_field
+from rankwise.core.chunks import chunk_done as _chunk_ok
+from rankwise.core.chunks import job_lock, write_parquet_atomic, writing as _writing
+from rankwise.core.chunks import sha256_file as _sha256
 from rankwise.core.outputs import OutputError, check_output, write_atomic
 from rankwise.eval.candidate_check import check_candidates
 from rankwise.rankers.base import Ranker
@@ -214,12 +213,7 @@ def _read_corpus(path: Path, needed: set[str]) -> dict[str, str]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_write_chunk = write_parquet_atomic  # module attribute: the reliability benchmark swaps it for a full disk
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -398,55 +392,6 @@ def _open_manifest(config: BatchRerankConfig, key: dict[str, Any]) -> dict[str, 
     return {"key": key, "config": {k: str(v) for k, v in asdict(config).items()}, "chunks": {}, "complete": False}
 
 
-@contextmanager
-def _job_lock(config: BatchRerankConfig) -> Iterator[None]:
-    """Hold ``<output>.lock`` (exclusive, non-blocking ``flock``) for the whole job.
-
-    A second job on the same output is refused (:class:`~rankwise.core.outputs.OutputError`, one line
-    naming the lock) rather than writing the same chunk files and manifest at once. The kernel frees
-    the lock when the job ends, however it ends (``kill -9`` included). The lock file itself stays:
-    deleting it would let a third job lock a new file while the second still holds the old one.
-    """
-    check_output(config.output, True, "file")  # a directory there, or a file above it: refused before anything is made
-    lock = config.lock_file
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(f"{lock}: another job is writing {config.output} (it holds this lock); "
-                              "wait for it to end, or stop it and continue with resume") from None
-        yield
-
-
-@contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """Report a failed write (a full disk, a quota) as one ``OSError`` line naming ``path``."""
-    try:
-        yield
-    except OSError as err:
-        if isinstance(err, FileExistsError):
-            raise
-        raise OSError(err.errno, f"{path}: cannot write ({err.strerror or err}); what was written before is kept, "
-                                 "continue with resume once the problem is fixed") from None
-
-
-def _write_chunk(frame: pl.DataFrame, file: Path) -> None:
-    """Write one chunk file atomically; the parquet bytes are built in memory first, so a full disk
-    is a plain ``OSError`` (not a polars error) and no partial file is left behind."""
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer)
-    write_atomic(file, buffer.getvalue())
-
-
-def _chunk_ok(parts: Path, entry: dict[str, Any] | None, name: str) -> bool:
-    """Chunk ``name`` is done: its manifest entry names that very file, whose sha256 matches."""
-    if not entry or entry["file"] != name:
-        return False
-    file = parts / name
-    return file.is_file() and _sha256(file) == entry["sha256"]
-
-
 def _assemble(config: BatchRerankConfig, files: list[Path]) -> None:
     """Concatenate the chunk files, in chunk order, into the output (streamed, written atomically)."""
     out = config.output
@@ -497,7 +442,7 @@ def run_batch_rerank(
     for path in (config.candidates, config.queries, config.corpus):
         if not Path(path).is_file():
             raise DatasetError(f"{path}: file not found")
-    with _job_lock(config):
+    with job_lock(config.output, config.lock_file):
         return _run_job(config, ranker_factory, model_id, progress, on_chunk, start)
 
 

@@ -627,6 +627,7 @@ def test_batch_job_started_while_another_runs_on_the_same_output_is_refused(tmp_
 def test_rerank_disk_full_is_one_line_and_the_job_resumes_byte_identical(tmp_path, monkeypatch, failing):
     import errno
 
+    import rankwise.core.chunks as chunks
     import rankwise.serving.batch as batch
 
     _hash_reranker(monkeypatch)
@@ -641,7 +642,8 @@ def test_rerank_disk_full_is_one_line_and_the_job_resumes_byte_identical(tmp_pat
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(batch, "write_atomic", full_disk)
+    monkeypatch.setattr(batch, "write_atomic", full_disk)  # the manifest
+    monkeypatch.setattr(chunks, "write_atomic", full_disk)  # the chunk files
     out = tmp_path / "out.trec"
     res = _rerank_cli(job, out, "--chunk-queries", "1")
     _one_line_error(res, f"out.trec.parts/{failing}", "No space left on device", "resume")
@@ -649,6 +651,7 @@ def test_rerank_disk_full_is_one_line_and_the_job_resumes_byte_identical(tmp_pat
     assert not out.exists() and list(json.loads((parts / "manifest.json").read_text())["chunks"]) == ["0"]
     assert sorted(p.name for p in parts.iterdir() if p.name.endswith(".tmp")) == []  # no partial file left
     monkeypatch.setattr(batch, "write_atomic", real)  # space is back
+    monkeypatch.setattr(chunks, "write_atomic", real)
     res = _rerank_cli(job, out, "--chunk-queries", "1", "--resume")
     assert res.exit_code == 0, res.output
     assert out.read_bytes() == (tmp_path / "clean.trec").read_bytes()
