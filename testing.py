@@ -37,7 +37,7 @@ def tiny_cross_encoder_dir(directory: Path, max_length: int = 48, initializer_ra
 def tiny_recommender_dir(directory: Path, kind: str = "sasrec", n_items: int = 40) -> Path:
     """A 2-block, 16-wide recommender of ``kind`` with string item ids ``i1..iN``, saved as a rankwise dir.
 
-    ``kind``: ``sasrec``, ``rearec-erl``, ``rearec-prl``, ``hllm`` (random cached item vectors),
+    ``kind``: ``sasrec``, ``hstu``, ``rearec-erl``, ``rearec-prl``, ``hllm`` (random cached item vectors),
     ``hcn`` (attention readout) or ``hcn-max`` (multi-interest user vectors, max scoring).
     """
     from rankwise import recsys
@@ -48,6 +48,8 @@ def tiny_recommender_dir(directory: Path, kind: str = "sasrec", n_items: int = 4
         model = recsys.SASRec(recsys.SASRecConfig(**common))
     elif kind.startswith("rearec"):
         model = recsys.ReaRec(recsys.ReaRecConfig(**common, objective=kind.split("-")[1]))
+    elif kind == "hstu":
+        model = recsys.HSTU(recsys.HSTUConfig(**common))
     elif kind == "hllm":
         model = recsys.HLLM(recsys.HLLMConfig(**common, item_dim=8), item_vectors=torch.randn(n_items + 1, 8))
     else:

@@ -22,6 +22,7 @@ class ModelKind(str, Enum):
     rearec = "rearec"
     hllm = "hllm"
     hcn = "hcn"
+    hstu = "hstu"
 
 
 class Objective(str, Enum):
@@ -112,9 +113,11 @@ def train(
     epochs: int = typer.Option(10, min=1, help="Training epochs."),
     batch_size: int = typer.Option(128, min=1, help="Training windows per step."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    adam_beta2: float = typer.Option(0.999, "--adam-beta2", min=0.0, max=0.9999, help="AdamW beta2 (the HSTU authors: 0.98)."),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", min=0.0, help="Gradient-norm clip, 0 = off (the HSTU authors: off)."),
     max_len: int = typer.Option(50, min=2, help="Longest input sequence (older items are cut)."),
     hidden: int = typer.Option(64, min=4, help="Model width d."),
-    layers: int = typer.Option(2, min=0, help="Transformer blocks (HCN: blocks under the interest extractor)."),
+    layers: int = typer.Option(2, min=0, help="Transformer blocks (HSTU: HSTU layers; HCN: blocks under the interest extractor)."),
     heads: int = typer.Option(1, min=1, help="Attention heads (must divide --hidden)."),
     dropout: float = typer.Option(0.2, help="Dropout rate."),
     objective: Objective = typer.Option(Objective.erl, help="ReaRec objective: erl (ensemble) or prl (progressive)."),
@@ -124,7 +127,7 @@ def train(
     user_llm: Optional[str] = typer.Option(None, help="HLLM user LLM: an HF decoder directory or hub id (default: a small causal transformer of --hidden/--layers/--heads)."),
     negatives: int = typer.Option(512, min=0, help="HLLM InfoNCE negatives (0 = the whole catalog; frozen item LLM only)."),
     adapter: Adapter = typer.Option(Adapter.linear, help="HLLM item adapter: linear, or a two-layer MLP."),
-    loss: str = typer.Option("ce", "--loss", help="SASRec, ReaRec, HCN: ce (full softmax over the catalog) or sampled (the target against --sampled-negatives random items: large catalogs)."),
+    loss: str = typer.Option("ce", "--loss", help="SASRec, HSTU, ReaRec, HCN: ce (full softmax over the catalog) or sampled (the target against --sampled-negatives random items: large catalogs)."),
     sampled_negatives: int = typer.Option(128, "--sampled-negatives", min=1, help="Negatives per position for --loss sampled."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cuda or cpu."),
     eval_every: int = typer.Option(0, min=0, help="Validate every N epochs and keep the best weights (0 = keep the last)."),
@@ -144,6 +147,7 @@ def train(
         rankwise recommend train --model hllm --negatives 0 --adapter mlp --dataset amazon2018_scientific --output runs/hllm-sci
         rankwise recommend train --model hllm --user-llm HuggingFaceTB/SmolLM2-135M --dataset ml-100k --output runs/hllm-smol
         rankwise recommend train --model hcn --dataset /path/to/folder --output runs/hcn --json
+        rankwise recommend train --model hstu --dataset ml-1m --hidden 50 --max-len 200 --loss sampled --adam-beta2 0.98 --grad-clip 0 --output runs/hstu
         rankwise recommend train --model sasrec --dataset /path/to/folder --drop-short-users --output runs/sasrec --overwrite
     """
     import torch
@@ -180,6 +184,7 @@ def train(
         ModelKind.sasrec: sampling,
         ModelKind.rearec: {"objective": objective.value, "reasoning_steps": reasoning_steps, **sampling},
         ModelKind.hcn: sampling,
+        ModelKind.hstu: sampling,
         ModelKind.hllm: {"item_mode": item_mode.value, "item_llm": item_llm, "user_llm": user_llm, "n_negatives": negatives,
                          "adapter": adapter.value, "trust_remote_code": trust_remote_code},
     }[model]
@@ -188,7 +193,7 @@ def train(
     except (OSError, ValueError) as err:
         _fail(f"cannot build {model.value}: {str(err).splitlines()[0]}")
     net.to(where)
-    cfg = RecTrainerConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
+    cfg = RecTrainerConfig(epochs=epochs, batch_size=batch_size, lr=lr, adam_beta2=adam_beta2, grad_clip=grad_clip, seed=seed, eval_every=eval_every,
                            max_minutes=max_minutes, progress=not as_json and sys.stderr.isatty())
     log = RecTrainer(net, data, cfg).train()
     metrics = evaluate_full_ranking(net, data, "test")
@@ -235,16 +240,46 @@ def evaluate(
     _print_metrics(metrics, f"{net.kind} on {data.name} ({split.value})")
 
 
+def _predict_all_users(model_dir: Path, k: int, dataset: str | None, output: Path | None, batch_users: int, resume: bool,
+                       overwrite: bool, trust_remote_code: bool, as_json: bool) -> None:
+    from rankwise.core.io import DatasetError
+    from rankwise.core.model_dir import ModelDirError
+    from rankwise.core.outputs import OutputError
+    from rankwise.eval.datasets.interactions import InteractionDataError
+    from rankwise.recsys.batch_predict import AllUsersConfig, export_all_users
+
+    if output is None:
+        _fail("--all-users needs --output FILE.parquet")
+    try:
+        config = AllUsersConfig(output, k=k, batch_users=batch_users, resume=resume, overwrite=overwrite)
+        result = export_all_users(model_dir, config, dataset, trust_remote_code=trust_remote_code)
+    except (ValueError, OutputError, DatasetError, ModelDirError, InteractionDataError, OSError) as err:
+        if isinstance(err, FileNotFoundError) and err.filename:
+            _fail(f"{model_dir}: incomplete model directory ({err.filename} missing)")
+        _fail(str(err))
+    summary = {"output": str(result.output), "users": result.users, "skipped_users": result.skipped_users, "k": k,
+               "chunks": result.chunks, "chunks_reused": result.chunks_reused, "seconds": round(result.seconds, 2)}
+    typer.echo(json.dumps(summary) if as_json else
+               f"wrote {result.output}: top-{k} for {result.users} users ({result.skipped_users} skipped: no known item), "
+               f"{result.users_per_s:.0f} users/s, {result.chunks_reused} of {result.chunks} chunks reused")
+
+
 @app.command("predict")
 def predict(
     model_dir: Path = typer.Option(..., help="A directory written by `rankwise recommend train`."),
-    user: str = typer.Option(..., help="User id as in the dataset."),
+    user: Optional[str] = typer.Option(None, help="User id as in the dataset (or --all-users)."),
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="How many items to recommend."),
     dataset: Optional[str] = typer.Option(None, help="Dataset holding the user's history (default: the training one)."),
+    all_users: bool = typer.Option(False, "--all-users", help="Every user of the dataset, written to --output (.parquet: user_id, rank, item_id, score)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="--all-users: the .parquet file to write (chunks in OUTPUT.parts/, resumable)."),
+    batch_users: int = typer.Option(512, "--batch-users", min=1, help="--all-users: users per user-tower call."),
+    resume: bool = typer.Option(False, "--resume", help="--all-users: continue a killed job from OUTPUT.parts/manifest.json."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Recommend the top-k unseen items for a user from their whole history (titles shown).
+    """Recommend the top-k unseen items for a user from their whole history (titles shown), or for
+    every user of the dataset into one parquet file (--all-users --output).
 
     Only that user's history is read: other users' history lengths do not matter, and items the
     model does not know are skipped with a warning (refused only when none is known).
@@ -252,6 +287,8 @@ def predict(
     Examples:
         rankwise recommend predict --model-dir runs/sasrec-ml100k --user 196 -k 10
         rankwise recommend predict --model-dir runs/hllm-sci --user 0 -k 5 --json
+        rankwise recommend predict --model-dir runs/sasrec-onnx --all-users --output top10.parquet -k 10
+        rankwise recommend predict --model-dir runs/sasrec-onnx --all-users --output top10.parquet -k 10 --resume
     """
     from rich.console import Console
     from rich.table import Table
@@ -261,6 +298,11 @@ def predict(
     from rankwise.serving.api import Recommender
 
     quiet_library_progress(as_json)
+    if all_users:
+        _predict_all_users(model_dir, k, dataset, output, batch_users, resume, overwrite, trust_remote_code, as_json)
+        return
+    if user is None:
+        _fail("pass --user USER, or --all-users --output FILE.parquet")
     try:
         rec = Recommender.load(model_dir, device="cpu", trust_remote_code=trust_remote_code)
     except ModelDirError as err:

@@ -33,7 +33,8 @@ class RecTrainerConfig:
         warmup_ratio: fraction of steps with linear warm-up (cosine schedule only).
         eval_every: validate every N epochs and keep the best weights by validation NDCG@10 (0 = never).
         max_minutes: stop after the epoch in which this wall-clock budget is exceeded (None = no limit).
-        grad_clip: gradient-norm clip (0 = off).
+        grad_clip: gradient-norm clip (0 = off; the HSTU authors' trainer does not clip).
+        adam_beta2: AdamW β₂ (the HSTU authors use 0.98).
         seed: seeds torch and the window shuffling.
         progress: show a rich progress bar.
     """
@@ -48,6 +49,7 @@ class RecTrainerConfig:
     eval_every: int = 0
     max_minutes: float | None = None
     grad_clip: float = 1.0
+    adam_beta2: float = 0.999
     seed: int = 42
     progress: bool = True
 
@@ -96,7 +98,7 @@ class RecTrainer:
         groups = model.optimizer_groups(cfg.lr)
         params = [p for g in groups for p in g["params"]]
         device = params[0].device
-        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2))
         steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         warm = int(cfg.warmup_ratio * total)

@@ -10,7 +10,7 @@ from rankwise.core.registry import kinds, load_target
 __all__ = ["RECOMMENDER_CLASSES", "ranker_classes", "load_class"]
 
 RECOMMENDER_CLASSES: dict[str, str] = {n: k.model for n, k in kinds("recommend").items()}
-"""Recommender class per kind (SASRec, ReaRec, HLLM, HCN: ``from_pretrained``)."""
+"""Recommender class per kind (SASRec, HSTU, ReaRec, HLLM, HCN: ``from_pretrained``)."""
 
 
 def ranker_classes() -> dict[str, str]:

@@ -89,7 +89,7 @@ def test_recommend_predict_serves_an_onnx_export_like_its_pytorch_directory(tmp_
     assert all(i["title"] for i in got["onnx"])
 
 
-@pytest.mark.parametrize("model", ["sasrec", "hcn"])
+@pytest.mark.parametrize("model", ["sasrec", "hcn", "hstu"])
 def test_recommend_train_sampled_softmax_on_the_device(tmp_path, model):
     out = tmp_path / model
     res = runner.invoke(app, ["recommend", "train", "--model", model, "--dataset", "ml-100k", "--output", str(out), "--epochs", "1",
@@ -100,3 +100,30 @@ def test_recommend_train_sampled_softmax_on_the_device(tmp_path, model):
     assert meta["config"]["loss"] == "sampled" and meta["config"]["n_negatives"] == 16
     bad = runner.invoke(app, ["recommend", "train", "--model", "hllm", "--loss", "sampled", "--output", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--loss sampled" in bad.output
+
+
+def test_recommend_train_takes_the_hstu_authors_optimiser(tmp_path, monkeypatch):
+    """--adam-beta2 0.98 --grad-clip 0 reach AdamW and switch clipping off (the HSTU authors' trainer)."""
+    import torch
+
+    seen: dict = {"betas": [], "clips": 0}
+    real_adamw, real_clip = torch.optim.AdamW, torch.nn.utils.clip_grad_norm_
+
+    def adamw(*args, **kwargs):
+        seen["betas"].append(kwargs.get("betas"))
+        return real_adamw(*args, **kwargs)
+
+    def clip(*args, **kwargs):
+        seen["clips"] += 1
+        return real_clip(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", adamw)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    common = ["recommend", "train", "--model", "hstu", "--dataset", "ml-100k", "--epochs", "1", "--max-len", "10",
+              "--hidden", "8", "--loss", "sampled", "--sampled-negatives", "8", "--device", "cpu", "--json"]
+    res = runner.invoke(app, [*common, "--output", str(tmp_path / "a"), "--adam-beta2", "0.98", "--grad-clip", "0"])
+    assert res.exit_code == 0, res.output
+    assert seen["betas"] == [(0.9, 0.98)] and seen["clips"] == 0
+    res = runner.invoke(app, [*common, "--output", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert seen["betas"][-1] == (0.9, 0.999) and seen["clips"] > 0

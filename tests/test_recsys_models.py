@@ -8,7 +8,8 @@ import tempfile
 import pytest
 import torch
 
-from rankwise.recsys import HCN, HLLM, HCNConfig, HLLMConfig, ReaRec, ReaRecConfig, SASRec, SASRecConfig, load_recommender
+from rankwise.recsys import (HCN, HLLM, HSTU, HCNConfig, HLLMConfig, HSTUConfig, ReaRec, ReaRecConfig, SASRec, SASRecConfig,
+                             load_recommender)
 
 N_ITEMS, D, L = 40, 16, 8
 TEXTS = [f"title: item {i} genres: g{i % 5}" for i in range(N_ITEMS)]
@@ -41,6 +42,7 @@ def _tiny(kind: str):
                                                           n_negatives=8, prl_warmup_epochs=0)),
         "hcn-attention": lambda: HCN(HCNConfig(**common, n_interests=3, short_len=3)),
         "hcn-max": lambda: HCN(HCNConfig(**common, n_interests=3, scoring="max")),
+        "hstu": lambda: HSTU(HSTUConfig(**common, n_heads=2, n_negatives=8)),
         "hllm-frozen": lambda: HLLM(HLLMConfig(**common, n_negatives=16, max_text_len=16), item_texts=TEXTS),
         "hllm-frozen-catalog-mlp": lambda: HLLM(HLLMConfig(**common, n_negatives=0, adapter="mlp", max_text_len=16),
                                                 item_texts=TEXTS),
@@ -50,7 +52,7 @@ def _tiny(kind: str):
 
 
 KINDS = ["sasrec-ce", "sasrec-sampled", "rearec-erl", "rearec-prl", "rearec-erl-sampled", "rearec-prl-sampled",
-         "hcn-attention", "hcn-max", "hllm-frozen", "hllm-frozen-catalog-mlp", "hllm-user-llm"]
+         "hcn-attention", "hcn-max", "hstu", "hllm-frozen", "hllm-frozen-catalog-mlp", "hllm-user-llm"]
 
 
 def _batch() -> dict:
@@ -239,7 +241,7 @@ def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
     torch.testing.assert_close(loaded.full_sort_predict(batch), model.eval().full_sort_predict(batch))
 
 
-@pytest.mark.parametrize("kind", ["sasrec-ce", "rearec-erl", "hcn-attention", "hllm-frozen", "hllm-user-llm"])
+@pytest.mark.parametrize("kind", ["sasrec-ce", "rearec-erl", "hcn-attention", "hstu", "hllm-frozen", "hllm-user-llm"])
 def test_user_tower_exports_to_onnx_with_dynamic_batch_and_length(kind, tmp_path):
     import numpy as np
     import onnxruntime as ort

@@ -161,7 +161,7 @@ def test_bi_encoder_export_matches_pytorch_ranker(tmp_path):
     assert len(np.unique(np.round(got, 4))) > 1  # scores differ between documents
 
 
-@pytest.mark.parametrize("kind", ["rearec-erl", "rearec-prl", "hllm", "hcn", "hcn-max"])
+@pytest.mark.parametrize("kind", ["hstu", "rearec-erl", "rearec-prl", "hllm", "hcn", "hcn-max"])
 def test_every_recommender_kind_exports_and_serves_like_pytorch(tmp_path, kind):
     from tests._serving_models import tiny_recommender_dir
 
