@@ -148,3 +148,35 @@ def test_sft_model_copies_run_their_own_weights():
             p.add_(torch.randn_like(p))
     ids = tok("red apple", return_tensors="pt")["input_ids"]
     assert not torch.allclose(twin(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_sft_loss_reads_only_completion_positions_and_equals_the_full_token_mean():
+    """The trainer's loss (logits only where a completion token is trained) equals the plain token mean
+    of −log p over the completion tokens computed from the full logits, on a padded batch of unequal
+    prompts and completions, with and without a curriculum weight of 1."""
+    model, tok = tiny(seed=6)
+    rows = erank_sft_examples(tok, {"q": "red", "p": "a much longer query about the colour of things"},
+                              {"q": [("red apple", 1, 1), ("blue sky over the sea", 0, 2)], "p": [("crimson", 1, 1)]})
+    config = CurriculumSFTConfig(output_dir="/tmp/rankwise-test-sft-loss", max_steps=1, per_device_train_batch_size=3,
+                                 use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True)
+    from rankwise.train.sft import CurriculumSFTTrainer
+
+    trainer = CurriculumSFTTrainer(model=model, args=config, processing_class=tok,
+                                   train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "completion")} for r in rows]))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    labels = batch["labels"][:, 1:]
+    assert (labels != -100).sum() < labels.numel() / 4  # mostly prompt: the saving is real
+    seen = {}
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        seen["keep"] = kwargs.get("logits_to_keep")
+        return forward(*args, **kwargs)
+
+    model.forward = spy
+    with torch.no_grad():
+        got = trainer.compute_loss(model, dict(batch)).item()
+        full = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(full.transpose(1, 2), labels, ignore_index=-100, reduction="sum")
+    assert got == pytest.approx((nll / (labels != -100).sum()).item(), rel=1e-5)
+    assert seen["keep"] is not None and 0 < len(seen["keep"]) < labels.shape[1]

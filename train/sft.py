@@ -105,11 +105,19 @@ class CurriculumSFTConfig(SFTConfig):
 
 
 class CurriculumSFTTrainer(SFTTrainer):
-    """``SFTTrainer`` whose per-sample loss is weighted by the curriculum ``W(ease, step)``.
+    """``SFTTrainer`` whose loss reads the vocabulary only where a completion token is trained, with an
+    optional per-sample curriculum weight.
 
-    Formula: loss = mean_b W_b · (mean over b's completion tokens of −log p(token)),
-    W_b = D_b (1 − i/m) + i/m (i = optimiser step) from :class:`train.curriculum.CurriculumSchedule`.
-    Without ``curriculum_m`` (or an ``ease`` column) it is TRL's ``SFTTrainer`` unchanged.
+    Formula: without a curriculum, TRL's token mean: loss = Σ_{b,t ∈ completion} −log p(x_{b,t+1}) / #tokens.
+    With ``curriculum_m`` (and an ``ease`` column): loss = mean_b W_b · (mean over b's completion tokens
+    of −log p(token)), W_b = D_b (1 − i/m) + i/m (i = optimiser step) from
+    :class:`train.curriculum.CurriculumSchedule` (MacAvaney et al. 2020).
+
+    Difference from TRL: TRL projects every position of the batch onto the vocabulary (its chunked
+    log-prob kernel, which has no fast CPU path); ranking completions are a few tokens after a prompt
+    of hundreds, so this trainer passes the model ``logits_to_keep`` = the positions that predict a
+    completion token in any row of the batch. Shapes: ``input_ids``/``labels`` ``(B, T)``; logits
+    ``(B, K, V)`` with K ≪ T. TRL's entropy and token-accuracy metrics are not logged.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -134,17 +142,21 @@ class CurriculumSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ease = inputs.pop("ease", None)
+        labels = inputs["labels"][:, 1:]  # (B, T-1): the token each position predicts, -100 off the completion
+        keep = (labels != -100).any(0).nonzero().squeeze(1)  # (K,) positions that predict a completion token
+        extra = {k: inputs[k] for k in ("position_ids",) if k in inputs}
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False,
+                       logits_to_keep=keep, **extra).logits  # (B, K, V)
+        target = labels[:, keep]  # (B, K)
+        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target, ignore_index=-100, reduction="none")
+        valid = (target != -100).float()  # (B, K)
         if ease is None or self._schedule is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        labels = inputs["labels"][:, 1:]  # (B, T-1), -100 off the completion
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[:, :-1]
-        nll = torch.nn.functional.cross_entropy(
-            logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
-        )  # (B, T-1)
-        valid = (labels != -100).float()
-        per_sample = (nll * valid).sum(1) / valid.sum(1).clamp_min(1.0)  # (B,)
-        weights = self._schedule.weight(ease.to(per_sample.device), self.state.global_step)
-        loss = (weights * per_sample).mean()
+            count = valid.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = (nll * valid).sum() / torch.as_tensor(count, device=nll.device).clamp(min=1)
+        else:
+            per_sample = (nll * valid).sum(1) / valid.sum(1).clamp_min(1.0)  # (B,)
+            weights = self._schedule.weight(ease.to(per_sample.device), self.state.global_step)
+            loss = (weights * per_sample).mean()
         return (loss, None) if return_outputs else loss
 
 
