@@ -1,4 +1,4 @@
-"""Serving latency: MiniLM cross-encoder reranking 100 BM25 candidates, up to eleven engines side by side;
+"""Serving latency: MiniLM cross-encoder reranking 100 BM25 candidates, up to twenty engines side by side;
 recommender user tower latency for a length-50 history.
 
 What it measures (one run, same weights, same pairs, same 2 CPU threads):
@@ -9,13 +9,34 @@ What it measures (one run, same weights, same pairs, same 2 CPU threads):
   16 SciFact *train* queries x BM25 top-32) and blockwise int8 (``MatMulNBits``) of the fused graph (``serving.onnx_ranker.OnnxRanker``,
   length-bucketed), with ``--exact-head K`` int8-smooth whose top K per query the fp32 graph rescores
   (``serving.cascade``; the latency covers both passes) and sentence-transformers
-  ``CrossEncoder.predict`` (the peer library, logits without activation). Engines are interleaved
+  ``CrossEncoder.predict`` (the peer library, logits without activation) and, with ``--peer-backends``
+  (default on), the peer library's own fast backends as rows ``sentence-transformers-<backend>[-<quantisation>]``:
+  ``-onnx``, ``-onnx-qint8`` (its ``export_dynamic_quantized_onnx_model(model, "avx512_vnni", ...)``),
+  ``-openvino`` (OpenVINO's default inference precision, recorded per row) and ``-openvino-qint8`` (its
+  ``export_static_quantized_openvino_model``, calibrated on the int8-smooth calibration pairs). Engines are interleaved
   query by query so machine noise hits them alike. Per engine: median and p99 latency per query,
   docs/s at the median, nDCG@10 on the subset, max |score − PyTorch|, speed-up over
   sentence-transformers and the fraction of the fp32 FLOP ceiling reached.
-- Quality: nDCG@10 / R@10 / MRR@10 of ONNX fp32, int8, int8-smooth and int8-blockwise on the first ``quality_queries`` judged test
-  queries (default all 300), and int8's difference to fp32 (the 0.005 budget is judged there: on ~20
+- Peer backends (``--peer-backends``, ``--no-peer-backends`` to leave them out): optimum-onnx and
+  optimum-intel pin transformers apart from rankwise, so they run in a second virtual environment,
+  ``--peer-venv`` (default ``~/.cache/rankwise/peer-venv``), made on first use with ``python -m venv`` and
+  pip (this bench's CPU torch version pinned, then ``sentence-transformers[onnx,openvino]`` and
+  ``datasets``; an extra that fails to install is retried on the next run; delete the folder to
+  rebuild it). There ``_peer_worker.py`` (no rankwise import) loads the same cross-encoder directory
+  with each backend on the same thread count (torch threads, ``OMP_NUM_THREADS``, onnxruntime
+  ``intra_op_num_threads``, OpenVINO ``INFERENCE_NUM_THREADS``) and serves scoring requests as JSON
+  lines over stdin/stdout, one per query in the same interleaved loop. A peer row's latency is the
+  ``CrossEncoder.predict`` call timed inside the worker (tokenization included, as in the in-process
+  engines); ``wall_p50_ms`` / ``wall_p99_ms`` add the pipe. Each peer row names its backend, its
+  exported file, its quantisation and the peer venv's package versions (``peer_versions``, also a
+  run-level field); a backend that cannot be installed or loaded is a row with a ``skipped`` reason.
+  Peer engines are scored in the quality phase like the rankwise ones (``ndcg@10_on`` says on which
+  queries each row's nDCG@10 is).- Quality: nDCG@10 / R@10 / MRR@10 of ONNX fp32, the int8 engines and the peer backends on the first ``quality_queries`` judged test
+  queries (default all 300), and each one's difference to ONNX fp32 (the 0.005 budget is judged there: on ~20
   queries one swapped pair moves nDCG@10 by ~0.02).
+- Plot (``serving_latency.png``): docs/s against the nDCG@10 difference to ONNX fp32, one point per
+  timed engine (the quality-query difference where the engine was scored there, else the timed-subset
+  one, drawn hollow), sentence-transformers' engines marked apart, a vertical line at the −0.005 budget.
 - FLOP ceiling: FLOPs per pair = 2·(matmul parameters)·T + 4·layers·T²·d (attention scores and
   mixing) at the subset's mean pair length T, against the measured fp32 peak of a 2048³ matmul on
   the same threads; ceiling docs/s = peak / FLOPs per pair. int8 runs on VNNI integer units, so it
@@ -37,7 +58,11 @@ Findings and negative results of earlier runs: ``docs/notes.md``; current tables
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -48,7 +73,7 @@ import torch
 
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.eval.metrics import evaluate
-from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
+from rankwise.eval.report import RESULTS_DIR, plot_bars, plot_scatter, print_table, write_results
 from rankwise.rankers.base import CANDIDATE_SCHEMA
 from rankwise.rankers.bi_encoder import default_encoder_path
 from rankwise.rankers.cross_encoder import CrossEncoder
@@ -58,14 +83,21 @@ from rankwise.serving.export import export_model
 from rankwise.serving.onnx_ranker import OnnxRanker
 
 PROTOCOL = ("SciFact test, first n_queries judged queries by id, BM25 (k1 0.9, b 0.4) top-100 reranked per query; "
-            "cross-encoder max length 256, batch 32, 2 threads; latency = wall time of one query's 100 docs")
+            "cross-encoder max length 256, batch 32, 2 threads; latency = wall time of one query's 100 docs "
+            "(sentence-transformers-<backend> rows: its CrossEncoder.predict timed inside the peer worker; wall_p50_ms adds the pipe)")
 
 
 CUDA_NOTE = "onnxruntime CUDAExecutionProvider: see serving_latency_cuda.json (serving_latency.py --cuda-bundle on a GPU)"
 
 
+PEER_BACKENDS = ("onnx", "onnx-qint8", "openvino", "openvino-qint8")  # sentence-transformers' own backends, row sentence-transformers-<b>
+PEER_EXTRAS = ("onnx", "openvino")  # the sentence-transformers extras they need, one per backend family
+PEER_VENV = Path.home() / ".cache" / "rankwise" / "peer-venv"
+PEER_WORKER = Path(__file__).resolve().parent / "_peer_worker.py"
+
 QUALITY_ENGINES = ("onnx-fp32", "onnx-int8", "onnx-int8-smooth", "onnx-int8-smooth-mixed", "onnx-int8-blockwise", "onnx-int8-aware",
-                   "onnx-int8-smooth-exact-head", "openvino-bf16", "openvino-int8", "openvino-int8-exact-head", "onnx-int8-static")
+                   "onnx-int8-smooth-exact-head", "openvino-bf16", "openvino-int8", "openvino-int8-exact-head", "onnx-int8-static",
+                   *(f"sentence-transformers-{b}" for b in PEER_BACKENDS))
 
 
 @dataclass
@@ -90,6 +122,159 @@ class BenchConfig:
     calibration_queries: int = 16  # SciFact train queries x BM25 top-32 = the int8-smooth calibration pairs
     fp32_ops: int = 0  # > 0: engine onnx-int8-smooth-mixed, int8-smooth with this many most sensitive ops in fp32
     exact_head: int = 0  # > 0: engine onnx-int8-smooth-exact-head, int8-smooth with its top k rescored in fp32
+    peer_backends: bool = True  # sentence-transformers' ONNX / OpenVINO backends (and qint8) from the peer venv
+    peer_venv: str = str(PEER_VENV)  # the peer virtual environment (made on first use)
+
+
+def _pip(python: Path, args: list[str], log: Path) -> tuple[bool, str]:
+    """``python -m pip install ARGS`` with output to ``log``; (ok, the last error-looking lines)."""
+    with open(log, "w") as f:
+        rc = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *args],
+                            stdout=f, stderr=subprocess.STDOUT, timeout=3600).returncode
+    if rc == 0:
+        return True, ""
+    lines = [x for x in log.read_text().splitlines() if x.strip() and not x.startswith("WARNING: Location")]
+    errors = [x for x in lines if "error" in x.lower()] or lines
+    return False, f"pip install {' '.join(args)} exited {rc}: {' | '.join(errors[-3:])[:500]} (log {log})"
+
+
+def ensure_peer_venv(venv: Path, torch_version: str) -> tuple[Path, dict[str, str]]:
+    """The peer venv's python, and {extra: why it failed to install} for sentence-transformers' ``onnx`` /
+    ``openvino`` extras (empty when both are there).
+
+    Made once with ``python -m venv`` and pip, then reused: ``rankwise-peer.json`` in it records the
+    pinned torch and the extras installed. Both extras are installed in one pip call (one resolution);
+    when that fails, each alone, so one broken extra does not take the other down; a failed extra is
+    retried on the next run."""
+    python, marker = venv / "bin" / "python", venv / "rankwise-peer.json"
+    state = json.loads(marker.read_text()) if marker.is_file() else {}
+    if state.get("torch") != torch_version or not python.exists():
+        print(f"peer venv: creating {venv} (torch {torch_version}, sentence-transformers[onnx,openvino])", flush=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        ok, why = _pip(python, [f"torch=={torch_version}"], venv / "pip-torch.log")
+        if not ok:
+            return python, {e: why for e in PEER_EXTRAS}
+        state = {"torch": torch_version, "installed": []}
+    pin = venv / "constraints.txt"
+    pin.write_text(f"torch=={torch_version}\n")  # the extras must not move torch off the bench's CPU build
+    todo = [e for e in PEER_EXTRAS if e not in state["installed"]]
+    failed: dict[str, str] = {}
+    if todo:
+        ok, why = _pip(python, ["-c", str(pin), f"sentence-transformers[{','.join(todo)}]", "datasets"], venv / "pip-peer.log")
+        if ok:
+            state["installed"] += todo
+        elif len(todo) == 1:
+            failed[todo[0]] = why
+        else:
+            for extra in todo:
+                ok, why = _pip(python, ["-c", str(pin), f"sentence-transformers[{extra}]", "datasets"], venv / f"pip-{extra}.log")
+                if ok:
+                    state["installed"].append(extra)
+                else:
+                    failed[extra] = why
+    marker.write_text(json.dumps(state) + "\n")
+    return python, failed
+
+
+class PeerWorker:
+    """``_peer_worker.py`` running in the peer venv: one long-lived subprocess, JSON lines over its
+    stdin/stdout (its library output goes to ``worker.log`` in the peer venv, kept after the run)."""
+
+    def __init__(self, python: Path, model_dir: Path, work: Path, cfg: BenchConfig, calibration: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        env.update({"OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads),
+                    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+        self.log_path = Path(python).parent.parent / "worker.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [str(python), str(PEER_WORKER), "--model-dir", str(model_dir), "--work", str(work / "peer"),
+             "--threads", str(cfg.threads), "--max-length", str(cfg.max_length), "--batch-size", str(cfg.batch_size),
+             "--backends", ",".join(PEER_BACKENDS), "--calibration", str(calibration)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
+        self.hello = self._read()  # {"ready", "versions", "torch_threads", "backends": {name: {"ok": ...} | {"skipped": ...}}}
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=30)
+            tail = " | ".join(self.log_path.read_text().strip().splitlines()[-3:])[:500]
+            raise RuntimeError(f"peer worker exited with {self.proc.returncode}: {tail} (log {self.log_path})")
+        return json.loads(line)
+
+    def request(self, doc: dict) -> dict:
+        self.proc.stdin.write(json.dumps(doc) + "\n")
+        self.proc.stdin.flush()
+        reply = self._read()
+        if "error" in reply:
+            raise RuntimeError(f"peer worker, {doc.get('backend')}: {reply['error']} (log {self.log_path})")
+        return reply
+
+    def scorer(self, backend: str) -> "PeerScorer":
+        return PeerScorer(self, backend)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class PeerScorer:
+    """``score(query, texts)`` of one peer backend; ``last_predict_s`` is the worker-side predict time."""
+
+    def __init__(self, worker: PeerWorker, backend: str) -> None:
+        self.worker, self.backend, self.last_predict_s = worker, backend, None
+
+    def __call__(self, query: str, texts: list[str]) -> np.ndarray:
+        reply = self.worker.request({"backend": self.backend, "pairs": [[query, t] for t in texts]})
+        self.last_predict_s = float(reply["predict_s"])
+        return np.asarray(reply["scores"], dtype=np.float64)
+
+
+def start_peer(cfg: BenchConfig, src: Path, work: Path, calibration: list[tuple[str, str]],
+               stack: contextlib.ExitStack) -> tuple[dict, dict[str, str], dict[str, dict], dict]:
+    """Peer engines {row name: scorer}, {row name: skipped reason}, {row name: detail fields} and the
+    run-level peer fields. Never raises for a peer problem: it becomes the skipped reason of every row."""
+    names = {b: f"sentence-transformers-{b}" for b in PEER_BACKENDS}
+    venv = Path(cfg.peer_venv).expanduser()
+    try:
+        python, failed = ensure_peer_venv(venv, torch.__version__)
+    except (OSError, subprocess.SubprocessError) as exc:
+        why = f"peer venv {venv}: {type(exc).__name__}: {exc}"
+        return {}, {n: why for n in names.values()}, {}, {"peer_venv": str(venv)}
+    if set(failed) == set(PEER_EXTRAS):
+        return ({}, {n: f"sentence-transformers[{'onnx' if b.startswith('onnx') else 'openvino'}] did not install: "
+                        f"{failed['onnx' if b.startswith('onnx') else 'openvino']}" for b, n in names.items()},
+                {}, {"peer_venv": str(venv)})
+    calib = work / "peer-calibration.jsonl"
+    calib.write_text("".join(json.dumps({"query": q, "doc": d}) + "\n" for q, d in calibration))
+    try:
+        worker = PeerWorker(python, src, work, cfg, calib)
+    except (OSError, RuntimeError, ValueError) as exc:
+        why = f"peer worker did not start: {exc}"
+        return {}, {n: why for n in names.values()}, {}, {"peer_venv": str(venv)}
+    stack.callback(worker.close)
+    versions = worker.hello["versions"]
+    peer_versions = ", ".join(f"{k} {v}" for k, v in versions.items())
+    engines, skipped, details = {}, {}, {}
+    for b, name in names.items():
+        extra = "onnx" if b.startswith("onnx") else "openvino"
+        status = worker.hello["backends"].get(b, {"skipped": "not loaded by the worker"})
+        if extra in failed:
+            skipped[name] = f"sentence-transformers[{extra}] did not install: {failed[extra]}"
+        elif "skipped" in status:
+            skipped[name] = f"{status['skipped']} (log {worker.log_path})"
+        else:
+            engines[name] = worker.scorer(b)
+        details[name] = {"backend": b, "threads": worker.hello["torch_threads"], "peer_versions": peer_versions,
+                         **{k: v for k, v in status.items() if k not in ("ok", "skipped")}}
+    return engines, skipped, details, {"peer_venv": str(venv), "peer_versions": peer_versions}
 
 
 def matmul_peak_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
@@ -117,7 +302,8 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
+def rerank_rows(cfg: BenchConfig, work: Path, stack: contextlib.ExitStack) -> tuple[list[dict], dict]:
+    """The reranking rows and run-level fields; the peer worker (if any) is closed by ``stack``."""
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
     torch.manual_seed(cfg.seed)
@@ -188,11 +374,21 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
                                                             batch_size=cfg.batch_size).score
     if cfg.int8_aware_model_dir:
         engines["onnx-int8-aware"] = OnnxRanker(work / "onnx-int8-aware", device="cpu", threads=cfg.threads, batch_size=cfg.batch_size).score
+    peer_skipped: dict[str, str] = {}
+    peer_details: dict[str, dict] = {}
+    peer_extra: dict = {}
+    if cfg.peer_backends:  # sentence-transformers' own fast backends, served from the peer venv
+        peer_engines, peer_skipped, peer_details, peer_extra = start_peer(cfg, src, work, calibration, stack)
+        engines.update(peer_engines)
+        for name, why in peer_skipped.items():
+            print(f"{name}: skipped: {why}", flush=True)
+    torch.set_num_threads(cfg.threads)
     warm_q = ds.queries[qids[0]]
     for score in engines.values():  # one warm-up call each (thread pools, allocator, graph caches)
         score(warm_q, [docs[d] for d in cands.filter(cands["qid"] == qids[0])["docid"].to_list()[:32]])
 
     lat = {e: [] for e in engines}
+    wall = {e: [] for e in engines}  # peer engines: the request's wall time, pipe included
     scores = {e: {} for e in engines}
     tokens = []
     loop_start = time.perf_counter()
@@ -208,7 +404,9 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
         for name, score in engines.items():
             t = time.perf_counter()
             s = np.asarray(score(ds.queries[qid], texts), dtype=np.float64)
-            lat[name].append(time.perf_counter() - t)
+            wall[name].append(time.perf_counter() - t)
+            inner = getattr(score, "last_predict_s", None)  # a peer engine: CrossEncoder.predict timed in the worker
+            lat[name].append(wall[name][-1] if inner is None else inner)
             scores[name][qid] = dict(zip(ids, s.tolist()))
         print(f"{qid}: " + "  ".join(f"{n} {lat[n][-1]:.2f}s" for n in engines), flush=True)
 
@@ -228,19 +426,31 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
     bm25 = {q: dict(zip(g["docid"].to_list(), g["score"].to_list())) for (q,), g in cands.group_by(["qid"]) if q in scores["pytorch-eager"]}
     rows.append({"engine": "bm25", "model": "pyserini", "dataset": "scifact", "setting": f"{len(qids)} queries",
                  "ndcg@10": evaluate({q: ds.qrels[q] for q in qids}, as_frame(bm25), ["ndcg@10"])["ndcg@10"]})
+    timed_setting = f"{len(qids)} queries x top-{cfg.top_k}"
     for name in engines:
         p50 = float(np.median(lat[name]))
         dps = cfg.top_k / p50
         diff = max(abs(scores[name][q][d] - ref[q][d]) for q in qids for d in ref[q])
         rows.append({
-            "engine": name, "model": "minilm-l6-cross-encoder", "dataset": "scifact", "setting": f"{len(qids)} queries x top-{cfg.top_k}",
+            "engine": name, "model": "minilm-l6-cross-encoder", "dataset": "scifact", "setting": timed_setting,
             "p50_ms": 1000 * p50, "p99_ms": 1000 * _pct(lat[name], 99), "docs_per_s": dps,
             "speedup_vs_st": dps / st_dps, "fp32_ceiling_fraction": dps / ceiling,
             "max_abs_diff_vs_pytorch": diff,
             "ndcg@10": evaluate({q: ds.qrels[q] for q in qids}, as_frame(scores[name]), ["ndcg@10"])["ndcg@10"],
         })
+        if name in peer_details:
+            rows[-1].update({"wall_p50_ms": 1000 * float(np.median(wall[name])), "wall_p99_ms": 1000 * _pct(wall[name], 99),
+                             "ndcg@10_on": "timed subset" + (" (quality queries: the quality row)" if cfg.quality_queries
+                                                             and name in cfg.quality_engines else ""),
+                             **peer_details[name]})
+    rows += [{"engine": name, "model": "minilm-l6-cross-encoder", "dataset": "scifact", "setting": timed_setting,
+              "skipped": why, **peer_details.get(name, {})} for name, why in peer_skipped.items()]
     if cfg.quality_queries:
-        rows += quality_rows(cfg, ds, docs, {n: engines[n] for n in cfg.quality_engines if n in engines}, as_frame, weights)
+        quality = quality_rows(cfg, ds, docs, {n: engines[n] for n in cfg.quality_engines if n in engines}, as_frame, weights)
+        for r in quality:
+            if r["engine"] in peer_details and "carried_from" not in r:
+                r.update({"ndcg@10_on": "quality queries", **peer_details[r["engine"]]})
+        rows += quality
     extra = {
         "weights": weights, "queries": " ".join(qids), "mean_pair_tokens": mean_tokens,
         "gflop_per_pair": gflop, "matmul_peak_gflops": peak, "fp32_ceiling_docs_per_s": ceiling,
@@ -256,6 +466,7 @@ def rerank_rows(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
         **({"int8_aware_training": json.loads((Path(cfg.int8_aware_model_dir) / "rankwise.json").read_text())["training"]}
            if cfg.int8_aware_model_dir else {}),
         "cuda": CUDA_NOTE,
+        **peer_extra,
     }
     return rows, extra
 
@@ -406,8 +617,9 @@ def cuda_rows(bundle: Path, model_dir: Path, n_queries: int, work: Path, device:
 
 def run(cfg: BenchConfig) -> tuple[list[dict], dict]:
     """All rows (reranking engines, then user towers) and the run-level fields."""
-    with tempfile.TemporaryDirectory(prefix="rankwise-serving-") as tmp:
-        rows, extra = rerank_rows(cfg, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="rankwise-serving-") as tmp, contextlib.ExitStack() as stack:
+        rows, extra = rerank_rows(cfg, Path(tmp), stack)
+        stack.close()  # the peer worker is done once the reranking rows are
         rows += tower_rows(cfg, Path(tmp))
     torch.set_num_threads(cfg.threads)  # the machine record names the reranking thread count
     return rows, extra
@@ -436,6 +648,13 @@ def main() -> None:
     parser.add_argument("--cuda-bundle", type=Path, default=None,
                         help="GPU run instead: BM25 candidates from this objectives_scifact_cross_encoder bundle, "
                              "--model-dir required; writes serving_latency_cuda.json")
+    parser.add_argument("--threads", type=int, default=BenchConfig.threads,
+                        help="CPU threads of every reranking engine (the peer worker's torch, onnxruntime and OpenVINO too)")
+    parser.add_argument("--peer-backends", action=argparse.BooleanOptionalAction, default=BenchConfig.peer_backends,
+                        help="also time and score sentence-transformers' ONNX / OpenVINO backends and their qint8 exports "
+                             "(rows sentence-transformers-<backend>[-qint8]) from the peer venv")
+    parser.add_argument("--peer-venv", default=BenchConfig.peer_venv,
+                        help="the peer virtual environment (made with python -m venv + pip on first use, then reused)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON and PNG go")
     args = parser.parse_args()
     if args.cuda_bundle:
@@ -453,15 +672,43 @@ def main() -> None:
                       max_minutes=args.max_minutes, quality_queries=args.quality_queries,
                       int8_aware_model_dir=args.int8_aware_model_dir,
                       quality_engines=tuple(args.quality_engines.split(",")), carry_quality=args.carry_quality,
-                      fp32_ops=args.fp32_ops, exact_head=args.exact_head)
+                      fp32_ops=args.fp32_ops, exact_head=args.exact_head, threads=args.threads,
+                      peer_backends=args.peer_backends, peer_venv=args.peer_venv)
     rows, extra = run(cfg)
-    print_table(rows, f"serving_latency — {PROTOCOL}")
+    protocol = PROTOCOL.replace("2 threads", f"{cfg.threads} threads")
+    print_table(rows, f"serving_latency — {protocol}")
     for r in rows:
         print(json.dumps(r))
     print({k: v for k, v in extra.items() if k != "queries"})
-    write_results("serving_latency", rows, PROTOCOL, results_dir=args.results_dir, config=asdict(cfg), **extra)
-    plot_bars([r for r in rows if "p50_ms" in r and "docs_per_s" in r], "engine", "docs_per_s", args.results_dir / "serving_latency.png",
-              title=f"MiniLM cross-encoder, SciFact BM25 top-100, docs/s (fp32 ceiling {extra['fp32_ceiling_docs_per_s']:.1f})")
+    write_results("serving_latency", rows, protocol, results_dir=args.results_dir, config=asdict(cfg), **extra)
+    plot_speed_quality(rows, args.results_dir / "serving_latency.png",
+                       title=f"MiniLM cross-encoder, SciFact BM25 top-100, {cfg.threads} threads "
+                             f"(fp32 ceiling {extra['fp32_ceiling_docs_per_s']:.1f} docs/s)")
+
+
+def plot_speed_quality(rows: list[dict], path: Path, title: str) -> Path | None:
+    """docs/s against the nDCG@10 difference to ONNX fp32, one point per timed reranking engine: the
+    difference on the quality queries where the engine was scored there, else on the timed subset
+    (hollow); sentence-transformers' engines in their own marker; a line at the -0.005 budget."""
+    timed = [r for r in rows if "p50_ms" in r and "docs_per_s" in r and r.get("model") == "minilm-l6-cross-encoder"]
+    quality = {r["engine"]: r["ndcg@10_minus_fp32"] for r in rows
+               if str(r.get("setting", "")).startswith("quality:") and "ndcg@10_minus_fp32" in r}
+    fp32 = next((r["ndcg@10"] for r in timed if r["engine"] == "onnx-fp32"), None)
+    points = []
+    for r in timed:
+        if r["engine"] in quality:
+            diff, subset = quality[r["engine"]], False
+        elif fp32 is not None:
+            diff, subset = r["ndcg@10"] - fp32, True
+        else:
+            continue
+        points.append({"engine": r["engine"], "docs/s": r["docs_per_s"], "nDCG@10 - ONNX fp32": diff,
+                       "library": "sentence-transformers" if r["engine"].startswith("sentence-transformers") else "rankwise",
+                       "timed subset only": subset})
+    if not points:
+        return None
+    return plot_scatter(points, "nDCG@10 - ONNX fp32", "docs/s", path, label="engine", group="library",
+                        hollow="timed subset only", vlines=[(-0.005, "0.005 nDCG@10 budget")], title=title)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["machine_info", "print_table", "write_results", "plot_bars"]
+__all__ = ["machine_info", "print_table", "write_results", "plot_bars", "plot_lines", "plot_scatter"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -152,6 +152,50 @@ def plot_lines(rows: Sequence[dict], x: str, y: str, group: str | Sequence[str],
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     ax.legend(fontsize=8)
+    return _save(fig, ax, path, x, y, title)
+
+
+def plot_scatter(
+    rows: Sequence[dict],
+    x: str,
+    y: str,
+    path: Path,
+    label: str = "engine",
+    group: str | None = None,
+    hollow: str | None = None,
+    vlines: Sequence[tuple[float, str]] = (),
+    title: str = "",
+) -> Path:
+    """One point per row at (``x``, ``y``), annotated with its ``label`` field; rows with another value of
+    ``group`` get another marker and colour (legend), rows whose ``hollow`` field is true an unfilled
+    marker (its legend entry names that field); ``vlines`` are ``(x, legend text)`` dashed vertical
+    reference lines (e.g. a budget)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = "osD^vP*X<>"
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    groups: dict[str, int] = {}
+    shown: set[tuple[str, bool]] = set()
+    for r in rows:
+        g = str(r.get(group, "")) if group else ""
+        k = groups.setdefault(g, len(groups))
+        colour = f"C{k % 10}"
+        empty = bool(hollow and r.get(hollow))
+        text = None
+        if (g, empty) not in shown and (group or empty):
+            shown.add((g, empty))
+            text = ", ".join(t for t in (g, f"{hollow} (hollow)" if empty else "") if t)
+        ax.scatter([float(r[x])], [float(r[y])], marker=markers[k % len(markers)], s=45, edgecolors=colour,
+                   facecolors="none" if empty else colour, label=text)
+        ax.annotate(str(r.get(label, "")), (float(r[x]), float(r[y])), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    for value, text in vlines:
+        ax.axvline(float(value), color="0.4", linestyle="--", linewidth=1, label=text)
+    if shown or vlines:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return _save(fig, ax, path, x, y, title)
 
 
