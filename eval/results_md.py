@@ -21,8 +21,8 @@ __all__ = ["render_results", "render_summary", "update"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ID_FIELDS = ("model", "objective", "curriculum", "setting", "fusion", "pooling", "subset", "dataset", "loss", "similarity",
-             "engine", "backend", "precision", "job", "seed", "split", "step", "queries", "users")
-METRIC_HINTS = ("@", "ndcg", "recall", "mrr", "hr", "docs_per_s", "speedup", "p50", "latency", "digit_mass", "rate")
+             "engine", "backend", "precision", "job", "seed", "split", "step", "queries", "items", "users", "extrapolated")
+METRIC_HINTS = ("@", "ndcg", "recall", "mrr", "hr", "docs_per_s", "speedup", "p50", "latency", "digit_mass", "rate", "_ms", "_mb", "_s_linear")
 
 
 def _fmt(value: object) -> str:
