@@ -1,8 +1,12 @@
-"""Sequential recommenders under one protocol: SASRec, ReaRec-ERL, ReaRec-PRL, HLLM (frozen item LLM), HCN-style.
+"""Sequential recommenders under one protocol: SASRec, ReaRec-ERL, ReaRec-PRL, HLLM (frozen item LLM), HCN-style, HSTU.
 
 What it measures: test HR@10, NDCG@10, Recall@50/200 (and @200 NDCG) of each model trained on the same
 leave-one-out split with the same budget (epochs and, where given, a wall-clock cap), plus train time.
-Protocol: leave-one-out, full ranking over all items, the user's history excluded (HSTU/HLLM protocol).
+Protocol: leave-one-out, full ranking over all items, the user's history excluded (HSTU/HLLM-style), or with
+``--protocol hstu`` the HSTU authors' own (train on all but the last item, every catalogue item ranked, only
+the last max-length history items excluded; ``rankwise.recsys.data``); rows under it carry ``protocol: hstu``.
+HSTU (``--models hstu``) trains with the authors' ML-1M recipe: sampled softmax with 128 negatives,
+AdamW betas (0.9, 0.98), no gradient clipping.
 
 Anchor: the HSTU repository's SASRec row on ML-1M, HR@10 .2853 / NDCG@10 .1603 (target ≥ .28 / .155).
 
@@ -11,6 +15,7 @@ Commands (CPU ones under the shared lock, the last on a GPU; each row is written
     flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset amazon2018_scientific
     flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset yelp_s3rec --epochs 10
     python benchmarks/recsys_ml1m.py --dataset yelp_s3rec --epochs 20 --max-minutes 2 --device cuda --seeds 42,1,2
+    python benchmarks/recsys_ml1m.py --dataset ml-1m --models hstu,sasrec --protocol hstu --sasrec-loss sampled --epochs 101 --seeds 42,1,2 --device cuda
 
 Results: ``benchmarks/results/recsys_<dataset>.json`` (+ ``.png``); ML-1M writes ``recsys_ml1m.json``.
 Hardware: the 2-core CPU build machine unless a row says otherwise; one seed per row (42) unless ``--seeds``.
@@ -41,10 +46,10 @@ from rankwise.eval.datasets.interactions import load_interactions
 from rankwise.eval.report import RESULTS_DIR, machine_info, merge_results, plot_bars, print_table
 from rankwise.recsys import build_recommender
 from rankwise.recsys.data import SequenceData
-from rankwise.recsys.evaluate import PROTOCOL, evaluate_full_ranking
+from rankwise.recsys.evaluate import evaluate_full_ranking, protocol_text
 from rankwise.recsys.trainer import RecTrainer, RecTrainerConfig
 
-ALL_MODELS = ("sasrec", "rearec-erl", "rearec-prl", "hllm", "hcn")
+ALL_MODELS = ("sasrec", "rearec-erl", "rearec-prl", "hllm", "hcn", "hstu")
 GPU_MODELS = ("hllm-ft",)  # HLLM with the item LLM fine-tuned end to end: only on a GPU (``--models hllm-ft``)
 KNOWN_MODELS = ALL_MODELS + GPU_MODELS
 
@@ -81,10 +86,13 @@ class BenchConfig:
     reasoning_dropout: bool = False  # dropout on ReaRec's reasoning inputs at the model's rate (an earlier reading)
     authors_inputs: bool = False  # ReaRec as the authors feed it: LayerNormed item inputs, reasoning dropout 0.2
     post_ln: bool = False  # ReaRec with post-LN blocks (the authors' encoder)
+    protocol: str = "ours"  # "hstu": the HSTU authors' split, catalogue and history exclusion
 
     def variant(self, model_name: str) -> dict:
         """Row fields for settings other than the defaults (they are part of the row's key)."""
         out: dict = {"split": self.eval_split} if self.eval_split != "test" else {}
+        if self.protocol != "ours":
+            out["protocol"] = self.protocol
         if model_name.startswith("rearec") and self.reasoning_steps != 2:
             out["reasoning_steps"] = self.reasoning_steps
         if model_name.startswith("rearec") and self.reasoning_dropout:
@@ -125,6 +133,8 @@ def build_model(name: str, data: SequenceData, preset: dict, bench: BenchConfig)
         return build_recommender("hcn", data, **{**common, "n_layers": 1}, **shared)
     if name == "hllm":
         return build_recommender("hllm", data, **common, item_mode="frozen", **hllm)
+    if name == "hstu":  # the authors' ML-1M recipe: sampled softmax, 128 negatives (HSTUConfig's defaults otherwise)
+        return build_recommender("hstu", data, **common, **{**shared, "loss": "sampled"}, n_negatives=128)
     if name == "hllm-ft":  # mean pooling: MiniLM was trained for it (the paper's [ITEM] slot suits decoder LLMs)
         return build_recommender("hllm", data, **common, item_mode="finetune", pooling="mean", prompt="", **hllm)
     raise ValueError(f"unknown model {name!r}; choose from {KNOWN_MODELS}")
@@ -136,7 +146,7 @@ def _key(row: dict) -> tuple:
     return (row["model"], row.get("loss", "ce"), row.get("similarity", "cosine"), row["dataset"], row["seed"], row["budget"],
             row.get("device", "cpu"), row.get("hidden"), row.get("adapter"), row.get("split", "test"),
             row.get("reasoning_steps"), row.get("erl_lambda"), row.get("reasoning_dropout"), row.get("user_llm"),
-            row.get("authors_inputs"), row.get("post_ln"))
+            row.get("authors_inputs"), row.get("post_ln"), row.get("protocol", "ours"))
 
 
 def _hardware(device: str) -> str:
@@ -160,7 +170,9 @@ def run(config: BenchConfig) -> list[dict]:
     torch.set_float32_matmul_precision("high")  # TF32 on CUDA (rows from 2026-11-26 on); no effect on CPU
     preset = {**PRESETS.get(config.dataset, PRESETS["amazon2018_scientific"]), **config.extra}
     epochs = config.epochs or preset["epochs"]
-    data = SequenceData.from_interactions(load_interactions(config.dataset))
+    if config.protocol == "hstu" and config.eval_split != "test":
+        raise ValueError("--protocol hstu holds out no validation split: --eval-split test only")
+    data = SequenceData.from_interactions(load_interactions(config.dataset), protocol=config.protocol)
     name = bench_name(config.dataset)
     path = RESULTS_DIR / f"{name}.json"
     rows = _load_rows(path)
@@ -170,7 +182,7 @@ def run(config: BenchConfig) -> list[dict]:
             same_backbone = model_name == "sasrec" or model_name.startswith("rearec")
             hllm = model_name.startswith("hllm")
             infonce = f"infonce-{config.hllm_negatives}" if config.hllm_negatives > 0 else "infonce-catalog"
-            loss = infonce if hllm else config.sasrec_loss if same_backbone else "ce"
+            loss = infonce if hllm else config.sasrec_loss if same_backbone else "sampled" if model_name == "hstu" else "ce"
             adapter = config.hllm_adapter if hllm and config.hllm_adapter != "linear" else None
             ident = {  # the fields that identify a row (see _key); settings at their defaults are left out
                 "model": model_name, "loss": loss, "similarity": config.similarity, "dataset": config.dataset,
@@ -188,7 +200,7 @@ def run(config: BenchConfig) -> list[dict]:
             setup_s = time.perf_counter() - t0  # HLLM: item-LLM encoding of the catalog (cached on disk)
             trainer_cfg = RecTrainerConfig(
                 epochs=epochs, batch_size=preset["batch"], lr=1e-3, seed=seed, max_minutes=config.max_minutes,
-                windows="last", progress=False,
+                windows="last", progress=False, **({"adam_beta2": 0.98, "grad_clip": 0.0} if model_name == "hstu" else {}),
             )
             log = RecTrainer(model, data, trainer_cfg).train()
             t1 = time.perf_counter()
@@ -210,7 +222,7 @@ def run(config: BenchConfig) -> list[dict]:
                 "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             }
             print(json.dumps(row), flush=True)
-            rows = merge_results(name, [row], _key, PROTOCOL, device=config.device, preset=json.dumps(preset), sort=lambda r: (
+            rows = merge_results(name, [row], _key, protocol_text("ours") + "; rows with protocol 'hstu': " + protocol_text("hstu"), device=config.device, preset=json.dumps(preset), sort=lambda r: (
                 r["budget"], KNOWN_MODELS.index(r["model"]) if r["model"] in KNOWN_MODELS else 99, r["seed"]))
     return rows
 
@@ -241,6 +253,8 @@ def main() -> None:
     parser.add_argument("--reasoning-dropout", action="store_true",
                         help="dropout on ReaRec's reasoning inputs at the model's rate (rows record it)")
     parser.add_argument("--post-ln", action="store_true", help="ReaRec with post-LN blocks, as the authors' encoder (rows record it)")
+    parser.add_argument("--protocol", default="ours", choices=["ours", "hstu"],
+                        help="split, catalogue and history exclusion: ours, or the HSTU authors' (rows record hstu)")
     parser.add_argument("--authors-inputs", action="store_true",
                         help="ReaRec with LayerNormed item inputs and reasoning dropout 0.2, as the authors' code (rows record it)")
     args = parser.parse_args()
@@ -264,13 +278,14 @@ def main() -> None:
         reasoning_dropout=args.reasoning_dropout,
         authors_inputs=args.authors_inputs,
         post_ln=args.post_ln,
+        protocol=args.protocol,
     )
     rows = run(cfg)
     name = bench_name(cfg.dataset)
-    print_table(rows, f"{name} — {PROTOCOL}")
-    plot_bars(rows, ("model", "loss", "adapter", "user_llm", "reasoning_steps", "erl_lambda", "reasoning_dropout", "authors_inputs", "split", "similarity",
+    print_table(rows, f"{name} — {protocol_text(cfg.protocol)}")
+    plot_bars(rows, ("model", "protocol", "loss", "adapter", "user_llm", "reasoning_steps", "erl_lambda", "reasoning_dropout", "authors_inputs", "split", "similarity",
                      "hidden", "seed", "budget", "device"), "ndcg@10", RESULTS_DIR / f"{name}.png",
-              title=f"{cfg.dataset}: NDCG@10 ({PROTOCOL})")
+              title=f"{cfg.dataset}: NDCG@10 (protocol ours unless a bar says hstu)")
 
 
 if __name__ == "__main__":

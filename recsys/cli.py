@@ -45,6 +45,16 @@ class Split(str, Enum):
     test = "test"
 
 
+class Protocol(str, Enum):
+    ours = "ours"
+    hstu = "hstu"
+
+
+PROTOCOL_HELP = ("Split and catalog: ours (leave-one-out with a validation item, items with interactions, whole history "
+                 "excluded) or hstu (the HSTU authors': train on all but the last item, no validation, every catalogue "
+                 "item ranked, only the last --max-len history items excluded).")
+
+
 TRUST_HELP = ("Let transformers run Python code shipped in the model directory or LLM folders (HLLM). Off by default; "
               "a model directory cannot turn it on itself. Only for directories you trust.")
 
@@ -55,12 +65,13 @@ def _fail(message: str) -> None:
 DROP_SHORT_HELP = "Drop users with fewer than 3 interactions (leave-one-out needs 3) instead of refusing the dataset."
 
 
-def _load_sequences(dataset: str, item_ids: list[str] | None = None, drop_short_users: bool = False):  # noqa: ANN202 - SequenceData
+def _load_sequences(dataset: str, item_ids: list[str] | None = None, drop_short_users: bool = False,  # noqa: ANN202 - SequenceData
+                    protocol: str = "ours"):
     from rankwise.eval.datasets.interactions import InteractionDataError, load_interactions
     from rankwise.recsys.data import SequenceData
 
     try:
-        return SequenceData.from_interactions(load_interactions(dataset, drop_short_users), item_ids=item_ids)
+        return SequenceData.from_interactions(load_interactions(dataset, drop_short_users), item_ids=item_ids, protocol=protocol)
     except (InteractionDataError, ValueError) as err:
         _fail(str(err))
 
@@ -97,12 +108,12 @@ def _load_model(model_dir: Path, trust_remote_code: bool = False):  # noqa: ANN2
         _fail(f"{model_dir}: incomplete model directory ({err.filename} missing)")
 
 
-def _print_metrics(metrics: dict, title: str) -> None:
+def _print_metrics(metrics: dict, title: str, protocol: str = "ours") -> None:
     from rankwise.eval.report import print_table
-    from rankwise.recsys.evaluate import KS, PROTOCOL
+    from rankwise.recsys.evaluate import KS, protocol_text
 
     row = {k: metrics[k] for k in ("users", *[f"{m}@{k}" for k in KS for m in ("hr", "ndcg")]) if k in metrics}
-    print_table([row], f"{title} — {PROTOCOL}")
+    print_table([row], f"{title} — {protocol_text(protocol)}")
 
 
 @app.command("train")
@@ -131,6 +142,7 @@ def train(
     sampled_negatives: int = typer.Option(128, "--sampled-negatives", min=1, help="Negatives per position for --loss sampled."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cuda or cpu."),
     eval_every: int = typer.Option(0, min=0, help="Validate every N epochs and keep the best weights (0 = keep the last)."),
+    protocol: Protocol = typer.Option(Protocol.ours, "--protocol", help=PROTOCOL_HELP),
     max_minutes: Optional[float] = typer.Option(None, help="Stop after the epoch that passes this wall-clock budget."),
     seed: int = typer.Option(42, help="Random seed."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
@@ -148,6 +160,7 @@ def train(
         rankwise recommend train --model hllm --user-llm HuggingFaceTB/SmolLM2-135M --dataset ml-100k --output runs/hllm-smol
         rankwise recommend train --model hcn --dataset /path/to/folder --output runs/hcn --json
         rankwise recommend train --model hstu --dataset ml-1m --hidden 50 --max-len 200 --loss sampled --adam-beta2 0.98 --grad-clip 0 --output runs/hstu
+        rankwise recommend train --model hstu --dataset ml-1m --protocol hstu --epochs 101 --max-len 200 --loss sampled --output runs/hstu-p
         rankwise recommend train --model sasrec --dataset /path/to/folder --drop-short-users --output runs/sasrec --overwrite
     """
     import torch
@@ -166,7 +179,9 @@ def train(
         check_output(output, overwrite, "dir")
     except OutputError as err:
         _fail(f"--output {err}")
-    data = _load_sequences(dataset, drop_short_users=drop_short_users)
+    if protocol is Protocol.hstu and eval_every:
+        _fail("--eval-every: --protocol hstu holds out no validation split; train a fixed number of --epochs")
+    data = _load_sequences(dataset, drop_short_users=drop_short_users, protocol=protocol.value)
     torch.manual_seed(seed)
     common = {"hidden": hidden, "n_layers": layers, "n_heads": heads, "dropout": dropout, "max_len": max_len}
     if loss not in ("ce", "sampled"):
@@ -201,12 +216,12 @@ def train(
     with atomic_dir(output) as staging:
         net.save_pretrained(staging, dataset=dataset, train_log={"epochs": log.epochs, "train_s": round(log.train_s, 1),
                                                                  "losses": log.losses, "best_epoch": log.best_epoch},
-                            test=metrics)
+                            test=metrics, protocol=protocol.value)
     if as_json:
-        typer.echo(json.dumps({"model": net.kind, "dataset": data.name, "output": str(output), "epochs": log.epochs,
-                               "train_s": round(log.train_s, 1), **metrics}))
+        typer.echo(json.dumps({"model": net.kind, "dataset": data.name, "protocol": protocol.value, "output": str(output),
+                               "epochs": log.epochs, "train_s": round(log.train_s, 1), **metrics}))
         return
-    _print_metrics(metrics, f"{net.kind} on {data.name}: {log.epochs} epochs, {log.train_s:.0f} s; saved {output}")
+    _print_metrics(metrics, f"{net.kind} on {data.name}: {log.epochs} epochs, {log.train_s:.0f} s; saved {output}", protocol.value)
 
 
 @app.command("eval")
@@ -214,6 +229,7 @@ def evaluate(
     model_dir: Path = typer.Option(..., help="A directory written by `rankwise recommend train`."),
     dataset: Optional[str] = typer.Option(None, help="Dataset to evaluate on (default: the one the model was trained on)."),
     split: Split = typer.Option(Split.test, help="Leave-one-out split: test (last item) or valid (second-last)."),
+    protocol: Optional[Protocol] = typer.Option(None, "--protocol", help=PROTOCOL_HELP + " Default: the one the model was trained under."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     drop_short_users: bool = typer.Option(False, "--drop-short-users", help=DROP_SHORT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line instead of a table."),
@@ -232,12 +248,16 @@ def evaluate(
     name = dataset or net.meta.get("dataset")
     if not name:
         _fail(f"{model_dir}/rankwise.json: field 'dataset' is missing; pass --dataset")
-    data = _load_sequences(name, item_ids=net.item_ids, drop_short_users=drop_short_users)
-    metrics = evaluate_full_ranking(net, data, split.value)
+    chosen = protocol.value if protocol else net.meta.get("protocol", "ours")
+    data = _load_sequences(name, item_ids=net.item_ids, drop_short_users=drop_short_users, protocol=chosen)
+    try:
+        metrics = evaluate_full_ranking(net, data, split.value)
+    except ValueError as err:
+        _fail(f"--split {split.value}: {err}")
     if as_json:
-        typer.echo(json.dumps({"model_dir": str(model_dir), "dataset": data.name, "split": split.value, **metrics}))
+        typer.echo(json.dumps({"model_dir": str(model_dir), "dataset": data.name, "split": split.value, "protocol": chosen, **metrics}))
         return
-    _print_metrics(metrics, f"{net.kind} on {data.name} ({split.value})")
+    _print_metrics(metrics, f"{net.kind} on {data.name} ({split.value})", chosen)
 
 
 def _predict_all_users(model_dir: Path, k: int, dataset: str | None, output: Path | None, batch_users: int, resume: bool,

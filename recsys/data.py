@@ -3,10 +3,18 @@
 Item ids are mapped to contiguous indices ``1..n_items`` (0 is padding); the mapping is saved with
 every model (``rankwise.json``) so predictions can be translated back to the dataset's ids.
 
-Split (leave-one-out, the HSTU/HLLM protocol): for a user sequence ``s_0 … s_{n-1}`` the last item is
-the test target (history ``s_0 … s_{n-2}``), the second-last the validation target (history
-``s_0 … s_{n-3}``), and training sees ``s_0 … s_{n-3}`` only. Training predicts the next item at
-every position of windows of at most ``max_len`` inputs cut from the end of the training sequence.
+Split, protocol ``"ours"`` (leave-one-out, HSTU/HLLM-style): for a user sequence ``s_0 … s_{n-1}`` the
+last item is the test target (history ``s_0 … s_{n-2}``), the second-last the validation target
+(history ``s_0 … s_{n-3}``), and training sees ``s_0 … s_{n-3}`` only; the catalog is every item with
+an interaction. Training predicts the next item at every position of windows of at most ``max_len``
+inputs cut from the end of the training sequence.
+
+Protocol ``"hstu"`` (the HSTU authors' ``generative-recommenders`` research code): training sees
+``s_0 … s_{n-2}`` (``ignore_last_n=1``: no validation split is held out), the test target is
+``s_{n-1}`` with history ``s_0 … s_{n-2}``, the catalog is every item of the dataset's item table
+(ML-1M: 3,883 movies, 177 of them never rated, ranked and sampled as negatives like the others), and
+evaluation excludes only the last ``max_len`` history items (the model's input window), not the whole
+history (:func:`rankwise.recsys.evaluate.evaluate_full_ranking`).
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ import torch
 
 from rankwise.eval.datasets.interactions import Interactions, item_text
 
-__all__ = ["SequenceData", "left_pad", "train_windows", "iter_train_batches", "iter_eval_batches"]
+PROTOCOLS = ("ours", "hstu")
+"""Split and catalog conventions of :class:`SequenceData` (module docstring)."""
+
+__all__ = ["PROTOCOLS", "SequenceData", "left_pad", "train_windows", "iter_train_batches", "iter_eval_batches"]
 
 
 @dataclass
@@ -35,6 +46,8 @@ class SequenceData:
         item_ids: ``item_ids[i - 1]`` is the dataset id of item index ``i``.
         item_texts: ``item_texts[i - 1]`` is the text template of item index ``i`` ("" when no text).
         item_titles: display title of each item index (falls back to the id).
+        protocol: ``"ours"`` or ``"hstu"``: which split :meth:`history` / :meth:`targets` give and how
+            much history evaluation excludes (module docstring).
     """
 
     name: str
@@ -43,24 +56,36 @@ class SequenceData:
     item_ids: list[str]
     item_texts: list[str] = field(repr=False)
     item_titles: list[str] = field(repr=False)
+    protocol: Literal["ours", "hstu"] = "ours"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"SequenceData: protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
 
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
 
     @classmethod
-    def from_interactions(cls, data: Interactions, item_ids: list[str] | None = None) -> SequenceData:
+    def from_interactions(
+        cls, data: Interactions, item_ids: list[str] | None = None, protocol: Literal["ours", "hstu"] = "ours"
+    ) -> SequenceData:
         """Build sequences from :func:`eval.datasets.interactions.load_interactions` output.
 
         Args:
             data: the loaded dataset.
             item_ids: a saved id mapping (from a model directory) to reuse; by default items are
-                indexed in order of first appearance in the sorted log. Items unknown to a given
-                mapping raise ``ValueError`` naming one of them.
+                indexed in order of first appearance in the sorted log, then (protocol ``"hstu"``)
+                the item-table items that have no interaction. Items unknown to a given mapping
+                raise ``ValueError`` naming one of them.
+            protocol: ``"ours"`` or ``"hstu"`` (module docstring).
         """
         inter = data.interactions
         if item_ids is None:
             item_ids = inter["item_id"].unique(maintain_order=True).to_list()
+            if protocol == "hstu":
+                seen = set(item_ids)
+                item_ids += [i for i in data.items["item_id"].to_list() if i not in seen]
         index = {iid: i + 1 for i, iid in enumerate(item_ids)}
         unknown = [i for i in inter["item_id"].unique().to_list() if i not in index]
         if unknown:
@@ -78,17 +103,29 @@ class SequenceData:
         texts = [item_text(by_id.get(i, {}), fields) for i in item_ids]
         named = data.item_titles()
         titles = [named.get(i, i) for i in item_ids]
-        return cls(data.name, grouped["user_id"].to_list(), sequences, list(item_ids), texts, titles)
+        return cls(data.name, grouped["user_id"].to_list(), sequences, list(item_ids), texts, titles, protocol)
+
+    def _check_split(self, split: str) -> None:
+        if split == "valid" and self.protocol == "hstu":
+            raise ValueError(f"{self.name}: protocol hstu holds out no validation split (training sees every item but "
+                             "the last, as in the HSTU authors' code); train a fixed number of epochs or use protocol ours")
 
     def history(self, split: Literal["train", "valid", "test"]) -> list[np.ndarray]:
         """Input sequences for ``split``: training prefix, validation history or test history."""
-        cut = {"train": 2, "valid": 2, "test": 1}[split]
+        self._check_split(split)
+        cut = {"train": 1 if self.protocol == "hstu" else 2, "valid": 2, "test": 1}[split]
         return [s[:-cut] for s in self.sequences]
 
     def targets(self, split: Literal["valid", "test"]) -> np.ndarray:
         """The held-out item index of every user: second-last (valid) or last (test)."""
+        self._check_split(split)
         pos = -2 if split == "valid" else -1
         return np.asarray([s[pos] for s in self.sequences], dtype=np.int64)
+
+    def excluded_window(self, max_len: int) -> int | None:
+        """How many of the most recent history items evaluation excludes: all (``None``, protocol
+        ``"ours"``) or the model's input window of ``max_len`` (protocol ``"hstu"``)."""
+        return max_len if self.protocol == "hstu" else None
 
 
 def left_pad(seqs: list[np.ndarray], max_len: int) -> torch.Tensor:
@@ -152,13 +189,15 @@ def iter_train_batches(
 
 
 def iter_eval_batches(
-    histories: list[np.ndarray], targets: np.ndarray | None, batch_size: int, max_len: int
+    histories: list[np.ndarray], targets: np.ndarray | None, batch_size: int, max_len: int,
+    excluded_window: int | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Evaluation batches in user order: ``item_seq`` (B, L) left-padded history (last ``max_len``),
-    ``history`` (B, H) the full history for exclusion (0-padded), and ``target`` (B,) when given."""
+    ``history`` (B, H) the history items to exclude (0-padded: all of them, or the last
+    ``excluded_window``), and ``target`` (B,) when given."""
     for start in range(0, len(histories), batch_size):
         chunk = histories[start:start + batch_size]
-        batch = {"item_seq": left_pad(chunk, max_len), "history": left_pad(chunk, 10**9)}
+        batch = {"item_seq": left_pad(chunk, max_len), "history": left_pad(chunk, excluded_window or 10**9)}
         if targets is not None:
             batch["target"] = torch.from_numpy(np.asarray(targets[start:start + batch_size]))
         yield batch

@@ -13,12 +13,20 @@ import torch
 
 from rankwise.recsys.data import SequenceData, iter_eval_batches
 
-__all__ = ["PROTOCOL", "KS", "target_ranks", "chunked_target_ranks", "exclude_history", "rank_metrics", "evaluate_full_ranking"]
+__all__ = ["PROTOCOL", "PROTOCOL_HSTU", "protocol_text", "KS", "target_ranks", "chunked_target_ranks", "exclude_history", "rank_metrics", "evaluate_full_ranking"]
 
 PROTOCOL = ("leave-one-out (last item test, second-last validation), full ranking over every item with an interaction, "
             "the user's whole history excluded (HSTU/HLLM-style; HSTU's own code excludes only the last <= 200 history "
             "items and ranks every catalogue item, e.g. 3,883 ML-1M movies where we rank the 3,706 with interactions)")
+PROTOCOL_HSTU = ("the HSTU authors' protocol (generative-recommenders research code): training on every item but the last, "
+                 "test = last item, full ranking over every catalogue item (ML-1M: 3,883 movies), only the last max_len "
+                 "(model window) history items excluded, no validation split")
 KS = (10, 50, 200)
+
+
+def protocol_text(protocol: str) -> str:
+    """The table caption of a :data:`rankwise.recsys.data.PROTOCOLS` name."""
+    return PROTOCOL_HSTU if protocol == "hstu" else PROTOCOL
 
 
 def exclude_history(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -122,7 +130,8 @@ def evaluate_full_ranking(
     """Evaluate ``model`` (any :class:`recsys._seq.SequentialRecommender`) on the valid or test split.
 
     Every user is scored against all items with ``full_sort_predict``; items in the user's history
-    (all earlier interactions, not only the last ``max_len``) are excluded before ranking.
+    are excluded before ranking: all earlier interactions (``data.protocol == "ours"``) or only the
+    last ``max_len``, the model's input window (``"hstu"``, as the HSTU authors' code does).
 
     ``item_chunk``: score the catalog ``item_chunk`` items at a time (:func:`chunked_target_ranks`),
     so memory is ``batch_size x item_chunk`` scores, not ``batch_size x n_items``; ``None`` chunks
@@ -130,7 +139,7 @@ def evaluate_full_ranking(
 
     Returns:
         ``{"hr@10", "ndcg@10", "recall@10", ..., "users", "targets_in_history"}``: the last is the share of
-        users whose held-out item already is in their history, so it is excluded and can never be hit
+        users whose held-out item already is in their excluded history, so it can never be hit
         (HR@K is at most ``1 - targets_in_history``; 6.66 % of Yelp's test users, for example).
     """
     was_training = model.training
@@ -141,7 +150,8 @@ def evaluate_full_ranking(
     device = next(model.parameters(), torch.empty(0)).device  # CPU for parameter-free scorers
     n_items = data.n_items
     chunk = item_chunk or (None if batch_size * n_items <= DENSE_SCORES else max(1, DENSE_SCORES // batch_size))
-    for batch in iter_eval_batches(histories, targets, batch_size, model.config.max_len):
+    window = data.excluded_window(model.config.max_len)
+    for batch in iter_eval_batches(histories, targets, batch_size, model.config.max_len, window):
         batch = {k: v.to(device) for k, v in batch.items()}
         if chunk is None:
             scores = exclude_history(model.full_sort_predict(batch), batch["history"])
@@ -153,5 +163,6 @@ def evaluate_full_ranking(
     model.train(was_training)
     out = rank_metrics(torch.cat(ranks).numpy(), ks)
     out["users"] = len(histories)
-    out["targets_in_history"] = float(np.mean([int(t) in set(np.asarray(h).tolist()) for h, t in zip(histories, targets)])) if histories else 0.0
+    excluded = [np.asarray(h)[-window:] if window else np.asarray(h) for h in histories]
+    out["targets_in_history"] = float(np.mean([int(t) in set(h.tolist()) for h, t in zip(excluded, targets)])) if histories else 0.0
     return out

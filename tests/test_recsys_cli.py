@@ -127,3 +127,23 @@ def test_recommend_train_takes_the_hstu_authors_optimiser(tmp_path, monkeypatch)
     res = runner.invoke(app, [*common, "--output", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     assert seen["betas"][-1] == (0.9, 0.999) and seen["clips"] > 0
+
+
+def test_recommend_train_and_eval_under_the_hstu_protocol(tmp_path):
+    out = tmp_path / "hstu-p"
+    common = ["recommend", "train", "--model", "hstu", "--dataset", "ml-100k", "--protocol", "hstu", "--epochs", "1",
+              "--max-len", "10", "--hidden", "8", "--loss", "sampled", "--sampled-negatives", "8", "--json"]
+    bad = runner.invoke(app, [*common, "--output", str(out), "--eval-every", "1"])
+    assert bad.exit_code == 1 and "no validation split" in bad.output and not out.exists()
+    res = runner.invoke(app, [*common, "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    trained = json.loads(res.stdout)
+    assert trained["protocol"] == "hstu"
+    assert json.loads((out / "rankwise.json").read_text())["protocol"] == "hstu"
+    res = runner.invoke(app, ["recommend", "eval", "--model-dir", str(out), "--json"])  # the model's own protocol
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["protocol"] == "hstu" and abs(json.loads(res.stdout)["ndcg@10"] - trained["ndcg@10"]) < 1e-9
+    res = runner.invoke(app, ["recommend", "eval", "--model-dir", str(out), "--split", "valid", "--json"])
+    assert res.exit_code == 1 and "no validation split" in res.output
+    res = runner.invoke(app, ["recommend", "eval", "--model-dir", str(out), "--protocol", "ours", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["protocol"] == "ours"

@@ -149,3 +149,55 @@ def test_evaluation_in_item_chunks_matches_dense(ml100k):
     dense = evaluate_full_ranking(model, ml100k, "test")
     chunked = evaluate_full_ranking(model, ml100k, "test", item_chunk=97)
     assert chunked == dense
+
+
+class _ByIndex(torch.nn.Module):
+    """Scores item j as j (the newest-looking item wins), with a model window of ``max_len``."""
+
+    def __init__(self, n_items: int, max_len: int) -> None:
+        super().__init__()
+        self.config = type("C", (), {"max_len": max_len})()
+        self.n = n_items
+
+    def sync_item_tower(self) -> None:
+        pass
+
+    def full_sort_predict(self, batch):
+        return torch.arange(1, self.n + 1, dtype=torch.float32).repeat(len(batch["item_seq"]), 1)
+
+
+def _toy(protocol: str) -> SequenceData:
+    seqs = [np.array([5, 1, 2, 3, 5]), np.array([1, 2, 3, 5])]
+    ids = [str(i) for i in range(1, 6)]
+    return SequenceData("toy", ["a", "b"], seqs, ids, [""] * 5, ids, protocol)
+
+
+def test_hstu_protocol_trains_on_all_but_the_last_item_and_has_no_validation_split():
+    data = _toy("hstu")
+    assert [h.tolist() for h in data.history("train")] == [[5, 1, 2, 3], [1, 2, 3]]
+    assert [h.tolist() for h in data.history("test")] == [[5, 1, 2, 3], [1, 2, 3]]
+    assert data.targets("test").tolist() == [5, 5]
+    with pytest.raises(ValueError, match="no validation split"):
+        data.history("valid")
+    assert [h.tolist() for h in _toy("ours").history("train")] == [[5, 1, 2], [1, 2]]
+    with pytest.raises(ValueError, match="protocol"):
+        _toy("recbole")
+
+
+def test_hstu_protocol_excludes_only_the_model_window_of_history():
+    # user a's target 5 was seen 4 items ago: ours excludes it (never a hit), hstu with a window of 2 ranks it first
+    ours = evaluate_full_ranking(_ByIndex(5, max_len=2), _toy("ours"), "test", ks=(1,))
+    hstu = evaluate_full_ranking(_ByIndex(5, max_len=2), _toy("hstu"), "test", ks=(1,))
+    assert ours["targets_in_history"] == 0.5 and hstu["targets_in_history"] == 0.0
+    assert ours["hr@1"] == 0.5  # a: its target is excluded, a miss; b: 5 is unseen and scores highest
+    assert hstu["hr@1"] == 1.0  # a's 5 lies outside the window of 2, so it is ranked (first)
+    batch = next(iter_eval_batches(_toy("hstu").history("test"), None, 2, max_len=3, excluded_window=2))
+    assert batch["history"].tolist() == [[2, 3], [2, 3]] and batch["item_seq"].tolist() == [[1, 2, 3], [1, 2, 3]]
+
+
+def test_hstu_protocol_ranks_the_whole_item_table():
+    data = load_interactions("ml-1m")
+    ours, hstu = SequenceData.from_interactions(data), SequenceData.from_interactions(data, protocol="hstu")
+    assert ours.n_items == 3706 and hstu.n_items == 3883
+    assert hstu.item_ids[:3706] == ours.item_ids  # rated items keep their indices; the 177 unrated follow
+    assert int(np.concatenate(hstu.sequences).max()) <= 3706
