@@ -78,6 +78,28 @@ def _best(rows: Sequence[dict], metric: str, **where: object) -> dict | None:
     return max(keep, key=lambda r: r[metric]) if keep else None
 
 
+def _bi_encoder_rows(rows: Sequence[dict]) -> list[str]:
+    """Summary lines for the trained bi-encoder query towers (seed means where the file has them)."""
+    out = []
+    for model, label in (("bi-encoder-adapter", "trained bi-encoder query adapter"),
+                         ("bi-encoder-finetuned", "fine-tuned bi-encoder query encoder")):
+        mine = [r for r in rows if r.get("model") == model and r.get("subset") == "all" and r.get("fusion") != "none"]
+        means = [r for r in mine if r.get("seeds")]
+        pool = means or mine
+        best = max(pool, key=lambda r: r["ndcg@10"], default=None)
+        if best is None:
+            continue
+        keys = ("objective", "curriculum", "fusion", "seed", "scale", "query_tower", "lr")
+        twin = next((x for x in rows if x.get("model") == model and x.get("subset") == "positives-unseen-in-train"
+                     and all(x.get(k) == best.get(k) for k in keys)), None)
+        unseen = f" (unseen-positive subset, {twin['queries']} queries: {twin['ndcg@10']:.4f})" if twin else ""
+        seeds = f"mean of {best['seeds']} seeds, " if best.get("seeds") else "one seed, "
+        out.append(f"| {label} + BM25{' + bi-encoder' if 'bi-encoder' in best['fusion'] else ''}, weights on train "
+                   f"({seeds}best of {len(pool)} on test) — {best['objective']} | SciFact test, {best['queries']} queries | "
+                   f"{best['ndcg@10']:.4f}{unseen} | objectives_scifact |")
+    return out
+
+
 def render_summary(results_dir: Path) -> str:
     """The README's one-screen summary: headline rows picked from the result files."""
     def load(name: str) -> list[dict]:
@@ -101,6 +123,7 @@ def render_summary(results_dir: Path) -> str:
             unseen = f" (unseen-positive subset, {twin['queries']} queries: {twin['ndcg@10']:.4f})" if twin else ""
             lines.append(f"| {label}{' — ' + name if name else ''} | SciFact test, {r['queries']} queries | {r['ndcg@10']:.4f}{unseen} | "
                          "objectives_scifact_cross_encoder |")
+    lines += _bi_encoder_rows(load("objectives_scifact"))
     llm = load("llm_rankers_scifact")
     b = _best(llm, "ndcg@10", model="bm25")
     for fusion in ("none", "zscore"):
