@@ -302,6 +302,15 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def at_max_length(model_dir: str | Path, max_length: int, out: Path) -> Path:
+    """A copy of the cross-encoder ``model_dir`` whose ``rankwise.json`` says ``max_length``.
+
+    An export keeps the saved max_length (the training length, e.g. 128), while PyTorch and the peer
+    are given ``max_length`` here: without the copy the ONNX / OpenVINO engines would score shorter pairs."""
+    CrossEncoder.from_pretrained(model_dir, max_length=max_length).save_pretrained(out)
+    return out
+
+
 def rerank_rows(cfg: BenchConfig, work: Path, stack: contextlib.ExitStack) -> tuple[list[dict], dict]:
     """The reranking rows and run-level fields; the peer worker (if any) is closed by ``stack``."""
     from sentence_transformers import CrossEncoder as STCrossEncoder
@@ -309,7 +318,7 @@ def rerank_rows(cfg: BenchConfig, work: Path, stack: contextlib.ExitStack) -> tu
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     if cfg.model_dir:
-        src, weights = Path(cfg.model_dir), f"trained: {cfg.model_dir}"
+        src, weights = at_max_length(cfg.model_dir, cfg.max_length, work / "ce-src"), f"trained: {cfg.model_dir}"
     else:
         src, weights = work / "ce-minilm", "bundled all-MiniLM-L6-v2 + fresh head (seed 0)"
         CrossEncoder.from_pretrained(default_encoder_path(), max_length=cfg.max_length).save_pretrained(src)
@@ -452,7 +461,7 @@ def rerank_rows(cfg: BenchConfig, work: Path, stack: contextlib.ExitStack) -> tu
                 r.update({"ndcg@10_on": "quality queries", **peer_details[r["engine"]]})
         rows += quality
     extra = {
-        "weights": weights, "queries": " ".join(qids), "mean_pair_tokens": mean_tokens,
+        "weights": weights, "max_length": cfg.max_length, "queries": " ".join(qids), "mean_pair_tokens": mean_tokens,
         "gflop_per_pair": gflop, "matmul_peak_gflops": peak, "fp32_ceiling_docs_per_s": ceiling,
         "export_fp32_s": export_s, "export_parity_fp32_max_abs_diff": fp32.fp32_parity_max_abs_diff,
         "export_parity_int8_max_abs_diff": int8.parity_max_abs_diff,

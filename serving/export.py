@@ -291,9 +291,10 @@ def export_model(
 
             from rankwise.serving.smooth_quant import weight_matmuls
 
-            if graph.make_feeds is None:
-                raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} takes no (query, doc) calibration pairs; "
-                                    "int8-static calibrates pair scorers (use --quantize int8)")
+            if graph.make_feeds is None or graph.encoder_config is None:
+                # the causal-LM prompt scorer's masked attention gives onnxruntime's calibrator NaN ranges
+                raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} is not an encoder pair scorer; "
+                                    "int8-static calibrates encoder cross-encoders (use --quantize int8)")
             chosen, precision = work / "int8-static.onnx", "int8-static"
             nodes = [n.name for n in weight_matmuls(onnx.load(str(fp32), load_external_data=False)) if n.op_type == "MatMul"]
             _quantize_static_int8(fp32, chosen, nodes, _calibration_feeds(graph, calibration_pairs))

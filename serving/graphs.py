@@ -52,8 +52,9 @@ class ExportGraph:
         save_assets: writes tokenizer files, item vectors, ... into the export directory.
         encoder_config: the HF config of the one BERT-family encoder inside ``module``, traced with
             eager attention, when the graph may be fused by :func:`_fuse_encoder`; ``None`` otherwise.
-        make_feeds: tokenises ``(query, doc)`` pairs into one padded input batch (pair scorers; the
-            calibration batches of ``quantize="int8-smooth"``); ``None`` for other kinds.
+        make_feeds: tokenises ``(query, doc)`` pairs into one padded input batch (pair scorers, the ERank
+            prompt scorer included; the calibration batches of ``quantize="int8-smooth"`` and of OpenVINO
+            int8); ``None`` for other kinds.
     """
 
     module: Any
@@ -213,6 +214,7 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -
                   "pad_token_id": tok.pad_token_id, "max_length": None,
                   "score": "expected integer 0-10" if integer else "P(yes) / (P(yes) + P(no))"},
         save_assets=lambda d: tok.save_pretrained(str(d)),
+        make_feeds=feeds,  # (query, doc) prompts: OpenVINO / NNCF int8 calibration
     )
 
 

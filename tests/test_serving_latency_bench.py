@@ -83,3 +83,15 @@ def test_speed_quality_plot_puts_peer_engines_apart_and_falls_back_to_the_timed_
     assert peer["library"] == "sentence-transformers" and peer["timed subset only"]
     assert abs(peer["nDCG@10 - ONNX fp32"]) < 1e-12  # 0.70 - 0.70 on the timed subset
     assert captured["kwargs"]["vlines"] == [(-0.005, "0.005 nDCG@10 budget")]
+
+
+def test_trained_model_is_exported_at_the_benchmark_length_not_its_training_length(bench, tmp_path):
+    from rankwise.rankers.cross_encoder import CrossEncoder
+    from rankwise.serving.export import export_model
+
+    trained = tmp_path / "trained"
+    CrossEncoder.from_pretrained(tiny_cross_encoder_dir(tmp_path / "ce"), max_length=16).save_pretrained(trained)
+    src = bench.at_max_length(trained, 48, tmp_path / "src")
+    assert json.loads((src / "rankwise.json").read_text())["max_length"] == 48
+    export_model(src, tmp_path / "onnx")
+    assert json.loads((tmp_path / "onnx" / "serving.json").read_text())["max_length"] == 48
