@@ -149,12 +149,21 @@ def previous_rows(path: Path, protocol: str) -> dict[RowKey, list[dict]]:
     return {}
 
 
+def run_configs(path: Path, config: BenchConfig) -> dict[str, str]:
+    """Every run's config kept in the file, keyed by backbone and dtype (rows of earlier runs stay, so
+    their configs do too); an older file's single ``config`` is kept as ``earlier``."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    configs = dict(old.get("configs") or ({"earlier": old["config"]} if "config" in old else {}))
+    configs[f"{config.backbone} {config.dtype}"] = str(asdict(config))
+    return configs
+
+
 def save(rows: list[dict], earlier: dict[RowKey, list[dict]], protocol: str, config: BenchConfig, device: str) -> None:
     """Write the JSON + PNG (after every ranker, so a run stopped early keeps what it measured)."""
     done = {row_key(r) for r in rows}
     rows = rows + [r for k, group in earlier.items() if k not in done for r in group]
     out = Path(config.results_dir)
-    write_results(NAME, rows, protocol, results_dir=out, device=device, config=str(asdict(config)))
+    write_results(NAME, rows, protocol, results_dir=out, device=device, configs=run_configs(out / f"{NAME}.json", config))
     plot_bars(rows, ["backbone", "model", "setting", "fusion"], "ndcg@10", out / f"{NAME}.png", title=protocol[:90])
 
 

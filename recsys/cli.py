@@ -62,6 +62,12 @@ def _fail(message: str) -> None:
     fail(message)  # one line, exit 1; --debug adds the traceback
 
 
+def _incomplete(model_dir: Path, err: FileNotFoundError) -> str:
+    """One line for a model directory with a file missing (safetensors and others raise without a filename)."""
+    what = f"{Path(err.filename).name} missing" if err.filename else (str(err).strip().splitlines() or ["a file is missing"])[0]
+    return f"{model_dir}: incomplete model directory ({what})"
+
+
 DROP_SHORT_HELP = "Drop users with fewer than 3 interactions (leave-one-out needs 3) instead of refusing the dataset."
 
 
@@ -105,7 +111,7 @@ def _load_model(model_dir: Path, trust_remote_code: bool = False):  # noqa: ANN2
     except ModelDirError as err:
         _fail(str(err))
     except FileNotFoundError as err:
-        _fail(f"{model_dir}: incomplete model directory ({err.filename} missing)")
+        _fail(_incomplete(model_dir, err))
 
 
 def _print_metrics(metrics: dict, title: str, protocol: str = "ours") -> None:
@@ -275,7 +281,7 @@ def _predict_all_users(model_dir: Path, k: int, dataset: str | None, output: Pat
         result = export_all_users(model_dir, config, dataset, trust_remote_code=trust_remote_code)
     except (ValueError, OutputError, DatasetError, ModelDirError, InteractionDataError, OSError) as err:
         if isinstance(err, FileNotFoundError) and err.filename:
-            _fail(f"{model_dir}: incomplete model directory ({err.filename} missing)")
+            _fail(_incomplete(model_dir, err))
         _fail(str(err))
     summary = {"output": str(result.output), "users": result.users, "skipped_users": result.skipped_users, "k": k,
                "chunks": result.chunks, "chunks_reused": result.chunks_reused, "seconds": round(result.seconds, 2)}
@@ -328,7 +334,7 @@ def predict(
     except ModelDirError as err:
         _fail(str(err))
     except FileNotFoundError as err:
-        _fail(f"{model_dir}: incomplete model directory ({err.filename} missing)")
+        _fail(_incomplete(model_dir, err))
     meta_file = model_dir / ("serving.json" if rec.backend == "onnx" else "rankwise.json")
     name = dataset or json.loads(meta_file.read_text()).get("dataset")
     if not name:

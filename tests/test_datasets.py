@@ -82,3 +82,15 @@ def test_load_bright_errors_are_one_line(data_dir, tmp_path):
     partial.write_text(json.dumps({"id": "x", "content": "y"}) + "\n")
     with pytest.raises(DatasetError, match="gold id .* is not among the documents"):
         load_bright("biology", data_dir, documents=partial)
+
+
+def test_load_beir_missing_folder_is_an_error_not_a_download(tmp_path, monkeypatch):
+    import urllib.request
+
+    def no_network(*_a, **_k):
+        raise AssertionError("a path must not be downloaded")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    for missing in (tmp_path / "absent", "./absent-folder", "~/absent-folder"):
+        with pytest.raises(DatasetError, match="no such dataset folder"):
+            load_beir(missing, data_dir=tmp_path)

@@ -147,3 +147,13 @@ def test_recommend_train_and_eval_under_the_hstu_protocol(tmp_path):
     assert res.exit_code == 1 and "no validation split" in res.output
     res = runner.invoke(app, ["recommend", "eval", "--model-dir", str(out), "--protocol", "ours", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["protocol"] == "ours"
+
+
+def test_recommend_predict_names_the_missing_weights_file(tmp_path):
+    from rankwise.testing import tiny_sasrec_dir
+
+    directory = tiny_sasrec_dir(tmp_path / "sasrec")
+    (directory / "model.safetensors").unlink()
+    res = runner.invoke(app, ["recommend", "predict", "--model-dir", str(directory), "--user", "196", "-k", "3"])
+    assert res.exit_code == 1
+    assert "model.safetensors" in res.output and "None" not in res.output, res.output

@@ -47,7 +47,7 @@ class BeirDataset:
 
 
 def _resolve(name_or_dir: str | Path, data_dir: Path | None, download: bool) -> Path:
-    path = Path(name_or_dir)
+    path = Path(name_or_dir).expanduser()
     if path.is_dir():
         return path
     base = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -57,6 +57,9 @@ def _resolve(name_or_dir: str | Path, data_dir: Path | None, download: bool) -> 
     cached = cache_dir() / "datasets" / "beir" / str(name_or_dir)
     if (cached / "qrels").is_dir():
         return cached
+    if "/" in str(name_or_dir) or "\\" in str(name_or_dir) or str(name_or_dir).startswith((".", "~")):
+        # a path, not a BEIR name: never downloaded
+        raise DatasetError(f"{path}: no such dataset folder (a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/)")
     if not download:
         raise DatasetError(f"BEIR dataset {name_or_dir!r} not found under {base / 'beir'} (set --data-dir or RANKWISE_DATA)")
     return _download(str(name_or_dir), cached)
