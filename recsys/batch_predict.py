@@ -25,18 +25,18 @@ from typing import Any
 
 import polars as pl
 
-from rankwise.core.chunks import chunk_done, job_lock, sha256_file, write_parquet_atomic, writing
+from rankwise.core.chunks import (MANIFEST, ChunkedOutput, chunk_done, job_lock, open_manifest, sha256_file,
+                                   write_parquet_atomic, writing)
 from rankwise.core.io import DatasetError
-from rankwise.core.outputs import OutputError, check_output, write_atomic
+from rankwise.core.outputs import write_atomic
 
 __all__ = ["AllUsersConfig", "AllUsersResult", "recommend_all_users", "dataset_histories", "export_all_users"]
 
-MANIFEST = "manifest.json"
 SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "item_id": pl.String, "score": pl.Float64}
 
 
 @dataclass(frozen=True)
-class AllUsersConfig:
+class AllUsersConfig(ChunkedOutput):
     """One all-users export.
 
     Args:
@@ -66,14 +66,6 @@ class AllUsersConfig:
         if self.resume and self.overwrite:
             raise ValueError("AllUsersConfig: choose one of resume and overwrite")
 
-    @property
-    def parts_dir(self) -> Path:
-        return self.output.with_name(self.output.name + ".parts")
-
-    @property
-    def lock_file(self) -> Path:
-        return self.output.with_name(self.output.name + ".lock")
-
 
 @dataclass(frozen=True)
 class AllUsersResult:
@@ -99,27 +91,6 @@ def _fingerprint(histories: Sequence[tuple[str, Sequence[str]]]) -> str:
     return digest.hexdigest()
 
 
-def _open_manifest(config: AllUsersConfig, key: dict[str, Any]) -> dict[str, Any]:
-    parts, path = config.parts_dir, config.parts_dir / MANIFEST
-    if path.is_file() and not (config.resume or config.overwrite):
-        raise OutputError(f"{parts}: an earlier job's parts are here; pass resume to continue it or overwrite to start over")
-    check_output(config.output, config.overwrite or (config.resume and path.is_file()), "file",
-                 reason=f"and --resume found no earlier job ({path} is missing)" if config.resume else "")
-    if config.overwrite:
-        shutil.rmtree(parts, ignore_errors=True)
-        config.output.unlink(missing_ok=True)
-    if config.resume and path.is_file():
-        try:
-            manifest = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DatasetError(f"{path}: corrupt manifest; start over with overwrite") from None
-        if not (isinstance(manifest, dict) and isinstance(manifest.get("chunks"), dict) and isinstance(manifest.get("key"), dict)):
-            raise DatasetError(f"{path}: corrupt manifest (no key/chunks objects); start over with overwrite")
-        changed = [k for k, v in key.items() if manifest["key"].get(k) != v]
-        if changed:
-            raise DatasetError(f"{path}: the job changed since it was started ({', '.join(changed)}); start over with overwrite")
-        return manifest
-    return {"key": key, "chunks": {}}
 
 
 def recommend_all_users(
@@ -150,7 +121,7 @@ def recommend_all_users(
     with job_lock(config.output, config.lock_file):
         key = {"model": model_id, "k": config.k, "exclude_seen": config.exclude_seen, "chunk_users": config.chunk_users,
                "users": len(users), "histories_sha256": _fingerprint(histories)}
-        manifest = _open_manifest(config, key)
+        manifest = open_manifest(config, key, {})
         parts = config.parts_dir
         n_chunks = (len(histories) + config.chunk_users - 1) // config.chunk_users
         names = [f"chunk-{i:05d}.parquet" for i in range(n_chunks)]

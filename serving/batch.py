@@ -26,7 +26,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -37,9 +36,9 @@ import polars as pl
 
 from rankwise.core.io import DatasetError, id_field, iter_lines, read_jsonl, text_field
 from rankwise.core.chunks import chunk_done as _chunk_ok
-from rankwise.core.chunks import job_lock, write_parquet_atomic, writing as _writing
+from rankwise.core.chunks import MANIFEST, ChunkedOutput, job_lock, open_manifest, write_parquet_atomic, writing as _writing
 from rankwise.core.chunks import sha256_file as _sha256
-from rankwise.core.outputs import OutputError, check_output, write_atomic
+from rankwise.core.outputs import write_atomic
 from rankwise.eval.candidate_check import check_candidates
 from rankwise.rankers.base import Ranker
 
@@ -47,12 +46,11 @@ __all__ = ["BatchRerankConfig", "BatchResult", "run_batch_rerank", "scan_candida
 
 log = logging.getLogger("rankwise.serving")
 
-MANIFEST = "manifest.json"
 RESULT_SCHEMA = {"qid": pl.String, "docid": pl.String, "score": pl.Float64, "rank": pl.Int64}
 
 
 @dataclass(frozen=True)
-class BatchRerankConfig:
+class BatchRerankConfig(ChunkedOutput):
     """One batch reranking job.
 
     Args:
@@ -99,14 +97,6 @@ class BatchRerankConfig:
             raise ValueError(f"BatchRerankConfig: engine must be 'local' or 'ray', got {self.engine!r}")
         if self.resume and self.overwrite:
             raise ValueError("BatchRerankConfig: choose one of resume and overwrite")
-
-    @property
-    def parts_dir(self) -> Path:
-        return self.output.with_name(self.output.name + ".parts")
-
-    @property
-    def lock_file(self) -> Path:
-        return self.output.with_name(self.output.name + ".lock")
 
 
 @dataclass(frozen=True)
@@ -354,42 +344,8 @@ def _key(config: BatchRerankConfig, model_id: str) -> dict[str, Any]:
     }
 
 
-def _manifest_problem(manifest: Any) -> str | None:
-    """What is wrong with a manifest's shape (``None`` when it is a job manifest)."""
-    if not isinstance(manifest, dict):
-        return f"expected a JSON object, got {type(manifest).__name__}"
-    for name in ("key", "chunks"):
-        if not isinstance(manifest.get(name), dict):
-            return f"field {name!r} is missing or not an object"
-    for index, entry in manifest["chunks"].items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
-                and isinstance(entry.get("rows"), int) and Path(entry["file"]).name == entry["file"]):
-            return f"chunk {index!r} is not {{file, sha256, rows}}"
-    return None
 
 
-def _open_manifest(config: BatchRerankConfig, key: dict[str, Any]) -> dict[str, Any]:
-    parts, path = config.parts_dir, config.parts_dir / MANIFEST
-    if path.is_file() and not (config.resume or config.overwrite):
-        raise OutputError(f"{parts}: an earlier job's parts are here; pass resume to continue it or overwrite to start over")
-    check_output(config.output, config.overwrite or (config.resume and path.is_file()), "file",
-                 reason=f"and --resume found no earlier job ({path} is missing)" if config.resume else "")
-    if config.overwrite:
-        shutil.rmtree(parts, ignore_errors=True)
-        config.output.unlink(missing_ok=True)
-    if config.resume and path.is_file():
-        try:
-            manifest = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DatasetError(f"{path}: corrupt manifest; start over with overwrite") from None
-        problem = _manifest_problem(manifest)
-        if problem:
-            raise DatasetError(f"{path}: corrupt manifest ({problem}); start over with overwrite")
-        changed = [k for k, v in key.items() if manifest.get("key", {}).get(k) != v]
-        if changed:
-            raise DatasetError(f"{path}: the job changed since it was started ({', '.join(changed)}); start over with overwrite")
-        return manifest
-    return {"key": key, "config": {k: str(v) for k, v in asdict(config).items()}, "chunks": {}, "complete": False}
 
 
 def _assemble(config: BatchRerankConfig, files: list[Path]) -> None:
@@ -456,7 +412,7 @@ def _run_job(
 ) -> BatchResult:
     """The job of :func:`run_batch_rerank`, run while its lock is held."""
     key = _key(config, model_id)
-    manifest = _open_manifest(config, key)
+    manifest = open_manifest(config, key, {"config": {k: str(v) for k, v in asdict(config).items()}, "complete": False})
     parts = config.parts_dir
     qids, lf = _plan(config)
     n_chunks = (len(qids) + config.chunk_queries - 1) // config.chunk_queries

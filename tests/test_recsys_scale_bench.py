@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "recsys_scale.py"
-
+from tests._bench import bench_module
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("recsys_scale_bench", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-
+    with bench_module("recsys_scale") as module:
+        yield module
 
 def test_synthetic_catalog_is_seeded_zipf_with_histories_in_range(bench):
     data = bench.synthetic_catalog(300, 50, seed=3)
@@ -35,12 +26,10 @@ def test_synthetic_catalog_is_seeded_zipf_with_histories_in_range(bench):
     counts = np.sort(np.bincount(flat, minlength=301)[1:])[::-1]
     assert counts[0] > 5 * counts[150]  # popularity falls with rank (r^-0.8: about 55x here)
 
-
 def test_default_eval_chunk_is_the_slice_the_library_picks_by_itself(bench):
     from rankwise.recsys.evaluate import DENSE_SCORES
 
     assert bench.ScaleConfig().eval_chunk == DENSE_SCORES // bench.EVAL_BATCH
-
 
 def test_run_writes_one_row_per_model_and_skips_them_on_a_rerun(bench, tmp_path, monkeypatch):
     cfg = bench.ScaleConfig(items=(500,), users=200, steps=3, warmup=1, batch_size=32, eval_users=40, requests=10,
@@ -65,13 +54,11 @@ def test_run_writes_one_row_per_model_and_skips_them_on_a_rerun(bench, tmp_path,
     monkeypatch.setattr(bench, "_measure_isolated", no_rerun)
     assert bench.run(cfg) == rows
 
-
 def test_fit_affine_recovers_a_line_and_keeps_both_terms_non_negative(bench):
     x = np.array([1e4, 1e5, 1e6])
     a, b = bench.fit_affine(x, 7.0 + 3e-4 * x)
     assert a == pytest.approx(7.0) and b == pytest.approx(3e-4)
     assert bench.fit_affine(x, np.array([5.0, 4.0, 3.0]))[1] == 0.0  # falling values: no negative slope
-
 
 def _row(model: str, items: int, path: str, chunk: int, step_ms: float) -> dict:
     return {"model": model, "items": items, "users": 100, "device": "cpu", "extrapolated": False, "hardware": "cpu",
@@ -79,7 +66,6 @@ def _row(model: str, items: int, path: str, chunk: int, step_ms: float) -> dict:
             "train_peak_rss_mb": 500 + items / 1000, "eval_all_users_s_linear": items / 1e4, "eval_peak_rss_mb": 600.0,
             "p50_ms": 1 + items / 1e6, "p99_ms": 2 + items / 1e6, "many_ms_per_user": 0.1 + items / 1e7,
             "serve_peak_rss_mb": 400 + items / 1e4}
-
 
 def test_extrapolated_rows_fit_only_the_sizes_on_the_10m_code_path(bench, tmp_path):
     rows = [_row("sasrec", 10_000, "score-matrix", 262_144, 900.0),  # the score-matrix path: left out of the train fit

@@ -6,33 +6,25 @@ not, so every peer backend must come back as a named skip while the JSON-lines p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests._bench import BENCHMARKS, bench_module
+
 from rankwise.testing import tiny_cross_encoder_dir
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("serving_latency_bench", BENCH / "serving_latency.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-
+    with bench_module("serving_latency") as module:
+        yield module
 
 def test_peer_worker_reports_a_missing_backend_as_a_skip_and_answers_over_json_lines(tmp_path):
     model = tiny_cross_encoder_dir(tmp_path / "ce")
     proc = subprocess.Popen(
-        [sys.executable, str(BENCH / "_peer_worker.py"), "--model-dir", str(model), "--work", str(tmp_path / "w"),
+        [sys.executable, str(BENCHMARKS / "_peer_worker.py"), "--model-dir", str(model), "--work", str(tmp_path / "w"),
          "--threads", "1", "--backends", "onnx"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -50,7 +42,6 @@ def test_peer_worker_reports_a_missing_backend_as_a_skip_and_answers_over_json_l
     finally:
         if proc.poll() is None:
             proc.kill()
-
 
 def test_speed_quality_plot_puts_peer_engines_apart_and_falls_back_to_the_timed_subset(bench, tmp_path):
     model = "minilm-l6-cross-encoder"
@@ -83,7 +74,6 @@ def test_speed_quality_plot_puts_peer_engines_apart_and_falls_back_to_the_timed_
     assert peer["library"] == "sentence-transformers" and peer["timed subset only"]
     assert abs(peer["nDCG@10 - ONNX fp32"]) < 1e-12  # 0.70 - 0.70 on the timed subset
     assert captured["kwargs"]["vlines"] == [(-0.005, "0.005 nDCG@10 budget")]
-
 
 def test_trained_model_is_exported_at_the_benchmark_length_not_its_training_length(bench, tmp_path):
     from rankwise.rankers.cross_encoder import CrossEncoder

@@ -3,24 +3,14 @@ compared with the PyTorch fp32 reference on real SciFact queries."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "serving_llm.py"
-
+from tests._bench import bench_module
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("serving_llm_bench", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-
+    with bench_module("serving_llm") as module:
+        yield module
 
 def test_every_engine_is_built_timed_and_compared_with_pytorch_fp32(bench, data_dir, tmp_path):
     from rankwise.rankers.llm import tiny_causal_lm
