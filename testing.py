@@ -37,7 +37,7 @@ def tiny_cross_encoder_dir(directory: Path, max_length: int = 48, initializer_ra
 def tiny_recommender_dir(directory: Path, kind: str = "sasrec", n_items: int = 40) -> Path:
     """A 2-block, 16-wide recommender of ``kind`` with string item ids ``i1..iN``, saved as a rankwise dir.
 
-    ``kind``: ``sasrec``, ``hstu``, ``rearec-erl``, ``rearec-prl``, ``hllm`` (random cached item vectors),
+    ``kind``: ``sasrec``, ``hstu``, ``rearec-erl``, ``rearec-prl``, ``rearec-hstu-erl``, ``rearec-hstu-prl``, ``hllm`` (random cached item vectors),
     ``hcn`` (attention readout) or ``hcn-max`` (multi-interest user vectors, max scoring).
     """
     from rankwise import recsys
@@ -46,6 +46,8 @@ def tiny_recommender_dir(directory: Path, kind: str = "sasrec", n_items: int = 4
     common = {"n_items": n_items, "hidden": 16, "n_layers": 2, "n_heads": 2, "max_len": 20, "dropout": 0.0}
     if kind == "sasrec":
         model = recsys.SASRec(recsys.SASRecConfig(**common))
+    elif kind.startswith("rearec-hstu"):
+        model = recsys.ReaRecHSTU(recsys.ReaRecHSTUConfig(**common, objective=kind.split("-")[2]))
     elif kind.startswith("rearec"):
         model = recsys.ReaRec(recsys.ReaRecConfig(**common, objective=kind.split("-")[1]))
     elif kind == "hstu":

@@ -6,7 +6,8 @@ Protocol: leave-one-out, full ranking over all items, the user's history exclude
 ``--protocol hstu`` the HSTU authors' own (train on all but the last item, every catalogue item ranked, only
 the last max-length history items excluded; ``rankwise.recsys.data``); rows under it carry ``protocol: hstu``.
 HSTU (``--models hstu``) trains with the authors' ML-1M recipe: sampled softmax with 128 negatives,
-AdamW betas (0.9, 0.98), no gradient clipping.
+AdamW betas (0.9, 0.98), no gradient clipping; ``--models rearec-hstu-erl,rearec-hstu-prl`` put ReaRec's
+reasoning steps on that backbone with the same recipe (``recsys.rearec.ReaRecHSTU``, ours).
 
 Anchor: the HSTU repository's SASRec row on ML-1M, HR@10 .2853 / NDCG@10 .1603 (target ≥ .28 / .155).
 
@@ -16,6 +17,7 @@ Commands (CPU ones under the shared lock, the last on a GPU; each row is written
     flock /tmp/rankwise-cpu.lock python benchmarks/recsys_ml1m.py --dataset yelp_s3rec --epochs 10
     python benchmarks/recsys_ml1m.py --dataset yelp_s3rec --epochs 20 --max-minutes 2 --device cuda --seeds 42,1,2
     python benchmarks/recsys_ml1m.py --dataset ml-1m --models hstu,sasrec --protocol hstu --sasrec-loss sampled --epochs 101 --seeds 42,1,2 --device cuda
+    python benchmarks/recsys_ml1m.py --dataset ml-1m --models hstu,rearec-hstu-erl --protocol hstu --epochs 101 --seeds 42,1,2 --device cuda
 
 Results: ``benchmarks/results/recsys_<dataset>.json`` (+ ``.png``); ML-1M writes ``recsys_ml1m.json``.
 Hardware: the 2-core CPU build machine unless a row says otherwise; one seed per row (42) unless ``--seeds``.
@@ -51,7 +53,8 @@ from rankwise.recsys.trainer import RecTrainer, RecTrainerConfig
 
 ALL_MODELS = ("sasrec", "rearec-erl", "rearec-prl", "hllm", "hcn", "hstu")
 GPU_MODELS = ("hllm-ft",)  # HLLM with the item LLM fine-tuned end to end: only on a GPU (``--models hllm-ft``)
-KNOWN_MODELS = ALL_MODELS + GPU_MODELS
+HSTU_REASONING = ("rearec-hstu-erl", "rearec-hstu-prl")  # ReaRec's steps on the HSTU backbone, HSTU's recipe (ours)
+KNOWN_MODELS = ALL_MODELS + GPU_MODELS + HSTU_REASONING
 
 # Per-dataset backbone: ML-1M = the HSTU repo's SASRec config (full softmax instead of 128 sampled
 # negatives: it converges in far fewer epochs on CPU); short-sequence Amazon/Yelp: ReaRec's depth, heads and
@@ -124,6 +127,11 @@ def build_model(name: str, data: SequenceData, preset: dict, bench: BenchConfig)
     hllm = {"n_negatives": bench.hllm_negatives, "adapter": bench.hllm_adapter, "user_llm": bench.hllm_user_llm}
     if name == "sasrec":
         return build_recommender("sasrec", data, **common, **{**shared, "loss": bench.sasrec_loss})
+    if name in HSTU_REASONING:  # HSTU's recipe (below) with ReaRec's steps
+        return build_recommender("rearec-hstu", data, **common, **{**shared, "loss": "sampled"}, n_negatives=128,
+                                 objective=name.split("-")[2], reasoning_steps=bench.reasoning_steps, erl_lambda=bench.erl_lambda,
+                                 **({"reasoning_dropout": 0.2, "input_layernorm": True} if bench.authors_inputs
+                                    else {"reasoning_dropout": bench.reasoning_dropout}))
     if name.startswith("rearec"):
         return build_recommender("rearec", data, **common, **{**shared, "loss": bench.sasrec_loss}, objective=name.split("-")[1],
                                  reasoning_steps=bench.reasoning_steps, erl_lambda=bench.erl_lambda,
@@ -179,10 +187,11 @@ def run(config: BenchConfig) -> list[dict]:
     for model_name in config.models:
         for seed in config.seeds:
             budget = f"{epochs} epochs" + (f", cap {config.max_minutes} min" if config.max_minutes else "")
-            same_backbone = model_name == "sasrec" or model_name.startswith("rearec")
+            hstu_family = model_name == "hstu" or model_name in HSTU_REASONING
+            same_backbone = model_name == "sasrec" or (model_name.startswith("rearec") and not hstu_family)
             hllm = model_name.startswith("hllm")
             infonce = f"infonce-{config.hllm_negatives}" if config.hllm_negatives > 0 else "infonce-catalog"
-            loss = infonce if hllm else config.sasrec_loss if same_backbone else "sampled" if model_name == "hstu" else "ce"
+            loss = infonce if hllm else config.sasrec_loss if same_backbone else "sampled" if hstu_family else "ce"
             adapter = config.hllm_adapter if hllm and config.hllm_adapter != "linear" else None
             ident = {  # the fields that identify a row (see _key); settings at their defaults are left out
                 "model": model_name, "loss": loss, "similarity": config.similarity, "dataset": config.dataset,
@@ -200,7 +209,7 @@ def run(config: BenchConfig) -> list[dict]:
             setup_s = time.perf_counter() - t0  # HLLM: item-LLM encoding of the catalog (cached on disk)
             trainer_cfg = RecTrainerConfig(
                 epochs=epochs, batch_size=preset["batch"], lr=1e-3, seed=seed, max_minutes=config.max_minutes,
-                windows="last", progress=False, **({"adam_beta2": 0.98, "grad_clip": 0.0} if model_name == "hstu" else {}),
+                windows="last", progress=False, **({"adam_beta2": 0.98, "grad_clip": 0.0} if hstu_family else {}),
             )
             log = RecTrainer(model, data, trainer_cfg).train()
             t1 = time.perf_counter()

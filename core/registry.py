@@ -55,6 +55,7 @@ _KINDS: dict[str, ModelKind] = {k.name: k for k in (
     ModelKind("iranker", "rankwise.rankers.iranker:IRanker", "rerank"),
     ModelKind("sasrec", "rankwise.recsys.sasrec:SASRec", "recommend", f"{_GRAPHS}:user_tower_graph"),
     ModelKind("rearec", "rankwise.recsys.rearec:ReaRec", "recommend", f"{_GRAPHS}:user_tower_graph"),
+    ModelKind("rearec-hstu", "rankwise.recsys.rearec:ReaRecHSTU", "recommend", f"{_GRAPHS}:user_tower_graph"),
     ModelKind("hllm", "rankwise.recsys.hllm:HLLM", "recommend", f"{_GRAPHS}:user_tower_graph", f"{_GRAPHS}:hllm_item_tower_graph"),
     ModelKind("hcn", "rankwise.recsys.hcn:HCN", "recommend", f"{_GRAPHS}:user_tower_graph"),
     ModelKind("hstu", "rankwise.recsys.hstu:HSTU", "recommend", f"{_GRAPHS}:user_tower_graph"),

@@ -1,4 +1,4 @@
-"""Sequential recommenders (SASRec, HSTU, ReaRec, HLLM, HCN-style) with one surface and full-ranking evaluation.
+"""Sequential recommenders (SASRec, HSTU, ReaRec on either, HLLM, HCN-style) with one surface and full-ranking evaluation.
 
 Names are imported lazily so that ``rankwise --help`` does not pay for importing torch.
 """
@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "SASRec", "SASRecConfig", "HSTU", "HSTUConfig", "ReaRec", "ReaRecConfig", "HLLM", "HLLMConfig", "HCN", "HCNConfig",
+    "SASRec", "SASRecConfig", "HSTU", "HSTUConfig", "ReaRec", "ReaRecConfig", "ReaRecHSTU", "ReaRecHSTUConfig", "HLLM", "HLLMConfig", "HCN", "HCNConfig",
     "MODEL_KINDS", "load_recommender", "build_recommender",
 ]
 
 _HOME = {
     "SASRec": "sasrec", "SASRecConfig": "sasrec", "HSTU": "hstu", "HSTUConfig": "hstu", "ReaRec": "rearec", "ReaRecConfig": "rearec",
+    "ReaRecHSTU": "rearec", "ReaRecHSTUConfig": "rearec",
     "HLLM": "hllm", "HLLMConfig": "hllm", "HCN": "hcn", "HCNConfig": "hcn",
 }
 def _model_kinds() -> dict[str, str]:

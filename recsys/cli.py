@@ -20,6 +20,7 @@ app = typer.Typer(help="Train, evaluate and query sequential recommenders.", no_
 class ModelKind(str, Enum):
     sasrec = "sasrec"
     rearec = "rearec"
+    rearec_hstu = "rearec-hstu"
     hllm = "hllm"
     hcn = "hcn"
     hstu = "hstu"
@@ -204,6 +205,7 @@ def train(
     options = {  # the flags each family reads
         ModelKind.sasrec: sampling,
         ModelKind.rearec: {"objective": objective.value, "reasoning_steps": reasoning_steps, **sampling},
+        ModelKind.rearec_hstu: {"objective": objective.value, "reasoning_steps": reasoning_steps, **sampling},
         ModelKind.hcn: sampling,
         ModelKind.hstu: sampling,
         ModelKind.hllm: {"item_mode": item_mode.value, "item_llm": item_llm, "user_llm": user_llm, "n_negatives": negatives,

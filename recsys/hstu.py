@@ -16,6 +16,11 @@ __all__ = ["HSTUConfig", "HSTULayer", "HSTU"]
 LN_EPS = 1e-6  # the authors' LayerNorm epsilon
 
 
+def _arange_like(vector: torch.Tensor) -> torch.Tensor:
+    """``0..n-1`` (int64) for a 1-D tensor of length n, from tensor ops so an ONNX export keeps n dynamic."""
+    return torch.ones_like(vector.long()).cumsum(0) - 1
+
+
 @dataclass
 class HSTUConfig(SASRecConfig):
     """Hyper-parameters of :class:`HSTU`: the fields of :class:`SASRecConfig` plus the head widths.
@@ -117,11 +122,49 @@ class HSTULayer(nn.Module):
         _, _, q, k = self._project(x)
         return self._weights(q, k, mask, distance)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+    def _output(self, x: torch.Tensor, u: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
+        """``x + f₂(Dropout(LN(A V) ⊙ U))`` with ``av`` = A V as ``(B, h, Lq, dv)``: → ``(B, Lq, D)``."""
+        gated = F.layer_norm(av.transpose(1, 2).flatten(2), (self.n_heads * self.dv,), eps=LN_EPS) * u  # (B, Lq, h·dv)
+        return x + self.f2(self.drop(gated))
+
+    def forward_kv(
+        self, x: torch.Tensor, mask: torch.Tensor, distance: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`forward` and this layer's keys and values ``2 × (B, h, L, d)`` (for cached extra tokens)."""
         u, v, q, k = self._project(x)
-        av = (self._weights(q, k, mask, distance) @ v).transpose(1, 2).flatten(2)  # (B, L, h·dv)
-        gated = F.layer_norm(av, (self.n_heads * self.dv,), eps=LN_EPS) * u  # (B, L, h·dv)
-        return x + self.f2(self.drop(gated))  # (B, L, D)
+        return self._output(x, u, self._weights(q, k, mask, distance) @ v), (k, v)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        return self.forward_kv(x, mask, distance)[0]
+
+    def forward_cached(
+        self,
+        x: torch.Tensor,
+        seq_kv: tuple[torch.Tensor, torch.Tensor],
+        seq_mask: torch.Tensor,
+        seq_distance: torch.Tensor,
+        extra_kv: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One extra token per query position, attending to the cached sequence and to its own earlier
+        extra tokens, exactly as if it were appended to the sequence (:class:`ReaRecHSTU`'s reasoning).
+
+        Extra step ``j`` of query position ``t`` sits at position ``t + j + 1``: the bias of a sequence
+        key ``s`` is ``rab[t + j + 1 − s]`` (``seq_distance``), of an earlier step ``i`` ``rab[j − i]``.
+
+        Shapes:
+            x: ``(B, Lq, D)``; seq_kv: 2 × ``(B, h, L, d)``; seq_mask: ``(B, 1, Lq, L)`` bool;
+            seq_distance: ``(Lq, L)`` int64, clamped; extra_kv: list of 2 × ``(B, h, Lq, d)``;
+            returns ``(B, Lq, D)`` and this token's (k, v).
+        """
+        u, v, q, k = self._project(x)  # q, k, v: (B, h, Lq, d)
+        seq_k, seq_v = seq_kv
+        a_seq = self._weights(q, seq_k, seq_mask, seq_distance)  # (B, h, Lq, L)
+        ks = torch.stack([kk for kk, _ in extra_kv] + [k], dim=-2)  # (B, h, Lq, S, dqk)
+        vs = torch.stack([vv for _, vv in extra_kv] + [v], dim=-2)  # (B, h, Lq, S, dv)
+        back = torch.arange(len(extra_kv), -1, -1, device=q.device)  # (S,): j − i for i = 0..j
+        a_extra = F.silu((q.unsqueeze(-2) * ks).sum(-1) + self.rab[back.clamp(max=self.max_len - 1)]) / self.max_len
+        av = a_seq @ seq_v + (a_extra.unsqueeze(-1) * vs).sum(-2)  # (B, h, Lq, dv)
+        return self._output(x, u, av), (k, v)
 
 
 class HSTU(SequentialRecommender):
@@ -191,11 +234,34 @@ class HSTU(SequentialRecommender):
 
     def encode_sequence(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Hidden state at every position: ``(B, L)`` → ``(B, L, D)``."""
+        return self.encode_sequence_cached(item_seq)[0]
+
+    def encode_sequence_cached(self, item_seq: torch.Tensor):  # noqa: ANN201 - (hidden (B, L, D), KV cache, mask)
+        """Hidden state at every position, every layer's keys and values, and the attention mask."""
         mask, distance = causal_mask(item_seq), self._distance(item_seq)  # (B, 1, L, L), (L, L)
-        x = self.embed(item_seq)
+        x, cache = self.embed(item_seq), []
         for layer in self.layers:
-            x = layer(x, mask, distance)
-        return x
+            x, kv = layer.forward_kv(x, mask, distance)
+            cache.append(kv)
+        return x, cache, mask
+
+    def forward_cached(
+        self, x: torch.Tensor, cache: list, seq_mask: torch.Tensor, extra_cache: list[list]
+    ) -> tuple[torch.Tensor, list]:
+        """Extra step ``j = len(extra_cache)`` for the last ``Lq`` positions of a cached sequence through
+        every layer (see :meth:`HSTULayer.forward_cached`); returns ``(B, Lq, D)`` and its per-layer cache.
+
+        Shapes: x ``(B, Lq, D)``; seq_mask ``(B, 1, Lq, L)``."""
+        if not cache:
+            return x, []
+        pos = _arange_like(seq_mask[0, 0, 0])  # (L,), from the mask: its length stays dynamic in an ONNX export
+        query = pos[-x.shape[1]:]  # (Lq,): the last Lq positions, where reasoning starts (a slice that exports with L dynamic)
+        distance = (query[:, None] + len(extra_cache) + 1 - pos[None, :]).clamp(0, self.config.max_len - 1)  # (Lq, L)
+        own = []
+        for n, layer in enumerate(self.layers):
+            x, kv = layer.forward_cached(x, cache[n], seq_mask, distance, [step[n] for step in extra_cache])
+            own.append(kv)
+        return x, own
 
     def encode_users(self, item_seq: torch.Tensor) -> torch.Tensor:
         """User vector = hidden state at the last (most recent) position: ``(B, L)`` → ``(B, D)``."""

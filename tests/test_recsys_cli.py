@@ -89,7 +89,7 @@ def test_recommend_predict_serves_an_onnx_export_like_its_pytorch_directory(tmp_
     assert all(i["title"] for i in got["onnx"])
 
 
-@pytest.mark.parametrize("model", ["sasrec", "hcn", "hstu"])
+@pytest.mark.parametrize("model", ["sasrec", "hcn", "hstu", "rearec-hstu"])
 def test_recommend_train_sampled_softmax_on_the_device(tmp_path, model):
     out = tmp_path / model
     res = runner.invoke(app, ["recommend", "train", "--model", model, "--dataset", "ml-100k", "--output", str(out), "--epochs", "1",

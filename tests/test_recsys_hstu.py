@@ -153,3 +153,28 @@ def test_hstu_user_tower_exports_with_dynamic_batch_and_length_and_serves_like_p
     b = Recommender.load(tmp_path / "onnx", device="cpu").recommend(history, k=8)
     assert [h.item_id for h in a] == [h.item_id for h in b] and len(a) == 8
     np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
+
+
+def test_rearec_reasoning_on_hstu_equals_its_steps_appended_to_the_sequence():
+    """The cached reasoning pass (keys/values of the sequence reused) against the plain HSTU forward over
+    the sequence with each step's input appended at the next position."""
+    from rankwise.recsys import ReaRecHSTU, ReaRecHSTUConfig
+    from rankwise.recsys._seq import causal_mask
+
+    torch.manual_seed(0)
+    model = ReaRecHSTU(ReaRecHSTUConfig(n_items=30, hidden=16, n_heads=2, max_len=12, dropout=0.0, reasoning_steps=3)).eval()
+    seq = torch.tensor([[0, 0, 5, 9, 3, 7], [1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        hidden, cache, mask = model.encode_sequence_cached(seq)
+        states = model.reason(hidden[:, -1:], cache, mask[:, :, -1:])
+        inputs, ids, r = model.embed(seq), seq, hidden[:, -1:]
+        for k in range(3):
+            inputs = torch.cat([inputs, model.reason_ln(r + model.rpe.weight[k])], 1)  # (B, L + k + 1, D)
+            ids = torch.cat([ids, torch.ones_like(seq[:, :1])], 1)  # a reasoning token is a valid key
+            h = inputs
+            for layer in model.layers:
+                h = layer(h, causal_mask(ids), model._distance(ids))
+            r = h[:, -1:]
+            torch.testing.assert_close(states[k + 1], r, atol=1e-5, rtol=1e-4)
+        users = model.encode_users(seq)
+    torch.testing.assert_close(users, torch.stack(states).mean(0)[:, 0])  # ERL: the mean of r_0..r_K

@@ -8,8 +8,8 @@ import tempfile
 import pytest
 import torch
 
-from rankwise.recsys import (HCN, HLLM, HSTU, HCNConfig, HLLMConfig, HSTUConfig, ReaRec, ReaRecConfig, SASRec, SASRecConfig,
-                             load_recommender)
+from rankwise.recsys import (HCN, HLLM, HSTU, HCNConfig, HLLMConfig, HSTUConfig, ReaRec, ReaRecConfig, ReaRecHSTU,
+                             ReaRecHSTUConfig, SASRec, SASRecConfig, load_recommender)
 
 N_ITEMS, D, L = 40, 16, 8
 TEXTS = [f"title: item {i} genres: g{i % 5}" for i in range(N_ITEMS)]
@@ -40,6 +40,9 @@ def _tiny(kind: str):
                                                           n_negatives=8)),
         "rearec-prl-sampled": lambda: ReaRec(ReaRecConfig(**common, reasoning_steps=2, objective="prl", loss="sampled",
                                                           n_negatives=8, prl_warmup_epochs=0)),
+        "rearec-hstu-erl": lambda: ReaRecHSTU(ReaRecHSTUConfig(**common, n_heads=2, reasoning_steps=2, objective="erl")),
+        "rearec-hstu-prl-sampled": lambda: ReaRecHSTU(ReaRecHSTUConfig(**common, n_heads=2, reasoning_steps=2, objective="prl",
+                                                                       loss="sampled", n_negatives=8, prl_warmup_epochs=0)),
         "hcn-attention": lambda: HCN(HCNConfig(**common, n_interests=3, short_len=3)),
         "hcn-max": lambda: HCN(HCNConfig(**common, n_interests=3, scoring="max")),
         "hstu": lambda: HSTU(HSTUConfig(**common, n_heads=2, n_negatives=8)),
@@ -52,6 +55,7 @@ def _tiny(kind: str):
 
 
 KINDS = ["sasrec-ce", "sasrec-sampled", "rearec-erl", "rearec-prl", "rearec-erl-sampled", "rearec-prl-sampled",
+         "rearec-hstu-erl", "rearec-hstu-prl-sampled",
          "hcn-attention", "hcn-max", "hstu", "hllm-frozen", "hllm-frozen-catalog-mlp", "hllm-user-llm"]
 
 
@@ -241,7 +245,7 @@ def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
     torch.testing.assert_close(loaded.full_sort_predict(batch), model.eval().full_sort_predict(batch))
 
 
-@pytest.mark.parametrize("kind", ["sasrec-ce", "rearec-erl", "hcn-attention", "hstu", "hllm-frozen", "hllm-user-llm"])
+@pytest.mark.parametrize("kind", ["sasrec-ce", "rearec-erl", "rearec-hstu-erl", "hcn-attention", "hstu", "hllm-frozen", "hllm-user-llm"])
 def test_user_tower_exports_to_onnx_with_dynamic_batch_and_length(kind, tmp_path):
     import numpy as np
     import onnxruntime as ort
