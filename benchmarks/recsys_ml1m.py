@@ -83,6 +83,7 @@ class BenchConfig:
     hllm_negatives: int = 512  # HLLM's InfoNCE negatives: 512 (the paper), or 0 = the whole catalog
     hllm_adapter: str = "linear"  # HLLM's item adapter: linear, or mlp
     hllm_user_llm: str | None = None  # HLLM's user model: an HF decoder directory, or None = the small transformer
+    hllm_id_vectors: bool = False  # HLLM items = adapted text vector + a learned id vector (ours; rows record id_vectors)
     eval_split: str = "test"  # "valid" scores the second-last items: for choosing settings before a test run
     reasoning_steps: int = 2  # ReaRec's K (the paper's default 2)
     erl_lambda: float = 0.05  # ReaRec-ERL's KL diversity weight λ (the paper's default 0.05)
@@ -108,6 +109,8 @@ class BenchConfig:
             out["erl_lambda"] = self.erl_lambda
         if model_name.startswith("hllm") and self.hllm_user_llm:
             out["user_llm"] = Path(self.hllm_user_llm).name
+        if model_name.startswith("hllm") and self.hllm_id_vectors:
+            out["id_vectors"] = True
         return out
 
 
@@ -124,7 +127,8 @@ def build_model(name: str, data: SequenceData, preset: dict, bench: BenchConfig)
     """The recommender ``name`` for ``data`` with the preset's backbone and the invocation's settings."""
     common = {k: preset[k] for k in ("hidden", "n_layers", "n_heads", "dropout", "max_len")}
     shared = {"loss": "ce", **SCORING[bench.similarity]}
-    hllm = {"n_negatives": bench.hllm_negatives, "adapter": bench.hllm_adapter, "user_llm": bench.hllm_user_llm}
+    hllm = {"n_negatives": bench.hllm_negatives, "adapter": bench.hllm_adapter, "user_llm": bench.hllm_user_llm,
+            "item_id_vectors": bench.hllm_id_vectors}
     if name == "sasrec":
         return build_recommender("sasrec", data, **common, **{**shared, "loss": bench.sasrec_loss})
     if name in HSTU_REASONING:  # HSTU's recipe (below) with ReaRec's steps
@@ -253,6 +257,8 @@ def main() -> None:
     parser.add_argument("--hllm-negatives", type=int, default=512,
                         help="HLLM InfoNCE negatives: 512 (the paper), or 0 = the whole catalog (frozen item LLM only)")
     parser.add_argument("--hllm-adapter", default="linear", choices=["linear", "mlp"], help="HLLM item adapter (rows record mlp)")
+    parser.add_argument("--hllm-id-vectors", action="store_true",
+                        help="HLLM items = adapted text vector + a learned per-item id vector (ours; rows record id_vectors)")
     parser.add_argument("--hllm-user-llm", default=None,
                         help="HLLM user model: an HF decoder directory (rows record its folder name); default the small transformer")
     parser.add_argument("--eval-split", default="test", choices=["test", "valid"],
@@ -281,6 +287,7 @@ def main() -> None:
         hllm_negatives=args.hllm_negatives,
         hllm_adapter=args.hllm_adapter,
         hllm_user_llm=args.hllm_user_llm,
+        hllm_id_vectors=args.hllm_id_vectors,
         eval_split=args.eval_split,
         reasoning_steps=args.reasoning_steps,
         erl_lambda=args.erl_lambda,

@@ -145,6 +145,7 @@ def train(
     user_llm: Optional[str] = typer.Option(None, help="HLLM user LLM: an HF decoder directory or hub id (default: a small causal transformer of --hidden/--layers/--heads)."),
     negatives: int = typer.Option(512, min=0, help="HLLM InfoNCE negatives (0 = the whole catalog; frozen item LLM only)."),
     adapter: Adapter = typer.Option(Adapter.linear, help="HLLM item adapter: linear, or a two-layer MLP."),
+    item_id_vectors: bool = typer.Option(False, "--item-id-vectors", help="HLLM: add a learned per-item id vector to each adapted text vector (ours)."),
     loss: str = typer.Option("ce", "--loss", help="SASRec, HSTU, ReaRec, HCN: ce (full softmax over the catalog) or sampled (the target against --sampled-negatives random items: large catalogs)."),
     sampled_negatives: int = typer.Option(128, "--sampled-negatives", min=1, help="Negatives per position for --loss sampled."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cuda or cpu."),
@@ -209,7 +210,7 @@ def train(
         ModelKind.hcn: sampling,
         ModelKind.hstu: sampling,
         ModelKind.hllm: {"item_mode": item_mode.value, "item_llm": item_llm, "user_llm": user_llm, "n_negatives": negatives,
-                         "adapter": adapter.value, "trust_remote_code": trust_remote_code},
+                         "adapter": adapter.value, "item_id_vectors": item_id_vectors, "trust_remote_code": trust_remote_code},
     }[model]
     try:
         net = build_recommender(model.value, data, **common, **options)

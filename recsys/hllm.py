@@ -63,6 +63,10 @@ class HLLMConfig:
         false_negative_cos: negatives whose cosine to the target exceeds this are masked.
         item_llm_lr: learning rate of the item LLM in fine-tune mode (ours: a pre-trained encoder
             fine-tuned at the user model's 1e-3 forgets what it knew; ``None`` = the trainer's rate).
+        item_id_vectors: add a learned per-item id vector (``nn.Embedding``, N(0, 0.02²), row 0 = padding)
+            to each item's adapted text vector, ``e_i = A(t_i) + v_i`` (ours, not in the paper: a hybrid of
+            HLLM's text item tower and SASRec's id table; items seen in training get a free correction
+            of their text vector, a new item keeps ``A(t_i)``: its item-tower export adds no id vector).
         trust_remote_code: passed to ``AutoModel.from_pretrained`` for both LLMs (off unless you ask).
     """
 
@@ -86,6 +90,7 @@ class HLLMConfig:
     scale_max: float = 100.0
     false_negative_cos: float = 0.99
     item_llm_lr: float | None = 5e-5
+    item_id_vectors: bool = False
     trust_remote_code: bool = False
     similarity: Literal["cosine"] = "cosine"
 
@@ -238,6 +243,12 @@ class HLLM(SequentialRecommender):
                                          nn.Linear(4 * config.hidden, config.hidden))
         else:
             self.adapter = nn.Linear(config.item_dim, config.hidden)
+        self.id_emb: nn.Embedding | None = None
+        if config.item_id_vectors:
+            self.id_emb = nn.Embedding(config.n_items + 1, config.hidden, padding_idx=0)
+            with torch.no_grad():  # the item-table init of SASRec/HSTU here: N(0, 0.02²) truncated at ±2σ, padding 0
+                nn.init.trunc_normal_(self.id_emb.weight, std=0.02, a=-0.04, b=0.04)
+                self.id_emb.weight[0].zero_()
         self.emb_drop = nn.Dropout(config.dropout)
         if self.user_llm is None:
             self.pos_emb = nn.Embedding(config.max_len, config.hidden)
@@ -296,8 +307,9 @@ class HLLM(SequentialRecommender):
         return [{"params": rest, "lr": lr}, *groups]
 
     def item_embeddings(self) -> torch.Tensor:
-        """Item tower over the cached item-LLM vectors: ``(n_items + 1, hidden)``."""
-        return self.adapter(self.item_vectors)
+        """Item tower over the cached item-LLM vectors (plus the id vectors): ``(n_items + 1, hidden)``."""
+        table = self.adapter(self.item_vectors)
+        return table if self.id_emb is None else table + self.id_emb.weight
 
     # -- user tower ---------------------------------------------------------------------------
     def _user_hidden(self, item_seq: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
@@ -330,6 +342,8 @@ class HLLM(SequentialRecommender):
             vectors = self.item_llm([self.item_texts[i - 1] for i in used[1:].tolist()])  # (U - 1, H)
             vectors = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # row 0 = padding
             local = self.adapter(vectors)  # (U, D)
+            if self.id_emb is not None:
+                local = local + self.id_emb(used)
             remap = used.new_zeros(cfg.n_items + 1)
             remap[used] = torch.arange(len(used), device=used.device)
             item_seq, target, negatives, table = remap[item_seq], remap[target], remap[negatives], local

@@ -312,7 +312,9 @@ def hllm_item_tower_graph(model_dir: Path, meta: dict, _pairs: Sequence[tuple[st
         output="item_vectors",
         dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names} | {"item_vectors": {0: "batch"}},
         metadata={"task": "item-tower", "prompt": cfg.prompt, "max_length": cfg.max_text_len,
-                  "similarity": cfg.similarity, "pad_token_id": tok.pad_token_id},
+                  "similarity": cfg.similarity, "pad_token_id": tok.pad_token_id,
+                  # a new item has no learned id vector: the tower gives A(text) alone (catalog items: the user-tower export's table)
+                  **({"item_id_vectors": "not added (new items)"} if getattr(cfg, "item_id_vectors", False) else {})},
         save_assets=lambda d: tok.save_pretrained(str(d)),
     )
 

@@ -157,3 +157,15 @@ def test_recommend_predict_names_the_missing_weights_file(tmp_path):
     res = runner.invoke(app, ["recommend", "predict", "--model-dir", str(directory), "--user", "196", "-k", "3"])
     assert res.exit_code == 1
     assert "model.safetensors" in res.output and "None" not in res.output, res.output
+
+
+def test_recommend_train_hllm_with_item_id_vectors_saves_and_reloads_them(tmp_path):
+    out = tmp_path / "hllm-ids"
+    res = runner.invoke(app, ["recommend", "train", "--model", "hllm", "--item-id-vectors", "--dataset", "ml-100k",
+                              "--output", str(out), "--epochs", "1", "--max-len", "10", "--hidden", "16", "--json"])
+    assert res.exit_code == 0, res.output
+    trained = json.loads(res.stdout.strip().splitlines()[-1])
+    assert json.loads((out / "rankwise.json").read_text())["config"]["item_id_vectors"] is True
+    res = runner.invoke(app, ["recommend", "eval", "--model-dir", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert abs(json.loads(res.stdout.strip().splitlines()[-1])["ndcg@10"] - trained["ndcg@10"]) < 1e-9  # the id table reloads

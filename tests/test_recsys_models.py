@@ -47,6 +47,8 @@ def _tiny(kind: str):
         "hcn-max": lambda: HCN(HCNConfig(**common, n_interests=3, scoring="max")),
         "hstu": lambda: HSTU(HSTUConfig(**common, n_heads=2, n_negatives=8)),
         "hllm-frozen": lambda: HLLM(HLLMConfig(**common, n_negatives=16, max_text_len=16), item_texts=TEXTS),
+        "hllm-frozen-id-vectors": lambda: HLLM(HLLMConfig(**common, n_negatives=16, max_text_len=16, item_id_vectors=True),
+                                               item_texts=TEXTS),
         "hllm-frozen-catalog-mlp": lambda: HLLM(HLLMConfig(**common, n_negatives=0, adapter="mlp", max_text_len=16),
                                                 item_texts=TEXTS),
         "hllm-user-llm": lambda: HLLM(HLLMConfig(**{**common, "hidden": 8}, user_llm=_tiny_decoder_dir(), n_negatives=16,
@@ -56,7 +58,7 @@ def _tiny(kind: str):
 
 KINDS = ["sasrec-ce", "sasrec-sampled", "rearec-erl", "rearec-prl", "rearec-erl-sampled", "rearec-prl-sampled",
          "rearec-hstu-erl", "rearec-hstu-prl-sampled",
-         "hcn-attention", "hcn-max", "hstu", "hllm-frozen", "hllm-frozen-catalog-mlp", "hllm-user-llm"]
+         "hcn-attention", "hcn-max", "hstu", "hllm-frozen", "hllm-frozen-id-vectors", "hllm-frozen-catalog-mlp", "hllm-user-llm"]
 
 
 def _batch() -> dict:
@@ -403,3 +405,17 @@ def test_rearec_post_ln_blocks_reason_over_the_cache_like_a_full_pass(tmp_path):
     torch.testing.assert_close(cached[:, 0], full[:, -1], atol=1e-5, rtol=1e-4)
     model.save_pretrained(tmp_path / "p")
     torch.testing.assert_close(ReaRec.from_pretrained(tmp_path / "p").eval().encode_users(seq), model.encode_users(seq))
+
+
+def test_hllm_id_vectors_are_added_to_the_text_tower_and_learn():
+    model = _tiny("hllm-frozen-id-vectors").train()
+    text_only = model.adapter(model.item_vectors)
+    torch.testing.assert_close(model.item_embeddings(), text_only + model.id_emb.weight)
+    assert torch.all(model.id_emb.weight[0] == 0) and model.id_emb.weight[1:].abs().max() <= 0.04
+    before = model.id_emb.weight.detach().clone()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss = model.calculate_loss(_batch())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert not torch.equal(before, model.id_emb.weight)
