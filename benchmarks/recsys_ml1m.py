@@ -154,11 +154,11 @@ def build_model(name: str, data: SequenceData, preset: dict, bench: BenchConfig)
 
 def _key(row: dict) -> tuple:
     """Rows are unique per (model, loss, similarity, dataset, seed, budget, device, width, adapter, split, K, λ,
-    reasoning dropout, user LLM): a model may appear at two budgets."""
+    reasoning dropout, user LLM, HLLM id vectors): a model may appear at two budgets."""
     return (row["model"], row.get("loss", "ce"), row.get("similarity", "cosine"), row["dataset"], row["seed"], row["budget"],
             row.get("device", "cpu"), row.get("hidden"), row.get("adapter"), row.get("split", "test"),
             row.get("reasoning_steps"), row.get("erl_lambda"), row.get("reasoning_dropout"), row.get("user_llm"),
-            row.get("authors_inputs"), row.get("post_ln"), row.get("protocol", "ours"))
+            row.get("authors_inputs"), row.get("post_ln"), row.get("protocol", "ours"), row.get("id_vectors"))
 
 
 def _hardware(device: str) -> str:
