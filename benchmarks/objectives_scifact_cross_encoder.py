@@ -29,6 +29,15 @@ limit), the ninth (RankList + bm25-rr) from a later H200 job resumed on a copy o
     cp -r benchmarks/results/objectives_scifact_cross_encoder OUT
     python benchmarks/objectives_scifact_cross_encoder.py train --bundle .bundle --out OUT --runs ranklist:bm25-rr
 
+A second job, ``benchmarks/results/objectives_scifact_cross_encoder_cpu/``, trained the fixed losses on the
+2-core CPU with a shorter recipe (its rows say so: max length 128, 8 lists per step, best-dev checkpoint),
+one run at a time into the same ``--out``::
+
+    python benchmarks/objectives_scifact_cross_encoder.py train --bundle .bundle --out OUT --device cpu --runs pointwise \
+        --steps 150 --eval-steps 25 --patience 3 --max-length 128 --lists-per-step 8 --budget-s 1500
+    .venv/bin/python benchmarks/objectives_scifact_cross_encoder.py report --scores benchmarks/results/objectives_scifact_cross_encoder \
+        --scores OUT --bundle .bundle --hardware "..."
+
 The converged table in one GPU call (prepared for a lent H100/H200; step 1 runs here first and the
 bundle travels with the working tree; every run trains until dev nDCG@10 stops improving, keeps its
 best checkpoint, and the three best objectives by dev are rerun with seeds 1 and 2; ``--budget-s``
