@@ -269,6 +269,7 @@ def measure(model_name: str, n_items: int, cfg: ScaleConfig) -> dict:
     from rankwise.recsys import build_recommender
     from rankwise.recsys._seq import NextItemLogits
     from rankwise.recsys.evaluate import DENSE_SCORES, evaluate_full_ranking
+    from rankwise.eval.report import time_calls
     from rankwise.serving.api import Recommender
 
     torch.set_num_threads(cfg.threads)
@@ -333,13 +334,7 @@ def measure(model_name: str, n_items: int, cfg: ScaleConfig) -> dict:
         rec = Recommender.load(tmp, device="cpu", threads=cfg.serve_threads)
         row["serve_load_s"] = round(time.perf_counter() - t0, 2)
         single = [histories[i % len(histories)] for i in range(cfg.requests)]
-        for h in single[:5]:
-            rec.recommend(h, k=10)
-        lat = []
-        for h in single:
-            t0 = time.perf_counter()
-            rec.recommend(h, k=10)
-            lat.append(time.perf_counter() - t0)
+        lat = time_calls(lambda h: rec.recommend(h, k=10), single, warmup=5)
         t0 = time.perf_counter()
         for start in range(0, len(histories), MANY_BATCH):
             rec.recommend_many(histories[start:start + MANY_BATCH], k=10)

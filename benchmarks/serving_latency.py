@@ -73,7 +73,7 @@ import torch
 
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.eval.metrics import evaluate
-from rankwise.eval.report import RESULTS_DIR, plot_bars, plot_scatter, print_table, write_results
+from rankwise.eval.report import RESULTS_DIR, plot_bars, plot_scatter, print_table, time_calls, write_results
 from rankwise.rankers.base import CANDIDATE_SCHEMA
 from rankwise.rankers.bi_encoder import default_encoder_path
 from rankwise.rankers.cross_encoder import CrossEncoder
@@ -537,13 +537,7 @@ def tower_rows(cfg: BenchConfig, work: Path) -> list[dict]:
     rows = []
     for name, path in (("pytorch-eager", work / "sasrec"), ("onnx-fp32", work / "sasrec-onnx")):
         rec = Recommender.load(path, device="cpu", threads=cfg.tower_threads)
-        for h in histories[:20]:
-            rec.recommend(h, k=10)
-        lat = []
-        for h in histories:
-            t = time.perf_counter()
-            rec.recommend(h, k=10)
-            lat.append(time.perf_counter() - t)
+        lat = time_calls(lambda h: rec.recommend(h, k=10), histories, warmup=20)
         rows.append({"engine": name, "model": "sasrec-user-tower+faiss", "dataset": "ml-1m-shape",
                      "setting": f"history {cfg.history_len}, top-10 of {n_items}, {cfg.tower_requests} requests, {cfg.tower_threads} thread",
                      "p50_ms": 1000 * float(np.median(lat)), "p99_ms": 1000 * _pct(lat, 99),

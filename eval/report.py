@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["machine_info", "print_table", "write_results", "plot_bars", "plot_lines", "plot_scatter"]
+__all__ = ["machine_info", "time_calls", "print_table", "write_results", "plot_bars", "plot_lines", "plot_scatter"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -32,6 +33,18 @@ def machine_info(device: str = "cpu") -> dict[str, str | int]:
     import torch
 
     return {"cpu": cpu, "threads": torch.get_num_threads(), "device": device}
+
+
+def time_calls(call: Callable[[Any], object], inputs: Sequence[Any], warmup: int = 5) -> list[float]:
+    """Wall seconds of ``call(x)`` for each of ``inputs``, after ``call`` on the first ``warmup`` of them."""
+    for x in inputs[:warmup]:
+        call(x)
+    seconds = []
+    for x in inputs:
+        start = time.perf_counter()
+        call(x)
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def print_table(rows: Sequence[dict], title: str) -> None:
