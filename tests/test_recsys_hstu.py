@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from rankwise.recsys import HSTU, HSTUConfig, load_recommender
 from rankwise.recsys._seq import causal_mask
+from tests._train import adam_steps
 
 N_ITEMS, D, L = 30, 16, 8
 
@@ -107,14 +108,9 @@ def test_hstu_loss_drops_in_30_adam_steps_and_every_part_learns():
     batch["item_seq"][:4, :3] = 0  # some left padding, no targets there
     batch["target"][:4, :3] = 0
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
     first = model.calculate_loss(batch).item()
-    for _ in range(30):
-        loss = model.calculate_loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    adam_steps(model, batch, 30)
     torch.manual_seed(0)
     last = model.calculate_loss(batch).item()
     assert np.isfinite(last) and last < 0.5 * first

@@ -8,6 +8,8 @@ import tempfile
 import pytest
 import torch
 
+from tests._train import adam_steps
+
 from rankwise.recsys import (HCN, HLLM, HSTU, HCNConfig, HLLMConfig, HSTUConfig, ReaRec, ReaRecConfig, ReaRecHSTU,
                              ReaRecHSTUConfig, SASRec, SASRecConfig, load_recommender)
 
@@ -95,14 +97,9 @@ def test_a_few_steps_lower_the_loss_and_change_parameters(kind):
     model = _tiny(kind).train()
     batch = _batch()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
     first = model.calculate_loss(batch).item()
-    for _ in range(40 if kind == "hllm-frozen-catalog-mlp" else 15):  # the whole catalog's softmax learns more slowly
-        loss = model.calculate_loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    adam_steps(model, batch, 40 if kind == "hllm-frozen-catalog-mlp" else 15)  # the whole catalog's softmax learns more slowly
     torch.manual_seed(0)
     last = model.calculate_loss(batch).item()
     assert torch.isfinite(torch.tensor(last)) and last < 0.8 * first
@@ -229,14 +226,9 @@ def test_hllm_finetune_mode_trains_the_item_llm(tmp_path):
     assert [g["lr"] for g in groups] == [1e-3, cfg.item_llm_lr]
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.item_llm.parameters()}
     assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     batch = _batch()
     first = model.calculate_loss(batch).item()
-    for _ in range(8):
-        loss = model.calculate_loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    adam_steps(model, batch, 8)
     assert model.calculate_loss(batch).item() < first
     assert not torch.equal(word, model.item_llm.llm.get_input_embeddings().weight)
     stale = model.item_vectors.clone()
@@ -413,9 +405,5 @@ def test_hllm_id_vectors_are_added_to_the_text_tower_and_learn():
     torch.testing.assert_close(model.item_embeddings(), text_only + model.id_emb.weight)
     assert torch.all(model.id_emb.weight[0] == 0) and model.id_emb.weight[1:].abs().max() <= 0.04
     before = model.id_emb.weight.detach().clone()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    loss = model.calculate_loss(_batch())
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    adam_steps(model, _batch(), 1)
     assert not torch.equal(before, model.id_emb.weight)
