@@ -16,11 +16,6 @@ __all__ = ["HSTUConfig", "HSTULayer", "HSTU"]
 LN_EPS = 1e-6  # the authors' LayerNorm epsilon
 
 
-def _arange_like(vector: torch.Tensor) -> torch.Tensor:
-    """``0..n-1`` (int64) for a 1-D tensor of length n, from tensor ops so an ONNX export keeps n dynamic."""
-    return torch.ones_like(vector.long()).cumsum(0) - 1
-
-
 @dataclass
 class HSTUConfig(SASRecConfig):
     """Hyper-parameters of :class:`HSTU`: the fields of :class:`SASRecConfig` plus the head widths.
@@ -254,7 +249,7 @@ class HSTU(SequentialRecommender):
         Shapes: x ``(B, Lq, D)``; seq_mask ``(B, 1, Lq, L)``."""
         if not cache:
             return x, []
-        pos = _arange_like(seq_mask[0, 0, 0])  # (L,), from the mask: its length stays dynamic in an ONNX export
+        pos = index_of(seq_mask[0, 0].long())  # (L,), from the mask: its length stays dynamic in an ONNX export
         query = pos[-x.shape[1]:]  # (Lq,): the last Lq positions, where reasoning starts (a slice that exports with L dynamic)
         distance = (query[:, None] + len(extra_cache) + 1 - pos[None, :]).clamp(0, self.config.max_len - 1)  # (Lq, L)
         own = []
