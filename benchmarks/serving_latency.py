@@ -323,7 +323,7 @@ def rerank_rows(cfg: BenchConfig, work: Path, stack: contextlib.ExitStack) -> tu
         src, weights = work / "ce-minilm", "bundled all-MiniLM-L6-v2 + fresh head (seed 0)"
         CrossEncoder.from_pretrained(default_encoder_path(), max_length=cfg.max_length).save_pretrained(src)
     t = time.perf_counter()
-    fp32 = export_model(src, work / "onnx-fp32")
+    fp32 = export_model(src, work / "onnx-fp32", runtime="onnxruntime")
     export_s = time.perf_counter() - t
     int8 = export_model(src, work / "onnx-int8", quantize="int8")
     blockwise = export_model(src, work / "onnx-int8-blockwise", quantize="int8-blockwise")
@@ -334,7 +334,7 @@ def rerank_rows(cfg: BenchConfig, work: Path, stack: contextlib.ExitStack) -> tu
     if cfg.fp32_ops:
         export_model(src, work / "onnx-int8-smooth-mixed", quantize="int8-smooth", calibration_pairs=calibration,
                      fp32_ops=cfg.fp32_ops)
-    export_model(src, work / "onnx-fp32-unfused", fuse=False)
+    export_model(src, work / "onnx-fp32-unfused", fuse=False, runtime="onnxruntime")
     export_model(src, work / "onnx-int8-static", quantize="int8-static", calibration_pairs=calibration, exact_head=cfg.exact_head)
     for precision in ("bf16", "f32"):  # rankwise's OpenVINO engines (issue 22): bf16 / f32 hints, and NNCF int8
         export_model(src, work / f"openvino-{precision}", runtime="openvino", openvino_precision=precision)
@@ -567,7 +567,7 @@ def cuda_rows(bundle: Path, model_dir: Path, n_queries: int, work: Path, device:
     qids = sorted(qrels)[:n_queries]
     lists = {q: [d for d, _, _ in doc["bm25"]["test"][q]] for q in qids}
     queries = doc["queries"]["test"]
-    exports = {"onnx-fp32": export_model(model_dir, work / "onnx-fp32"),
+    exports = {"onnx-fp32": export_model(model_dir, work / "onnx-fp32", runtime="onnxruntime"),
                "onnx-fp16": export_model(model_dir, work / "onnx-fp16", fp16=True)}
     pt = CrossEncoder.from_pretrained(model_dir, max_length=256, batch_size=100, dtype=torch.float32)
     pt.model.to(device).eval()

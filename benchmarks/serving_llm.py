@@ -53,7 +53,7 @@ PROTOCOL = ("SciFact test, first n_queries judged queries by id, BM25 (k1 0.9, b
             "(integer 0-10 expected-score readout, zero-shot) through each engine; latency = wall time of one query's "
             "depth documents; nDCG@10 difference to pytorch-fp32 on the same queries")
 EXPORTS = {  # engine -> export_model arguments
-    "onnx-fp32": {},
+    "onnx-fp32": {"runtime": "onnxruntime"},
     "onnx-int8": {"quantize": "int8"},
     "openvino-bf16": {"runtime": "openvino", "openvino_precision": "bf16"},
     "openvino-int8": {"runtime": "openvino", "quantize": "int8"},

@@ -21,7 +21,7 @@ from rankwise.rankers.base import Hit, Ranker
 from rankwise.core.model_dir import RANKWISE_JSON, ModelDirError, read_rankwise_json
 from rankwise.serving._kinds import RECOMMENDER_CLASSES, load_class, ranker_classes
 from rankwise.serving.export import SERVING_JSON, read_serving_json
-from rankwise.serving.runtime import Device
+from rankwise.serving.runtime import Device, Runtime
 
 __all__ = ["Reranker", "Recommender", "ItemHit"]
 
@@ -66,6 +66,7 @@ class Reranker(Ranker):
         device: Device = "auto",
         threads: int | None = None,
         batch_size: int = 32,
+        runtime: Runtime = "auto",
     ) -> Reranker:
         """Load a PyTorch model directory or an ONNX export directory.
 
@@ -74,6 +75,8 @@ class Reranker(Ranker):
             device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
             threads: intra-op threads (onnxruntime) or ``torch.set_num_threads`` (PyTorch).
             batch_size: pairs per forward pass.
+            runtime: for an export directory, ``"auto"`` (the runtime it was exported for;
+                onnxruntime on CUDA), ``"onnxruntime"`` or ``"openvino"``.
         """
         directory = Path(directory)
         _check_dir(directory)
@@ -83,11 +86,14 @@ class Reranker(Ranker):
             meta = read_serving_json(directory)
             if meta.get("task") != "pair-score":
                 raise ModelDirError(f"{directory / SERVING_JSON}: kind {meta['kind']!r} is not a reranker (use Recommender.load)")
-            return cls(OnnxRanker(directory, device=device, threads=threads, batch_size=batch_size), meta["kind"], "onnx")
+            return cls(OnnxRanker(directory, device=device, threads=threads, batch_size=batch_size, runtime=runtime), meta["kind"], "onnx")
         meta = read_rankwise_json(directory)
         kind = meta["kind"]
         if kind in RECOMMENDER_CLASSES:
             raise ModelDirError(f"{directory / RANKWISE_JSON}: kind {kind!r} is a recommender (use Recommender.load)")
+        if runtime != "auto":
+            raise ValueError(f"{directory}: runtime={runtime!r} chooses an export's engine; this is a PyTorch directory "
+                             "(rankwise export it first)")
         rankers = ranker_classes()
         if kind not in rankers:
             raise ModelDirError(f"{directory / RANKWISE_JSON}: kind {kind!r} is not a known reranker ({sorted(rankers)})")

@@ -71,7 +71,7 @@ def export(
     tolerance: float = typer.Option(1e-3, "--tolerance", help="Max allowed fp32 |ONNX - PyTorch| on the parity inputs."),
     fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fuse a BERT-family encoder's attention/LayerNorm/GELU into onnxruntime ops (inputs right-padded)."),
     part: Part = typer.Option(Part.model, "--part", help="model: the scorer / user tower; item-tower: HLLM item text -> vector."),
-    runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime, or openvino: also write an OpenVINO IR (rerankers; --quantize int8 then means NNCF post-training int8 on --calibration pairs) that Reranker.load serves with OpenVINO."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto: openvino for an fp32 reranker export where OpenVINO is installed (the serving benchmark's fastest engine within 0.005 nDCG@10 of fp32), else onnxruntime. openvino: also write an OpenVINO IR (rerankers; --quantize int8 then means NNCF post-training int8 on --calibration pairs) that Reranker.load serves with OpenVINO on the CPU. onnxruntime: model.onnx only."),
     openvino_precision: str = typer.Option("bf16", "--openvino-precision", help="--runtime openvino: bf16 (OpenVINO's CPU default where bf16 is native) or f32."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
@@ -112,8 +112,8 @@ def export(
         _fail(f"--output {err}")
     if quantize is not Quantize.none and fp16:
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
-    if runtime not in ("onnxruntime", "openvino") or openvino_precision not in ("bf16", "f32"):
-        _fail(f"--runtime {runtime} / --openvino-precision {openvino_precision}: onnxruntime|openvino and bf16|f32")
+    if runtime not in ("auto", "onnxruntime", "openvino") or openvino_precision not in ("bf16", "f32"):
+        _fail(f"--runtime {runtime} / --openvino-precision {openvino_precision}: auto|onnxruntime|openvino and bf16|f32")
     needs_pairs = (quantize in (Quantize.int8_smooth, Quantize.int8_static) or fp32_ops > 0
                    or (runtime == "openvino" and quantize is Quantize.int8))
     if fp32_ops and quantize not in (Quantize.int8, Quantize.int8_smooth):
@@ -138,12 +138,12 @@ def export(
         _fail(f"{model_dir}: {_os_error(err)}" if err.filename is None and not err.errno else _os_error(err))
     if json_out:
         typer.echo(json.dumps({"output": str(output), "kind": result.kind, "precision": result.precision,
-                               "parity_max_abs_diff": result.parity_max_abs_diff, "export_s": round(result.export_s, 2),
+                               "runtime": result.runtime, "parity_max_abs_diff": result.parity_max_abs_diff, "export_s": round(result.export_s, 2),
                                "exact_head": exact_head}))
     else:
         head = f" + fp32 head of {exact_head}" if exact_head else ""
-        typer.echo(f"exported {result.kind} ({result.precision}{head}) to {output} in {result.export_s:.1f}s; "
-                   f"max |ONNX - PyTorch| = {result.parity_max_abs_diff:.2e}")
+        typer.echo(f"exported {result.kind} ({result.precision}{head}, served by {result.runtime}) to {output} in "
+                   f"{result.export_s:.1f}s; max |served - PyTorch| = {result.parity_max_abs_diff:.2e}")
 
 
 @app.command("rerank")
@@ -163,6 +163,7 @@ def rerank(
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto: CUDA when available, else CPU."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads per model session."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Pairs per forward pass."),
+    runtime: str = typer.Option("auto", "--runtime", help="An export's runtime: auto (the one it was exported for; onnxruntime on CUDA), onnxruntime or openvino."),
     tag: str = typer.Option("rankwise", "--tag", help="Run tag written in the TREC output."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line instead of a progress bar."),
 ) -> None:
@@ -187,6 +188,8 @@ def rerank(
     from rankwise.core.progress import quiet_library_progress
 
     quiet_library_progress(json_out)
+    if runtime not in ("auto", "onnxruntime", "openvino"):
+        _fail(f"--runtime {runtime}: auto|onnxruntime|openvino")
     if engine is Engine.ray:
         try:
             import ray  # noqa: F401
@@ -202,8 +205,10 @@ def rerank(
             candidates, queries, corpus, output, top_k=top_k, chunk_queries=chunk_queries, engine=engine.value,
             workers=workers, ray_address=ray_address, resume=resume, overwrite=overwrite, tag=tag,
         )
-        model_id = f"{model.resolve()}#{fingerprint_model_dir(model)}"  # weights included: resume cannot mix models
-        factory = functools.partial(Reranker.load, model, device=device.value, threads=threads, batch_size=batch_size)
+        # weights and runtime included: resume cannot mix models or engines
+        model_id = f"{model.resolve()}#{fingerprint_model_dir(model)}" + (f"#{runtime}" if runtime != "auto" else "")
+        factory = functools.partial(Reranker.load, model, device=device.value, threads=threads, batch_size=batch_size,
+                                    runtime=runtime)
         result = run_batch_rerank(config, factory, model_id, progress=not json_out and sys.stderr.isatty())
     except (ModelDirError, DatasetError, FileExistsError, ValueError) as err:
         _fail(str(err))

@@ -76,6 +76,8 @@ class ExportResult:
     parity_max_abs_diff: float
     fp32_parity_max_abs_diff: float
     export_s: float
+    runtime: str = "onnxruntime"
+    """What serves it on the CPU, with the precision OpenVINO compiled for: ``"openvino (bf16)"``."""
 
 
 def _finalise(chosen: Path, final: Path) -> None:
@@ -110,7 +112,7 @@ def export_model(
     fuse: bool = True,
     fp32_ops: int = 0,
     exact_head: int = 0,
-    runtime: Literal["onnxruntime", "openvino"] = "onnxruntime",
+    runtime: Literal["auto", "onnxruntime", "openvino"] = "auto",
     openvino_precision: Literal["bf16", "f32"] = "bf16",
 ) -> ExportResult:
     """Export ``model_dir`` to ``output_dir/model.onnx`` and check it against PyTorch.
@@ -154,8 +156,10 @@ def export_model(
         exact_head: with ``quantize`` or ``fp16`` on a (query, doc) scorer, also write the fp32 graph
             (``head.onnx``) and let :class:`~serving.onnx_ranker.OnnxRanker` rescore each query's
             top ``exact_head`` documents with it (:mod:`serving.cascade`); 0 = off.
-        runtime: ``"openvino"`` also writes an OpenVINO IR (``openvino_model.xml`` + ``.bin``) of the
-            plain (unfused) fp32 graph, or with ``quantize="int8"`` its NNCF post-training int8
+        runtime: ``"auto"`` (default) is :func:`default_runtime`: OpenVINO for an fp32 pair scorer
+            where ``openvino`` is installed (the fastest engine within 0.005 nDCG@10 of fp32 in
+            ``benchmarks/serving_latency.py``), else onnxruntime. ``"openvino"`` also writes an
+            OpenVINO IR (``openvino_model.xml`` + ``.bin``) of the plain (unfused) fp32 graph, or with ``quantize="int8"`` its NNCF post-training int8
             (calibrated on ``calibration_pairs``, at least 32), and serves it with
             :class:`~rankwise.serving.openvino_runtime.OpenVINOSession` (pair scorers only); the parity
             recorded is OpenVINO's at the precision it compiled for (``openvino_precision``).
@@ -187,8 +191,8 @@ def export_model(
                          "and must be >= 0")
     if quantize and fp16:
         raise ValueError(f"export_model: choose one of quantize={quantize!r} and fp16=True")
-    if runtime not in ("onnxruntime", "openvino"):
-        raise ValueError(f"export_model: runtime must be 'onnxruntime' or 'openvino', got {runtime!r}")
+    if runtime not in ("auto", "onnxruntime", "openvino"):
+        raise ValueError(f"export_model: runtime must be 'auto', 'onnxruntime' or 'openvino', got {runtime!r}")
     openvino_int8 = runtime == "openvino" and quantize == "int8"
     if runtime == "openvino":
         if fp16 or quantize not in (None, "int8") or fp32_ops:
@@ -196,7 +200,6 @@ def export_model(
         if openvino_int8 and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
             raise ValueError(f"export_model: runtime='openvino' with quantize='int8' needs at least {MIN_CALIBRATION_PAIRS} "
                              f"calibration_pairs like the served traffic, got {len(calibration_pairs or ())}")
-        fuse = False  # onnxruntime's fused contrib ops are not ONNX that OpenVINO reads
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     meta = read_rankwise_json(model_dir)
     kind = meta["kind"]
@@ -210,6 +213,8 @@ def export_model(
         raise ValueError("export_model: parity_pairs needs at least 3 pairs (2 trace, all checked)")
     start = time.perf_counter()
     graph = builders[kind](model_dir, meta, pairs)
+    if runtime == "auto":
+        runtime = default_runtime(graph.make_feeds is not None, quantize, fp16, exact_head, fp32_ops)
     if exact_head and graph.metadata.get("task") != "pair-score":
         raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} ({part}) scores no (query, doc) pairs; "
                             "exact_head reranks a query's documents")
@@ -235,6 +240,7 @@ def export_model(
                 do_constant_folding=True, dynamo=False,
             )
         _cast_bool_eyelike(fp32)
+        plain = fp32  # OpenVINO reads this one: onnxruntime's fused contrib ops are not ONNX it knows
         fp32_diff = float(np.abs(_run_onnx(fp32, graph.parity) - reference).max())
         if not fp32_diff <= tolerance:
             raise ExportParityError(
@@ -319,7 +325,7 @@ def export_model(
             if graph.make_feeds is None:
                 raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} ({part}) is not a (query, doc) scorer; "
                                     "runtime='openvino' serves rerankers")
-            openvino = _openvino_ir(fp32, work, graph, reference, openvino_precision,
+            openvino = _openvino_ir(plain, work, graph, reference, openvino_precision,
                                     calibration_pairs if openvino_int8 else None)
             diff, precision = openvino["parity_max_abs_diff"], "int8" if openvino_int8 else "fp32"
         graph.save_assets(output_dir)
@@ -327,7 +333,7 @@ def export_model(
         for name in ("openvino_model.xml", "openvino_model.bin"):
             (output_dir / name).unlink(missing_ok=True)
             if openvino is not None:
-                os.replace(work / name, output_dir / name)
+                os.replace(work / "openvino" / name, output_dir / name)
         for stale in (output_dir / HEAD_FILE, output_dir / (HEAD_FILE + ".data")):
             stale.unlink(missing_ok=True)
         if exact_head:
@@ -367,12 +373,30 @@ def export_model(
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     os.replace(tmp, output_dir / SERVING_JSON)
     log.info("exported %s (%s) to %s: max |ONNX - PyTorch| = %.3g", kind, precision, final, diff)
-    return ExportResult(output_dir, kind, precision, diff, fp32_diff, seconds)
+    served_by = f"openvino ({openvino['openvino_precision']})" if openvino else "onnxruntime"
+    return ExportResult(output_dir, kind, precision, diff, fp32_diff, seconds, served_by)
+
+
+def default_runtime(pair_scorer: bool, quantize: str | None = None, fp16: bool = False, exact_head: int = 0,
+                    fp32_ops: int = 0) -> Literal["onnxruntime", "openvino"]:
+    """The runtime ``export_model(runtime="auto")`` writes an export for.
+
+    OpenVINO (bf16 where the CPU has it natively, else f32) for a (query, doc) scorer exported
+    without quantisation, fp16, fp32 ops or an exact head, when ``openvino`` is installed: in
+    ``benchmarks/serving_latency.py`` it is the fastest engine whose nDCG@10 stays within 0.005 of
+    fp32. onnxruntime otherwise (recommender towers, the quantised and fp16 variants, which are
+    onnxruntime's, and machines without OpenVINO). The export keeps ``model.onnx`` either way, and
+    :class:`~serving.onnx_ranker.OnnxRanker` serves it with onnxruntime on CUDA.
+    """
+    import importlib.util
+
+    plain = quantize is None and not fp16 and not exact_head and not fp32_ops
+    return "openvino" if pair_scorer and plain and importlib.util.find_spec("openvino") is not None else "onnxruntime"
 
 
 def _openvino_ir(onnx_path: Path, work: Path, graph: ExportGraph, reference: np.ndarray, precision: str,
                  calibration_pairs: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
-    """OpenVINO IR of ``onnx_path`` in ``work`` (NNCF int8 when ``calibration_pairs`` are given), its
+    """OpenVINO IR of ``onnx_path`` in ``work/openvino`` (NNCF int8 when ``calibration_pairs`` are given), its
     parity against PyTorch at the precision OpenVINO compiles for, and what ran."""
     import openvino as ov
 
@@ -390,8 +414,10 @@ def _openvino_ir(onnx_path: Path, work: Path, graph: ExportGraph, reference: np.
             model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
         finally:
             quiet.setLevel(level)
-    ov.save_model(model, str(work / "openvino_model.xml"), compress_to_fp16=False)
-    session = OpenVINOSession(work / "openvino_model.xml", precision=precision)
+    ir = work / "openvino"  # its own folder: a .bin beside the ONNX graphs reads as external data
+    ir.mkdir(exist_ok=True)
+    ov.save_model(model, str(ir / "openvino_model.xml"), compress_to_fp16=False)
+    session = OpenVINOSession(ir / "openvino_model.xml", precision=precision)
     feeds = {k: v.numpy() for k, v in graph.parity.items()}
     diff = float(np.abs(session.run(feeds).reshape(reference.shape) - reference).max())
     return {"openvino_precision": session.precision, "openvino_version": ov.__version__,

@@ -12,7 +12,7 @@ import numpy as np
 from rankwise.rankers.base import Ranker
 from rankwise.serving.cascade import head_indices, merge_head
 from rankwise.serving.export import read_serving_json
-from rankwise.serving.runtime import Device, OnnxSession, bucket_batches, pad_batch
+from rankwise.serving.runtime import Device, OnnxSession, Runtime, bucket_batches, pad_batch, serving_runtime
 
 __all__ = ["OnnxRanker"]
 
@@ -44,6 +44,8 @@ class OnnxRanker(Ranker):
         max_tokens: at most this many padded tokens per run (``batch * longest``).
         exact_head: documents rescored by the export's fp32 head graph (``None``: the export's
             ``k``; 0: off). An error if the export has no head graph and this is > 0.
+        runtime: ``"auto"`` (the export's runtime, onnxruntime on CUDA), ``"onnxruntime"`` or
+            ``"openvino"`` (:func:`~serving.runtime.serving_runtime`).
 
     Shapes:
         ``score(query, docs)``: returns ``(len(docs),)`` float64.
@@ -61,6 +63,7 @@ class OnnxRanker(Ranker):
         batch_size: int = 32,
         max_tokens: int | None = 32 * 256,
         exact_head: int | None = None,
+        runtime: Runtime = "auto",
     ) -> None:
         from transformers import AutoTokenizer
 
@@ -68,7 +71,7 @@ class OnnxRanker(Ranker):
         self.meta = read_serving_json(self.directory)
         if self.meta.get("task") != "pair-score":
             raise ValueError(f"{self.directory}: kind {self.meta['kind']!r} is not a (query, document) scorer")
-        if self.meta.get("runtime") == "openvino":  # the runtime the export was written for (serving.json)
+        if serving_runtime(self.meta, runtime, device, self.directory) == "openvino":
             from rankwise.serving.openvino_runtime import OpenVINOSession
 
             self.session = OpenVINOSession(self.directory / self.meta["openvino_file"],

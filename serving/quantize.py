@@ -124,7 +124,7 @@ def _quantize_dynamic_int8(src: Path, dst: Path, nodes: list[str]) -> None:
 
 
 def _has_external_data(folder: Path) -> bool:
-    return any(p.suffix != ".onnx" for p in folder.iterdir())
+    return any(p.is_file() and p.suffix != ".onnx" for p in folder.iterdir())
 
 
 def _quantize_static_int8(src: Path, dst: Path, nodes: list[str], feeds: list[dict[str, np.ndarray]]) -> None:

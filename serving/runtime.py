@@ -14,11 +14,12 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["OnnxSession", "Device", "bucket_batches", "pad_batch"]
+__all__ = ["OnnxSession", "Device", "Runtime", "serving_runtime", "bucket_batches", "pad_batch"]
 
 log = logging.getLogger("rankwise.serving")
 
 Device = Literal["auto", "cuda", "cpu"]
+Runtime = Literal["auto", "onnxruntime", "openvino"]
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _noticed: set[str] = set()
@@ -29,6 +30,34 @@ def _notice_once(message: str) -> None:
     if message not in _noticed:
         _noticed.add(message)
         log.warning(message)
+
+
+def serving_runtime(meta: Mapping[str, object], runtime: Runtime, device: Device, directory: Path) -> Literal["onnxruntime", "openvino"]:
+    """The runtime that serves an export directory (its ``serving.json`` is ``meta``).
+
+    ``"auto"``: the runtime the export was written for (``meta["runtime"]``), except that an
+    OpenVINO export is served by onnxruntime from its ``model.onnx`` when the device is CUDA
+    (``"cuda"``, or ``"auto"`` with a CUDA-enabled onnxruntime): OpenVINO runs here on the CPU only.
+    ``"onnxruntime"`` / ``"openvino"`` force one; forcing OpenVINO on an export without an IR is an
+    error naming the directory.
+    """
+    if runtime not in ("auto", "onnxruntime", "openvino"):
+        raise ValueError(f"runtime must be 'auto', 'onnxruntime' or 'openvino', got {runtime!r}")
+    has_ir = meta.get("runtime") == "openvino" and bool(meta.get("openvino_file"))
+    if runtime == "openvino" and not has_ir:
+        raise ValueError(f"{directory}: no OpenVINO IR in this export (rankwise export --runtime openvino)")
+    if runtime != "auto":
+        return runtime
+    if not has_ir:
+        return "onnxruntime"
+    if device == "cuda":
+        return "onnxruntime"
+    if device == "auto":
+        import onnxruntime as ort
+
+        if _CUDA in ort.get_available_providers():
+            return "onnxruntime"
+    return "openvino"
 
 
 class OnnxSession:

@@ -103,7 +103,7 @@ def test_cli_eval_beir_scores_an_onnx_export_like_its_pytorch_directory(scifact_
     from tests._serving_models import tiny_cross_encoder_dir
 
     model = tiny_cross_encoder_dir(tmp_path / "model")
-    export_model(model, tmp_path / "onnx")
+    export_model(model, tmp_path / "onnx", runtime="onnxruntime")
     got = {}
     for name, directory in (("pytorch", model), ("onnx", tmp_path / "onnx")):
         out = tmp_path / f"out-{name}"

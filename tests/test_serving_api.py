@@ -29,7 +29,7 @@ DOCS = [
 def dirs(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("api")
     ce = tiny_cross_encoder_dir(base / "ce", max_length=24)
-    export_model(ce, base / "ce-onnx")
+    export_model(ce, base / "ce-onnx", runtime="onnxruntime")
     sas = tiny_sasrec_dir(base / "sasrec")
     export_model(sas, base / "sasrec-onnx")
     return {"ce": ce, "ce-onnx": base / "ce-onnx", "sasrec": sas, "sasrec-onnx": base / "sasrec-onnx"}
@@ -139,7 +139,7 @@ def test_erank_export_matches_pytorch_ranker(tmp_path, readout):
 
     model, tok = tiny_causal_lm(QUERIES + DOCS + ["0 1 2 3 4 5 6 7 8 9 10 yes no Yes No"] * 5, hidden=16)
     ERankRanker(model, tok, readout=readout, max_doc_tokens=12).save_pretrained(tmp_path / "erank")
-    result = export_model(tmp_path / "erank", tmp_path / "onnx")
+    result = export_model(tmp_path / "erank", tmp_path / "onnx", runtime="onnxruntime")
     assert result.fp32_parity_max_abs_diff <= 1e-3
     torch_scores = Reranker.load(tmp_path / "erank", device="cpu").score(QUERIES[0], DOCS)
     onnx_scores = Reranker.load(tmp_path / "onnx", device="cpu", batch_size=2).score(QUERIES[0], DOCS)

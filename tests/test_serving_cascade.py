@@ -42,7 +42,7 @@ def test_merge_head_orders_the_head_by_exact_then_the_tail_by_fast():
 
 
 def test_exact_head_export_rescores_int8_top_k_with_the_fp32_graph(outlier_ce_dir, tmp_path):
-    export_model(outlier_ce_dir, tmp_path / "fp32")
+    export_model(outlier_ce_dir, tmp_path / "fp32", runtime="onnxruntime")
     export_model(outlier_ce_dir, tmp_path / "head", quantize="int8", exact_head=4)
     meta = json.loads((tmp_path / "head" / "serving.json").read_text())
     assert meta["precision"] == "int8" and meta["exact_head"] == {"k": 4, "onnx_file": HEAD_FILE, "precision": "fp32"}

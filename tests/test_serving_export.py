@@ -29,7 +29,7 @@ def ce_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ce_onnx(ce_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ce") / "onnx"
-    export_model(ce_dir, out)
+    export_model(ce_dir, out, runtime="onnxruntime")
     return out
 
 
@@ -84,7 +84,7 @@ def test_export_fuses_bert_attention_and_can_skip_it(ce_dir, ce_onnx, tmp_path):
     assert meta["fused_ops"]["Attention"] == 2 and meta["fused_ops"]["SkipLayerNormalization"] == 4
     fused_ops = Counter(n.op_type for n in onnx.load(str(ce_onnx / "model.onnx")).graph.node)
     assert fused_ops["Attention"] == 2 and "Softmax" not in fused_ops  # softmax lives inside the fused op
-    export_model(ce_dir, tmp_path / "plain", fuse=False)
+    export_model(ce_dir, tmp_path / "plain", fuse=False, runtime="onnxruntime")
     assert json.loads((tmp_path / "plain" / "serving.json").read_text())["fused_ops"] is None
     plain_ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "plain" / "model.onnx")).graph.node)
     assert "Attention" not in plain_ops and plain_ops["Softmax"] == 2
@@ -203,7 +203,7 @@ def test_io_binding_path_gives_the_plain_run_result(ce_onnx):
 
 def test_export_large_graphs_use_one_external_data_file(ce_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(export_mod, "EXTERNAL_DATA_BYTES", 0)  # pretend the graph is over 2 GB
-    export_model(ce_dir, tmp_path / "big")
+    export_model(ce_dir, tmp_path / "big", runtime="onnxruntime")
     assert sorted(p.name for p in (tmp_path / "big").glob("model.onnx*")) == ["model.onnx", "model.onnx.data"]
     assert (tmp_path / "big" / "model.onnx").stat().st_size < 100_000  # weights live in the .data file
     got = OnnxRanker(tmp_path / "big", device="cpu").score("vitamin d", [d for _, d in PARITY_PAIRS])

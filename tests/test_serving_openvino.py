@@ -89,3 +89,69 @@ def test_openvino_serves_the_erank_prompt_scorer_in_f32_and_nncf_int8(tmp_path):
 
     with pytest.raises(ModelDirError, match="int8-static"):  # onnxruntime's calibrator fails on the LLM graph
         export_model(erank, tmp_path / "static", quantize="int8-static", calibration_pairs=CALIBRATION)
+
+
+def test_default_export_is_served_by_openvino_and_keeps_a_fused_onnx_graph_for_onnxruntime(ce, tmp_path):
+    """``runtime="auto"`` (the default) picks the serving benchmark's winner for an fp32 reranker:
+    OpenVINO; its model.onnx stays the fused fp32 graph, which onnxruntime serves on demand (and on CUDA)."""
+    out = tmp_path / "default"
+    result = export_model(ce, out)
+    meta = json.loads((out / "serving.json").read_text())
+    assert meta["runtime"] == "openvino" and result.runtime.startswith("openvino (")
+    assert meta["fused_ops"]  # the onnxruntime graph is fused; OpenVINO read the plain one
+    assert not (out / "model.onnx.data").exists()  # the IR's .bin did not push the graph to external data
+    want = Reranker.load(ce, device="cpu").score(QUERIES[2], DOCS)
+    served = Reranker.load(out, device="cpu")
+    assert "OpenVINO" in served._ranker.session.providers[0]
+    assert np.argmax(served.score(QUERIES[2], DOCS)) == np.argmax(want)
+    exact = Reranker.load(out, device="cpu", runtime="onnxruntime")
+    assert exact._ranker.session.providers == ["CPUExecutionProvider"]
+    np.testing.assert_allclose(exact.score(QUERIES[2], DOCS), want, atol=1e-4)
+    quantized = export_model(ce, tmp_path / "int8", quantize="int8")  # int8 is onnxruntime's: auto keeps it there
+    assert quantized.runtime == "onnxruntime"
+    assert json.loads((tmp_path / "int8" / "serving.json").read_text())["runtime"] == "onnxruntime"
+    with pytest.raises(ValueError, match="no OpenVINO IR"):
+        Reranker.load(tmp_path / "int8", device="cpu", runtime="openvino")
+
+
+def test_serving_runtime_rules(tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from rankwise.serving.export import default_runtime
+    from rankwise.serving.runtime import serving_runtime
+
+    ov = {"runtime": "openvino", "openvino_file": "openvino_model.xml"}
+    assert serving_runtime(ov, "auto", "cpu", tmp_path) == "openvino"
+    assert serving_runtime(ov, "auto", "cuda", tmp_path) == "onnxruntime"  # OpenVINO serves the CPU only
+    assert serving_runtime(ov, "onnxruntime", "cpu", tmp_path) == "onnxruntime"
+    assert serving_runtime({"runtime": "onnxruntime"}, "auto", "cpu", tmp_path) == "onnxruntime"
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert serving_runtime(ov, "auto", "auto", tmp_path) == "onnxruntime"
+    with pytest.raises(ValueError, match="runtime must be"):
+        serving_runtime(ov, "tensorrt", "cpu", tmp_path)
+    assert default_runtime(True) == "openvino"
+    assert default_runtime(False) == "onnxruntime"  # recommender towers
+    assert default_runtime(True, quantize="int8-smooth") == default_runtime(True, fp16=True) == "onnxruntime"
+    assert default_runtime(True, exact_head=4) == default_runtime(True, fp32_ops=2) == "onnxruntime"
+
+
+def test_rerank_cli_runtime_choice_and_errors(ce, data_dir, tmp_path):
+    """``rankwise rerank --runtime``: a PyTorch directory refuses it; an OpenVINO export serves either engine."""
+    from tests._serving_models import scifact_slice
+
+    out = tmp_path / "ov"
+    export_model(ce, out)
+    scifact = data_dir / "beir" / "scifact"
+    runner = CliRunner()
+    common = ["rerank", "--candidates", str(scifact_slice(data_dir, tmp_path, n_queries=3)), "--corpus",
+              str(scifact / "corpus.jsonl.gz"), "--queries", str(scifact / "queries.jsonl.gz"), "--json"]
+    runs = {}
+    for runtime in ("openvino", "onnxruntime"):
+        res = runner.invoke(app, [*common, "--model", str(out), "--output", str(tmp_path / f"{runtime}.trec"), "--runtime", runtime])
+        assert res.exit_code == 0, res.output
+        runs[runtime] = (tmp_path / f"{runtime}.trec").read_text().splitlines()
+    assert len(runs["openvino"]) == len(runs["onnxruntime"]) > 0
+    bad = runner.invoke(app, [*common, "--model", str(ce), "--output", str(tmp_path / "pt.trec"), "--runtime", "openvino"])
+    assert bad.exit_code == 1 and "PyTorch directory" in bad.output
+    bad = runner.invoke(app, [*common, "--model", str(out), "--output", str(tmp_path / "x.trec"), "--runtime", "tensorrt"])
+    assert bad.exit_code == 1 and "auto|onnxruntime|openvino" in bad.output
