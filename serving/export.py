@@ -14,6 +14,7 @@ this module traces, checks parity and writes the directory.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -114,6 +115,7 @@ def export_model(
     exact_head: int = 0,
     runtime: Literal["auto", "onnxruntime", "openvino"] = "auto",
     openvino_precision: Literal["bf16", "f32"] = "bf16",
+    share_prefix: bool = True,
 ) -> ExportResult:
     """Export ``model_dir`` to ``output_dir/model.onnx`` and check it against PyTorch.
 
@@ -164,6 +166,9 @@ def export_model(
             :class:`~rankwise.serving.openvino_runtime.OpenVINOSession` (pair scorers only); the parity
             recorded is OpenVINO's at the precision it compiled for (``openvino_precision``).
         openvino_precision: ``"bf16"`` (OpenVINO's CPU default where bf16 is native) or ``"f32"``.
+        share_prefix: LLM prompt scorers (ERank): run the prompt prefix that a query's documents
+            share once per batch and reuse its keys/values for every document
+            (:func:`~serving.graphs.erank_graph`); ``False`` exports whole prompts per row.
 
     Returns:
         An :class:`ExportResult` (also written, with more fields, to ``serving.json``).
@@ -212,7 +217,11 @@ def export_model(
     if len(pairs) < 3:
         raise ValueError("export_model: parity_pairs needs at least 3 pairs (2 trace, all checked)")
     start = time.perf_counter()
-    graph = builders[kind](model_dir, meta, pairs)
+    build = builders[kind]
+    if "share_prefix" in inspect.signature(build).parameters:  # LLM prompt scorers
+        graph = build(model_dir, meta, pairs, share_prefix=share_prefix)
+    else:
+        graph = build(model_dir, meta, pairs)
     if runtime == "auto":
         runtime = default_runtime(graph.make_feeds is not None, quantize, fp16, exact_head, fp32_ops)
     if exact_head and graph.metadata.get("task") != "pair-score":

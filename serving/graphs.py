@@ -165,10 +165,22 @@ def bi_encoder_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str
     )
 
 
-def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -> ExportGraph:
+def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]], share_prefix: bool = True) -> ExportGraph:
+    """The ERank prompt scorer: prompt (+ the integer readout's appended "1") in, expected score out.
+
+    With ``share_prefix`` (the default) the graph takes one query's documents at a time: the tokens
+    every prompt of the batch starts with (chat template, instruction, query: ``prefix_ids``,
+    ``(1, P)``) run once, and their keys/values are broadcast to the batch's left-padded remainders
+    (``input_ids`` / ``attention_mask``, ``(B, S)``), which continue at positions ``P, P + 1, ...``
+    (explicit position ids, so left padding leaves no gap). The scores equal the per-document graph's:
+    the same tokens at the same positions, since the prefix is a split of each prompt's own token ids.
+    Without it, every row is a whole left-padded prompt.
+    """
     import torch
+    from transformers import DynamicCache
 
     from rankwise.rankers.erank import ERankRanker, expected_score
+    from rankwise.serving.runtime import shared_prefix_length
 
     ranker = ERankRanker.from_pretrained(model_dir, device="cpu")  # traced with CPU feeds
     if ranker.readout == "reasoning":
@@ -186,35 +198,67 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]]) -
             self.register_buffer("yes", torch.tensor(ranker._yes))
             self.register_buffer("no", torch.tensor(ranker._no))
 
-        def forward(self, input_ids, attention_mask):  # (B, T) left-padded prompt (+ "1" for integer)
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=2 if integer else 1).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)  # (B, keep, V)
+        def readout(self, logits: torch.Tensor) -> torch.Tensor:  # (B, keep, V) -> (B,)
+            logp = torch.log_softmax(logits.float(), dim=-1)
             if integer:
                 return expected_score(logp[:, 0, self.digits], logp[:, 1, self.digits])  # (B,) in [0, 10]
             yes = torch.logsumexp(logp[:, -1, self.yes], -1)  # (B,)
             no = torch.logsumexp(logp[:, -1, self.no], -1)
             return torch.sigmoid(yes - no)  # (B,) in [0, 1]
 
-    def feeds(sel: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        rows = []
-        for q, d in sel:
-            rows.append({"input_ids": tok(ranker.prompts(q, [d])[0], add_special_tokens=False)["input_ids"] + append})
-        batch = tok.pad(rows, return_tensors="pt", padding=True)  # left padding (LLMRanker sets it)
+        def forward(self, input_ids, attention_mask):  # (B, T) left-padded prompt (+ "1" for integer)
+            keep = 2 if integer else 1
+            return self.readout(self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits)
+
+    class _SharedPrefixScore(_ExpectedScore):
+        def forward(self, prefix_ids, input_ids, attention_mask):  # (1, P); (B, S) left-padded remainders
+            batch, prefix = input_ids.size(0), prefix_ids.size(1)
+            # an explicit mask: without one transformers asks SDPA for grouped-query attention, which
+            # the ONNX exporter cannot convert (SmolLM2, Qwen2.5 use GQA)
+            cached = self.model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True).past_key_values
+            # repeat (ONNX Tile), not expand: OpenVINO's RoPE fusion drops an Expand that follows it
+            cache = DynamicCache([(layer.keys.repeat(batch, 1, 1, 1), layer.values.repeat(batch, 1, 1, 1))
+                                  for layer in cached.layers], config=self.model.config)
+            mask = torch.cat([torch.ones(batch, prefix, dtype=attention_mask.dtype), attention_mask], 1)  # (B, P + S)
+            positions = prefix + attention_mask.cumsum(-1) - 1  # real tokens at P, P + 1, ...; pads are masked
+            logits = self.model(input_ids=input_ids, attention_mask=mask, cache=cache, position_ids=positions,
+                                logits_to_keep=2 if integer else 1).logits
+            return self.readout(logits)
+
+    def prompt_ids(sel: Sequence[tuple[str, str]]) -> list[list[int]]:
+        return [tok(ranker.prompts(q, [d])[0], add_special_tokens=False)["input_ids"] + append for q, d in sel]
+
+    def pad_left(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        batch = tok.pad([{"input_ids": r} for r in rows], return_tensors="pt", padding=True)  # left (LLMRanker sets it)
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
-    names = ["input_ids", "attention_mask"]
+    def feeds(sel: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        if not share_prefix:
+            return pad_left(prompt_ids(sel))
+        if len({q for q, _ in sel}) != 1:
+            raise ValueError("erank_graph: a shared-prefix batch holds one query's documents")
+        rows = prompt_ids(sel)
+        cut = shared_prefix_length(rows, own=len(append) + 1)  # the readout's logit positions stay in the rows
+        return {"prefix_ids": torch.tensor([rows[0][:cut]]), **pad_left([r[cut:] for r in rows])}
+
+    def one_query(sel: Sequence[tuple[str, str]], query: str) -> list[tuple[str, str]]:
+        return [(query, d) for _, d in sel] if share_prefix else list(sel)
+
+    names = (["prefix_ids"] if share_prefix else []) + ["input_ids", "attention_mask"]
+    module = (_SharedPrefixScore if share_prefix else _ExpectedScore)(ranker.model).eval()
     return ExportGraph(
-        module=_ExpectedScore(ranker.model).eval(),
-        example=feeds(pairs[:2]),
-        parity=feeds(pairs),
+        module=module,
+        example=feeds(one_query(pairs[:2], pairs[0][0])),
+        parity=feeds(one_query(pairs, pairs[-1][0])),
         output="scores",
-        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names} | {"scores": {0: "batch"}},
+        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names} | {"scores": {0: "batch"}}
+        | ({"prefix_ids": {1: "prefix"}} if share_prefix else {}),
         metadata={"task": "pair-score", "encoding": "prompt", "readout": ranker.readout,
                   "max_doc_tokens": ranker.max_doc_tokens, "append_ids": append, "padding_side": "left",
-                  "pad_token_id": tok.pad_token_id, "max_length": None,
+                  "pad_token_id": tok.pad_token_id, "max_length": None, "shared_prefix": share_prefix,
                   "score": "expected integer 0-10" if integer else "P(yes) / (P(yes) + P(no))"},
         save_assets=lambda d: tok.save_pretrained(str(d)),
-        make_feeds=feeds,  # (query, doc) prompts: OpenVINO / NNCF int8 calibration
+        make_feeds=feeds,  # one query's (query, doc) prompts: OpenVINO / NNCF int8 calibration
     )
 
 

@@ -12,7 +12,8 @@ import numpy as np
 from rankwise.rankers.base import Ranker
 from rankwise.serving.cascade import head_indices, merge_head
 from rankwise.serving.export import read_serving_json
-from rankwise.serving.runtime import Device, OnnxSession, Runtime, bucket_batches, pad_batch, serving_runtime
+from rankwise.serving.runtime import (Device, OnnxSession, Runtime, bucket_batches, pad_batch, serving_runtime,
+                                      shared_prefix_length)
 
 __all__ = ["OnnxRanker"]
 
@@ -117,7 +118,7 @@ class OnnxRanker(Ranker):
         """Per-document rows to bucket and pad, and the feeds shared by every batch (the query)."""
         with self._tokenizer_lock:
             if self.encoding == "prompt":
-                return self._encode_prompts(query, docs), {}
+                return self._encode_prompts(query, docs)
             if self.encoding == "bi-encoder":
                 return self._encode_bi(query, docs)
             enc = self.tokenizer(
@@ -128,18 +129,23 @@ class OnnxRanker(Ranker):
         self._warn_cut(sum(len(r["input_ids"]) >= self.max_length for r in rows), len(rows), self.max_length)
         return rows, {}
 
-    def _encode_prompts(self, query: str, docs: Sequence[str]) -> list[dict[str, list[int]]]:
-        """LLM prompts exactly as the PyTorch ranker builds them, plus the readout's appended ids."""
+    def _encode_prompts(self, query: str, docs: Sequence[str]) -> tuple[list[dict[str, list[int]]], dict[str, np.ndarray]]:
+        """LLM prompts exactly as the PyTorch ranker builds them, plus the readout's appended ids; for a
+        shared-prefix export, the ids every prompt starts with go once into the shared feeds and the
+        rows keep the rest (:func:`~serving.runtime.shared_prefix_length`)."""
         from rankwise.rankers.erank import erank_prompt
         from rankwise.rankers.llm import truncate_text
 
-        rows = []
+        prompts = []
         for doc in docs:
             text = truncate_text(self.tokenizer, doc, int(self.meta["max_doc_tokens"]))
             prompt = erank_prompt(self.tokenizer, query, text, self.meta["readout"])
-            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] + list(self.meta["append_ids"])
-            rows.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
-        return rows
+            prompts.append(self.tokenizer(prompt, add_special_tokens=False)["input_ids"] + list(self.meta["append_ids"]))
+        cut, shared = 0, {}
+        if self.meta.get("shared_prefix"):
+            cut = shared_prefix_length(prompts, own=len(self.meta["append_ids"]) + 1)
+            shared = {"prefix_ids": np.asarray([prompts[0][:cut]], dtype=np.int64)}
+        return [{"input_ids": ids[cut:], "attention_mask": [1] * (len(ids) - cut)} for ids in prompts], shared
 
     def _encode_bi(self, query: str, docs: Sequence[str]) -> tuple[list[dict[str, list[int]]], dict[str, np.ndarray]]:
         """The query once (shared by every batch), the documents with the document tokenizer."""

@@ -96,12 +96,22 @@ SENSITIVITY_PAIRS = 128
 
 def _calibration_feeds(graph: ExportGraph, pairs: Sequence[tuple[str, str]]) -> list[dict[str, np.ndarray]]:
     """``pairs`` batched as served (:func:`~serving.runtime.bucket_batches` by length, at most
-    :data:`CALIBRATION_BATCH` a batch), each batch padded to its longest pair."""
+    :data:`CALIBRATION_BATCH` a batch; one query per batch for a shared-prefix graph), each batch
+    padded to its longest pair."""
     from rankwise.serving.runtime import bucket_batches
 
-    lengths = [len(q) + len(d) for q, d in pairs]  # characters: a proxy of the token count for ordering
-    return [{k: v.numpy() for k, v in graph.make_feeds([pairs[i] for i in batch]).items()}
-            for batch in bucket_batches(lengths, CALIBRATION_BATCH)]
+    groups = [list(pairs)]
+    if graph.metadata.get("shared_prefix"):  # a shared-prefix batch holds one query's documents, as served
+        by_query: dict[str, list[tuple[str, str]]] = {}
+        for q, d in pairs:
+            by_query.setdefault(q, []).append((q, d))
+        groups = list(by_query.values())
+    feeds = []
+    for group in groups:
+        lengths = [len(q) + len(d) for q, d in group]  # characters: a proxy of the token count for ordering
+        feeds += [{k: v.numpy() for k, v in graph.make_feeds([group[i] for i in batch]).items()}
+                  for batch in bucket_batches(lengths, CALIBRATION_BATCH)]
+    return feeds
 
 
 def _quantize_dynamic_int8(src: Path, dst: Path, nodes: list[str]) -> None:

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["OnnxSession", "Device", "Runtime", "serving_runtime", "bucket_batches", "pad_batch"]
+__all__ = ["OnnxSession", "Device", "Runtime", "serving_runtime", "bucket_batches", "pad_batch", "shared_prefix_length"]
 
 log = logging.getLogger("rankwise.serving")
 
@@ -30,6 +30,23 @@ def _notice_once(message: str) -> None:
     if message not in _noticed:
         _noticed.add(message)
         log.warning(message)
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]], own: int = 1) -> int:
+    """How many leading token ids every row shares, leaving each row at least ``own`` ids of its own.
+
+    The split point of a prompt scorer's shared-prefix graph: ``rows[0][:P]`` runs once per batch and
+    each ``row[P:]`` continues it; ``own`` is the number of positions the readout takes logits at
+    (2 for ERank's integer readout: the answer's first digit and the one after "1"). ``0`` for no rows.
+    """
+    if not rows:
+        return 0
+    limit = max(0, min(len(r) for r in rows) - own)
+    first = rows[0]
+    cut = 0
+    while cut < limit and all(r[cut] == first[cut] for r in rows):
+        cut += 1
+    return cut
 
 
 def serving_runtime(meta: Mapping[str, object], runtime: Runtime, device: Device, directory: Path) -> Literal["onnxruntime", "openvino"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -141,11 +142,30 @@ def test_erank_export_matches_pytorch_ranker(tmp_path, readout):
     ERankRanker(model, tok, readout=readout, max_doc_tokens=12).save_pretrained(tmp_path / "erank")
     result = export_model(tmp_path / "erank", tmp_path / "onnx", runtime="onnxruntime")
     assert result.fp32_parity_max_abs_diff <= 1e-3
-    torch_scores = Reranker.load(tmp_path / "erank", device="cpu").score(QUERIES[0], DOCS)
-    onnx_scores = Reranker.load(tmp_path / "onnx", device="cpu", batch_size=2).score(QUERIES[0], DOCS)
-    np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4)
+    meta = json.loads((tmp_path / "onnx" / "serving.json").read_text())
+    assert meta["shared_prefix"] and meta["inputs"] == ["prefix_ids", "input_ids", "attention_mask"]
+    export_model(tmp_path / "erank", tmp_path / "whole", runtime="onnxruntime", share_prefix=False)
+    assert json.loads((tmp_path / "whole" / "serving.json").read_text())["inputs"] == ["input_ids", "attention_mask"]
+    pytorch = Reranker.load(tmp_path / "erank", device="cpu")
+    shared = Reranker.load(tmp_path / "onnx", device="cpu", batch_size=2)  # 3 batches, one prefix
+    whole = Reranker.load(tmp_path / "whole", device="cpu", batch_size=2)
+    for query, docs in [(QUERIES[0], DOCS), (QUERIES[1], DOCS[2:]), (QUERIES[2], DOCS[:1]), (QUERIES[3], [DOCS[0]] * 3)]:
+        torch_scores = pytorch.score(query, docs)
+        onnx_scores = shared.score(query, docs)
+        np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4)
+        np.testing.assert_allclose(whole.score(query, docs), torch_scores, atol=1e-4)
     lo, hi = (0.0, 10.0) if readout == "integer" else (0.0, 1.0)
     assert ((onnx_scores >= lo) & (onnx_scores <= hi)).all()
+
+
+def test_shared_prefix_length_leaves_each_row_a_token():
+    from rankwise.serving.runtime import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # identical prompts: the last id stays a row's own
+    assert shared_prefix_length([[7, 1], [8, 1]]) == 0
+    assert shared_prefix_length([[1, 2, 3]]) == 2 and shared_prefix_length([]) == 0
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]], own=2) == 1  # the integer readout reads two positions
 
 
 def test_bi_encoder_export_matches_pytorch_ranker(tmp_path):
