@@ -114,13 +114,15 @@ def export(
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
     if runtime not in ("auto", "onnxruntime", "openvino") or openvino_precision not in ("bf16", "f32"):
         _fail(f"--runtime {runtime} / --openvino-precision {openvino_precision}: auto|onnxruntime|openvino and bf16|f32")
-    needs_pairs = (quantize in (Quantize.int8_smooth, Quantize.int8_static) or fp32_ops > 0
-                   or (runtime == "openvino" and quantize is Quantize.int8))
+    needs_pairs = quantize in (Quantize.int8_smooth, Quantize.int8_static) or fp32_ops > 0
+    # OpenVINO int8 calibrates a reranker's activations on --calibration pairs (export_model says when they are
+    # missing); the ERank prompt scorer's int8 is weight-only and data-free
+    takes_pairs = needs_pairs or (runtime == "openvino" and quantize is Quantize.int8)
     if fp32_ops and quantize not in (Quantize.int8, Quantize.int8_smooth):
         _fail("--fp32-ops needs --quantize int8 or int8-smooth")
     if exact_head and quantize is Quantize.none and not fp16:
         _fail("--exact-head needs --quantize or --fp16 (the head is rescored by the fp32 graph)")
-    if needs_pairs != (calibration is not None):
+    if (needs_pairs and calibration is None) or (calibration is not None and not takes_pairs):
         _fail(f"{'--quantize ' + quantize.value if quantize in (Quantize.int8_smooth, Quantize.int8_static) else '--fp32-ops' if fp32_ops else '--runtime openvino --quantize int8'} "
               "needs --calibration FILE" if calibration is None
               else "--calibration is used by --quantize int8-smooth, --fp32-ops and --runtime openvino --quantize int8 only")

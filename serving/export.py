@@ -162,7 +162,8 @@ def export_model(
             where ``openvino`` is installed (the fastest engine within 0.005 nDCG@10 of fp32 in
             ``benchmarks/serving_latency.py``), else onnxruntime. ``"openvino"`` also writes an
             OpenVINO IR (``openvino_model.xml`` + ``.bin``) of the plain (unfused) fp32 graph, or with ``quantize="int8"`` its NNCF post-training int8
-            (calibrated on ``calibration_pairs``, at least 32), and serves it with
+            (calibrated on ``calibration_pairs``, at least 32; for the ERank prompt scorer, NNCF int8 weight
+            compression, data-free), and serves it with
             :class:`~rankwise.serving.openvino_runtime.OpenVINOSession` (pair scorers only); the parity
             recorded is OpenVINO's at the precision it compiled for (``openvino_precision``).
         openvino_precision: ``"bf16"`` (OpenVINO's CPU default where bf16 is native) or ``"f32"``.
@@ -202,9 +203,6 @@ def export_model(
     if runtime == "openvino":
         if fp16 or quantize not in (None, "int8") or fp32_ops:
             raise ValueError("export_model: runtime='openvino' takes quantize=None or 'int8' (NNCF), no fp16 or fp32_ops")
-        if openvino_int8 and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
-            raise ValueError(f"export_model: runtime='openvino' with quantize='int8' needs at least {MIN_CALIBRATION_PAIRS} "
-                             f"calibration_pairs like the served traffic, got {len(calibration_pairs or ())}")
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     meta = read_rankwise_json(model_dir)
     kind = meta["kind"]
@@ -222,6 +220,10 @@ def export_model(
         graph = build(model_dir, meta, pairs, share_prefix=share_prefix)
     else:
         graph = build(model_dir, meta, pairs)
+    prompt_scorer = graph.metadata.get("encoding") == "prompt"  # a causal LM: OpenVINO int8 = int8 weights, data-free
+    if openvino_int8 and not prompt_scorer and len(calibration_pairs or ()) < MIN_CALIBRATION_PAIRS:
+        raise ValueError(f"export_model: runtime='openvino' with quantize='int8' needs at least {MIN_CALIBRATION_PAIRS} "
+                         f"calibration_pairs like the served traffic, got {len(calibration_pairs or ())}")
     if runtime == "auto":
         runtime = default_runtime(graph.make_feeds is not None, quantize, fp16, exact_head, fp32_ops)
     if exact_head and graph.metadata.get("task") != "pair-score":
@@ -335,8 +337,9 @@ def export_model(
                 raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} ({part}) is not a (query, doc) scorer; "
                                     "runtime='openvino' serves rerankers")
             openvino = _openvino_ir(plain, work, graph, reference, openvino_precision,
-                                    calibration_pairs if openvino_int8 else None)
-            diff, precision = openvino["parity_max_abs_diff"], "int8" if openvino_int8 else "fp32"
+                                    calibration_pairs if openvino_int8 else None, weights_only=openvino_int8 and prompt_scorer)
+            diff = openvino["parity_max_abs_diff"]
+            precision = ("int8-weights" if prompt_scorer else "int8") if openvino_int8 else "fp32"
         graph.save_assets(output_dir)
         _finalise(chosen, final)
         for name in ("openvino_model.xml", "openvino_model.bin"):
@@ -404,15 +407,33 @@ def default_runtime(pair_scorer: bool, quantize: str | None = None, fp16: bool =
 
 
 def _openvino_ir(onnx_path: Path, work: Path, graph: ExportGraph, reference: np.ndarray, precision: str,
-                 calibration_pairs: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
-    """OpenVINO IR of ``onnx_path`` in ``work/openvino`` (NNCF int8 when ``calibration_pairs`` are given), its
-    parity against PyTorch at the precision OpenVINO compiles for, and what ran."""
+                 calibration_pairs: Sequence[tuple[str, str]] | None, weights_only: bool = False) -> dict[str, Any]:
+    """OpenVINO IR of ``onnx_path`` in ``work/openvino``, its parity against PyTorch at the precision
+    OpenVINO compiles for, and what ran.
+
+    ``weights_only``: NNCF weight compression (int8 per output channel, asymmetric; activations stay
+    at the precision hint), OpenVINO's recipe for LLMs and data-free; it also avoids a constant-folding
+    failure of OpenVINO on the fully quantised shared-prefix ERank graph. Else, with
+    ``calibration_pairs``, NNCF post-training int8 of weights and activations."""
     import openvino as ov
 
     from rankwise.serving.openvino_runtime import OpenVINOSession
 
     model = ov.convert_model(str(onnx_path))
-    if calibration_pairs is not None:
+    quantization = None
+    if weights_only:
+        import nncf
+
+        quiet = logging.getLogger("nncf")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        finally:
+            quiet.setLevel(level)
+        quantization = "nncf-int8-weights"
+    elif calibration_pairs is not None:
+        quantization = "nncf-int8"
         import nncf
 
         feeds = _calibration_feeds(graph, calibration_pairs)
@@ -430,4 +451,4 @@ def _openvino_ir(onnx_path: Path, work: Path, graph: ExportGraph, reference: np.
     feeds = {k: v.numpy() for k, v in graph.parity.items()}
     diff = float(np.abs(session.run(feeds).reshape(reference.shape) - reference).max())
     return {"openvino_precision": session.precision, "openvino_version": ov.__version__,
-            "openvino_quantization": "nncf-int8" if calibration_pairs is not None else None, "parity_max_abs_diff": diff}
+            "openvino_quantization": quantization, "parity_max_abs_diff": diff}

@@ -8,6 +8,7 @@ trace (its ``forward`` returns the one served output), example and parity inputs
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,8 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]], s
     integer = ranker.readout == "integer"
     append = [ranker._digits[1]] if integer else []
     tok = ranker.tokenizer
+    # transformers renamed past_key_values to cache (both work in between); the check below catches a miss
+    cache_kwarg = "cache" if "cache" in inspect.signature(type(ranker.model).forward).parameters else "past_key_values"
 
     class _ExpectedScore(torch.nn.Module):
         def __init__(self, model: torch.nn.Module) -> None:
@@ -215,14 +218,15 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]], s
             batch, prefix = input_ids.size(0), prefix_ids.size(1)
             # an explicit mask: without one transformers asks SDPA for grouped-query attention, which
             # the ONNX exporter cannot convert (SmolLM2, Qwen2.5 use GQA)
-            cached = self.model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True).past_key_values
+            out = self.model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True)
+            cached = out.cache if cache_kwarg == "cache" else out.past_key_values
             # repeat (ONNX Tile), not expand: OpenVINO's RoPE fusion drops an Expand that follows it
             cache = DynamicCache([(layer.keys.repeat(batch, 1, 1, 1), layer.values.repeat(batch, 1, 1, 1))
                                   for layer in cached.layers], config=self.model.config)
             mask = torch.cat([torch.ones(batch, prefix, dtype=attention_mask.dtype), attention_mask], 1)  # (B, P + S)
             positions = prefix + attention_mask.cumsum(-1) - 1  # real tokens at P, P + 1, ...; pads are masked
-            logits = self.model(input_ids=input_ids, attention_mask=mask, cache=cache, position_ids=positions,
-                                logits_to_keep=2 if integer else 1).logits
+            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                logits_to_keep=2 if integer else 1, **{cache_kwarg: cache}).logits
             return self.readout(logits)
 
     def prompt_ids(sel: Sequence[tuple[str, str]]) -> list[list[int]]:
@@ -246,10 +250,19 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]], s
 
     names = (["prefix_ids"] if share_prefix else []) + ["input_ids", "attention_mask"]
     module = (_SharedPrefixScore if share_prefix else _ExpectedScore)(ranker.model).eval()
+    parity = feeds(one_query(pairs, pairs[-1][0]))
+    if share_prefix:  # the split must not change a score: compare with whole prompts before tracing
+        with torch.inference_mode():
+            whole = _ExpectedScore(ranker.model).eval()(**pad_left(prompt_ids(one_query(pairs, pairs[-1][0]))))
+            split = module(**parity)
+        gap = float((whole - split).abs().max())
+        if not gap <= 1e-4 * (1.0 + float(whole.abs().max())):
+            raise ModelDirError(f"{model_dir}: the shared-prefix ERank graph differs from whole prompts by {gap:.3g} "
+                                "with this transformers version; export with share_prefix=False")
     return ExportGraph(
         module=module,
         example=feeds(one_query(pairs[:2], pairs[0][0])),
-        parity=feeds(one_query(pairs, pairs[-1][0])),
+        parity=parity,
         output="scores",
         dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names} | {"scores": {0: "batch"}}
         | ({"prefix_ids": {1: "prefix"}} if share_prefix else {}),

@@ -194,3 +194,18 @@ def test_every_recommender_kind_exports_and_serves_like_pytorch(tmp_path, kind):
     assert [h.item_id for h in a] == [h.item_id for h in b] and len(a) == 8
     np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
     assert not {h.item_id for h in a} & set(history)
+
+
+def test_erank_shared_prefix_export_refuses_a_cache_the_model_ignores(tmp_path, monkeypatch):
+    """If a transformers version dropped the prefix keys/values, the split would change the scores:
+    the builder compares it with whole prompts before tracing and refuses, naming the fallback."""
+    import transformers
+
+    from rankwise.core.model_dir import ModelDirError
+    from rankwise.testing import tiny_erank_dir
+
+    erank = tiny_erank_dir(tmp_path / "erank", QUERIES + DOCS)
+    monkeypatch.setattr(transformers, "DynamicCache", lambda *a, **k: None)  # the remainders run without the prefix
+    with pytest.raises(ModelDirError, match="share_prefix=False"):
+        export_model(erank, tmp_path / "onnx", runtime="onnxruntime")
+    export_model(erank, tmp_path / "whole", runtime="onnxruntime", share_prefix=False)  # the fallback exports

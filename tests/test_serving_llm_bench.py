@@ -19,8 +19,7 @@ def test_every_engine_is_built_timed_and_compared_with_pytorch_fp32(bench, data_
     backbone = tmp_path / "tiny-lm"
     model.save_pretrained(backbone)
     tok.save_pretrained(backbone)
-    cfg = bench.BenchConfig(backbone=str(backbone), n_queries=2, depth=3, max_doc_tokens=16, batch_size=2, threads=1,
-                            calibration_queries=4)
+    cfg = bench.BenchConfig(backbone=str(backbone), n_queries=2, depth=3, max_doc_tokens=16, batch_size=2, threads=1)
     rows, extra = bench.run(cfg, tmp_path / "work")
     by = {r["engine"]: r for r in rows}
     assert set(by) == {"bm25", "pytorch-fp32", "pytorch-bf16", *bench.EXPORTS}
