@@ -157,3 +157,19 @@ def test_rerank_cli_runtime_choice_and_errors(ce, data_dir, tmp_path):
     assert bad.exit_code == 1 and "PyTorch directory" in bad.output
     bad = runner.invoke(app, [*common, "--model", str(out), "--output", str(tmp_path / "x.trec"), "--runtime", "tensorrt"])
     assert bad.exit_code == 1 and "auto|onnxruntime|openvino" in bad.output
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_erank_shared_prefix_export_is_thread_safe(tmp_path, runtime):
+    """Each call carries its own query's prefix feed: eight threads over mixed queries return the
+    sequential results, on either runtime."""
+    from rankwise.testing import tiny_erank_dir
+
+    erank = tiny_erank_dir(tmp_path / "erank", QUERIES + DOCS)
+    export_model(erank, tmp_path / "out", runtime=runtime, openvino_precision="f32")
+    rr = Reranker.load(tmp_path / "out", device="cpu", threads=1, batch_size=2)
+    requests = [(QUERIES[i % 4], DOCS[i % 5:] + DOCS[: i % 5]) for i in range(24)]
+    sequential = [rr.score(q, d) for q, d in requests]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for got, want in zip(pool.map(lambda r: rr.score(*r), requests), sequential):
+            np.testing.assert_allclose(got, want, atol=1e-6)
