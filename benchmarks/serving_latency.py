@@ -3,7 +3,8 @@ recommender user tower latency for a length-50 history.
 
 What it measures (one run, same weights, same pairs, same 2 CPU threads):
 - Reranking the BM25 top-100 of a fixed subset of SciFact test queries (the first ``n_queries``
-  judged queries by id) with a MiniLM-L6 cross-encoder (max length 256, batch 32) through
+  judged queries by id) with a MiniLM-L6 cross-encoder (max length 256, or ``--max-length``: give a trained
+  model its training length; batch 32) through
   PyTorch eager (``rankers.cross_encoder.CrossEncoder``, fp32 and under bf16 autocast), onnxruntime fp32
   (fused, and the plain graph), onnxruntime dynamic int8 (plain, and after SmoothQuant scaling calibrated on
   16 SciFact *train* queries x BM25 top-32) and blockwise int8 (``MatMulNBits``) of the fused graph (``serving.onnx_ranker.OnnxRanker``,
@@ -631,6 +632,8 @@ def run(cfg: BenchConfig) -> tuple[list[dict], dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-queries", type=int, default=BenchConfig.n_queries, help="SciFact test queries timed and scored")
+    parser.add_argument("--max-length", type=int, default=BenchConfig.max_length,
+                        help="tokens per (query, doc) pair for every engine and peer (use the model's training length)")
     parser.add_argument("--model-dir", default=None, help="a trained cross-encoder directory (default: bundled MiniLM + fresh head)")
     parser.add_argument("--tower-requests", type=int, default=BenchConfig.tower_requests, help="user-tower requests timed")
     parser.add_argument("--max-minutes", type=float, default=BenchConfig.max_minutes,
@@ -676,9 +679,9 @@ def main() -> None:
                       int8_aware_model_dir=args.int8_aware_model_dir,
                       quality_engines=tuple(args.quality_engines.split(",")), carry_quality=args.carry_quality,
                       fp32_ops=args.fp32_ops, exact_head=args.exact_head, threads=args.threads,
-                      peer_backends=args.peer_backends, peer_venv=args.peer_venv)
+                      peer_backends=args.peer_backends, peer_venv=args.peer_venv, max_length=args.max_length)
     rows, extra = run(cfg)
-    protocol = PROTOCOL.replace("2 threads", f"{cfg.threads} threads")
+    protocol = PROTOCOL.replace("2 threads", f"{cfg.threads} threads").replace("max length 256", f"max length {cfg.max_length}")
     print_table(rows, f"serving_latency — {protocol}")
     for r in rows:
         print(json.dumps(r))
