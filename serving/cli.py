@@ -73,6 +73,7 @@ def export(
     part: Part = typer.Option(Part.model, "--part", help="model: the scorer / user tower; item-tower: HLLM item text -> vector."),
     runtime: str = typer.Option("auto", "--runtime", help="auto: openvino for an fp32 reranker export where OpenVINO is installed (the serving benchmark's fastest engine within 0.005 nDCG@10 of fp32), else onnxruntime. openvino: also write an OpenVINO IR (rerankers; --quantize int8 then means NNCF post-training int8 on --calibration pairs) that Reranker.load serves with OpenVINO on the CPU. onnxruntime: model.onnx only."),
     openvino_precision: str = typer.Option("bf16", "--openvino-precision", help="--runtime openvino: bf16 (OpenVINO's CPU default where bf16 is native) or f32."),
+    share_prefix: bool = typer.Option(True, "--share-prefix/--no-share-prefix", help="ERank: run the prompt prefix a query's documents share once per batch and reuse its keys/values (exact); --no-share-prefix exports whole prompts."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
 ) -> None:
@@ -132,7 +133,7 @@ def export(
                 model_dir, staging, quantize=None if quantize is Quantize.none else quantize.value, fp16=fp16,
                 tolerance=tolerance, part=part.value, fuse=fuse, fp32_ops=fp32_ops, exact_head=exact_head,
                 calibration_pairs=read_pairs_file(calibration) if calibration is not None else None,
-                runtime=runtime, openvino_precision=openvino_precision,
+                runtime=runtime, openvino_precision=openvino_precision, share_prefix=share_prefix,
             )
     except (ModelDirError, ExportParityError, ValueError) as err:
         _fail(str(err))

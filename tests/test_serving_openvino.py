@@ -173,3 +173,15 @@ def test_erank_shared_prefix_export_is_thread_safe(tmp_path, runtime):
     with ThreadPoolExecutor(max_workers=8) as pool:
         for got, want in zip(pool.map(lambda r: rr.score(*r), requests), sequential):
             np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_export_cli_share_prefix_flag(tmp_path):
+    from rankwise.testing import tiny_erank_dir
+
+    erank = tiny_erank_dir(tmp_path / "erank", QUERIES + DOCS)
+    runner = CliRunner()
+    for flag, shared in (("--share-prefix", True), ("--no-share-prefix", False)):
+        out = tmp_path / flag
+        res = runner.invoke(app, ["export", "--model-dir", str(erank), "--output", str(out), "--runtime", "onnxruntime", flag])
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "serving.json").read_text())["shared_prefix"] is shared
