@@ -12,6 +12,7 @@ import typer
 from rankwise.core.cli_errors import fail
 
 from rankwise.core.outputs import OVERWRITE_HELP
+from rankwise.serving.runtime import RUNTIMES
 
 app = typer.Typer()
 
@@ -113,7 +114,7 @@ def export(
         _fail(f"--output {err}")
     if quantize is not Quantize.none and fp16:
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
-    if runtime not in ("auto", "onnxruntime", "openvino") or openvino_precision not in ("bf16", "f32"):
+    if runtime not in RUNTIMES or openvino_precision not in ("bf16", "f32"):
         _fail(f"--runtime {runtime} / --openvino-precision {openvino_precision}: auto|onnxruntime|openvino and bf16|f32")
     needs_pairs = quantize in (Quantize.int8_smooth, Quantize.int8_static) or fp32_ops > 0
     # OpenVINO int8 calibrates a reranker's activations on --calibration pairs (export_model says when they are
@@ -191,8 +192,8 @@ def rerank(
     from rankwise.core.progress import quiet_library_progress
 
     quiet_library_progress(json_out)
-    if runtime not in ("auto", "onnxruntime", "openvino"):
-        _fail(f"--runtime {runtime}: auto|onnxruntime|openvino")
+    if runtime not in RUNTIMES:
+        _fail(f"--runtime {runtime}: {'|'.join(RUNTIMES)}")
     if engine is Engine.ray:
         try:
             import ray  # noqa: F401

@@ -32,6 +32,7 @@ from rankwise.core.model_dir import ModelDirError, read_rankwise_json
 from rankwise.core.serving_dir import SERVING_JSON, read_serving_json
 from rankwise.serving.calibration import read_pairs_file
 from rankwise.serving.graphs import EXPORTERS, ITEM_TOWER_EXPORTERS, PARITY_PAIRS, ExportGraph
+from rankwise.serving.runtime import RUNTIMES
 from rankwise.serving.quantize import (
     EXTERNAL_DATA_BYTES,
     MIN_CALIBRATION_PAIRS,
@@ -197,8 +198,8 @@ def export_model(
                          "and must be >= 0")
     if quantize and fp16:
         raise ValueError(f"export_model: choose one of quantize={quantize!r} and fp16=True")
-    if runtime not in ("auto", "onnxruntime", "openvino"):
-        raise ValueError(f"export_model: runtime must be 'auto', 'onnxruntime' or 'openvino', got {runtime!r}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"export_model: runtime must be one of {RUNTIMES}, got {runtime!r}")
     openvino_int8 = runtime == "openvino" and quantize == "int8"
     if runtime == "openvino":
         if fp16 or quantize not in (None, "int8") or fp32_ops:
@@ -421,27 +422,19 @@ def _openvino_ir(onnx_path: Path, work: Path, graph: ExportGraph, reference: np.
 
     model = ov.convert_model(str(onnx_path))
     quantization = None
-    if weights_only:
+    if weights_only or calibration_pairs is not None:
         import nncf
 
         quiet = logging.getLogger("nncf")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-        finally:
-            quiet.setLevel(level)
-        quantization = "nncf-int8-weights"
-    elif calibration_pairs is not None:
-        quantization = "nncf-int8"
-        import nncf
-
-        feeds = _calibration_feeds(graph, calibration_pairs)
-        quiet = logging.getLogger("nncf")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
+            if weights_only:
+                model, quantization = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM), "nncf-int8-weights"
+            else:
+                feeds = _calibration_feeds(graph, calibration_pairs)
+                model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
+                quantization = "nncf-int8"
         finally:
             quiet.setLevel(level)
     ir = work / "openvino"  # its own folder: a .bin beside the ONNX graphs reads as external data

@@ -192,6 +192,7 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]], s
     tok = ranker.tokenizer
     # transformers renamed past_key_values to cache (both work in between); the check below catches a miss
     cache_kwarg = "cache" if "cache" in inspect.signature(type(ranker.model).forward).parameters else "past_key_values"
+    keep = len(append) + 1  # positions the readout reads logits at
 
     class _ExpectedScore(torch.nn.Module):
         def __init__(self, model: torch.nn.Module) -> None:
@@ -210,7 +211,6 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]], s
             return torch.sigmoid(yes - no)  # (B,) in [0, 1]
 
         def forward(self, input_ids, attention_mask):  # (B, T) left-padded prompt (+ "1" for integer)
-            keep = 2 if integer else 1
             return self.readout(self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits)
 
     class _SharedPrefixScore(_ExpectedScore):
@@ -226,7 +226,7 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]], s
             mask = torch.cat([torch.ones(batch, prefix, dtype=attention_mask.dtype), attention_mask], 1)  # (B, P + S)
             positions = prefix + attention_mask.cumsum(-1) - 1  # real tokens at P, P + 1, ...; pads are masked
             logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                logits_to_keep=2 if integer else 1, **{cache_kwarg: cache}).logits
+                                logits_to_keep=keep, **{cache_kwarg: cache}).logits
             return self.readout(logits)
 
     def prompt_ids(sel: Sequence[tuple[str, str]]) -> list[list[int]]:
@@ -242,7 +242,7 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]], s
         if len({q for q, _ in sel}) != 1:
             raise ValueError("erank_graph: a shared-prefix batch holds one query's documents")
         rows = prompt_ids(sel)
-        cut = shared_prefix_length(rows, own=len(append) + 1)  # the readout's logit positions stay in the rows
+        cut = shared_prefix_length(rows, own=keep)  # the readout's logit positions stay in the rows
         return {"prefix_ids": torch.tensor([rows[0][:cut]]), **pad_left([r[cut:] for r in rows])}
 
     def one_query(sel: Sequence[tuple[str, str]], query: str) -> list[tuple[str, str]]:
@@ -250,10 +250,11 @@ def erank_graph(model_dir: Path, meta: dict, pairs: Sequence[tuple[str, str]], s
 
     names = (["prefix_ids"] if share_prefix else []) + ["input_ids", "attention_mask"]
     module = (_SharedPrefixScore if share_prefix else _ExpectedScore)(ranker.model).eval()
-    parity = feeds(one_query(pairs, pairs[-1][0]))
+    parity_pairs = one_query(pairs, pairs[-1][0])
+    parity = feeds(parity_pairs)
     if share_prefix:  # the split must not change a score: compare with whole prompts before tracing
         with torch.inference_mode():
-            whole = _ExpectedScore(ranker.model).eval()(**pad_left(prompt_ids(one_query(pairs, pairs[-1][0]))))
+            whole = _ExpectedScore(ranker.model).eval()(**pad_left(prompt_ids(parity_pairs)))
             split = module(**parity)
         gap = float((whole - split).abs().max())
         if not gap <= 1e-4 * (1.0 + float(whole.abs().max())):

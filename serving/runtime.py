@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
-__all__ = ["OnnxSession", "Device", "Runtime", "serving_runtime", "bucket_batches", "pad_batch", "shared_prefix_length"]
+__all__ = ["OnnxSession", "Device", "Runtime", "RUNTIMES", "serving_runtime", "bucket_batches", "pad_batch", "shared_prefix_length"]
 
 log = logging.getLogger("rankwise.serving")
 
 Device = Literal["auto", "cuda", "cpu"]
 Runtime = Literal["auto", "onnxruntime", "openvino"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _noticed: set[str] = set()
@@ -58,8 +59,8 @@ def serving_runtime(meta: Mapping[str, object], runtime: Runtime, device: Device
     ``"onnxruntime"`` / ``"openvino"`` force one; forcing OpenVINO on an export without an IR is an
     error naming the directory.
     """
-    if runtime not in ("auto", "onnxruntime", "openvino"):
-        raise ValueError(f"runtime must be 'auto', 'onnxruntime' or 'openvino', got {runtime!r}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     has_ir = meta.get("runtime") == "openvino" and bool(meta.get("openvino_file"))
     if runtime == "openvino" and not has_ir:
         raise ValueError(f"{directory}: no OpenVINO IR in this export (rankwise export --runtime openvino)")
