@@ -406,7 +406,7 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
             (w, _), dev_value = fit_fusion_weights([bm25["dev"], bi["dev"]], qrels_dev)
             add({"model": "bi-encoder", "objective": "untrained", "curriculum": "none", "fusion": "zscore", "fusion_weight": w},
                 fuse_many([bm25["test"], bi["test"]], [w, 1 - w]), {"dev_ndcg@10_fused": dev_value})
-        recipe = {"job": job, "max_length": cfg["max_length"], "lists_per_step": cfg["lists_per_step"],
+        recipe = {"job": job, "max_length": cfg["max_length"], "lists_per_step": cfg["lists_per_step"], "learning_rate": cfg["learning_rate"],
                   "pooling": cfg.get("pooling", "cls"), "selection": "best-dev" if cfg.get("eval_steps") else "last-step"}
         for run in ["untrained", *log["runs"]]:
             if f"{run}_test" not in data:
