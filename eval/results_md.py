@@ -109,7 +109,7 @@ def render_summary(results_dir: Path) -> str:
     lines = [START, "", "| what | where | nDCG@10 | result file |", "|---|---|---|---|"]
     ce = load("objectives_scifact_cross_encoder")
     n_trained = len({(r.get("objective"), r.get("curriculum"), r.get("job"), r.get("seed")) for r in ce
-                     if r.get("model") == "cross-encoder" and r.get("objective") != "untrained"})
+                     if r.get("model") == "cross-encoder" and r.get("objective") != "untrained" and not r.get("runs")})
     for label, where in (("BM25 (pyserini)", {"model": "bm25"}),
                          ("BM25 + bi-encoder, z-score fusion (the main job's default)", {"model": "bi-encoder", "fusion": "zscore"}),
                          (f"trained cross-encoder alone (best of {n_trained} runs on test)", {"model": "cross-encoder", "fusion": "none"}),
