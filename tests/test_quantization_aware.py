@@ -94,9 +94,9 @@ def test_simulation_tracks_onnxruntime_int8_and_is_undone_on_exit(ce_dir, lists,
 
 def test_int8_aware_distillation_closes_the_gap_to_the_fp32_teacher(ce_dir, lists, tmp_path):
     student, teacher = CrossEncoder.from_pretrained(ce_dir), CrossEncoder.from_pretrained(ce_dir)
-    cfg = CrossEncoderTrainerConfig(str(tmp_path / "out"), objective="distill-mse", int8_aware=True, max_steps=24,
+    cfg = CrossEncoderTrainerConfig(str(tmp_path / "out"), objective="distill-mse", int8_aware=True, max_steps=48,
                                     lists_per_step=8, learning_rate=1e-5, warmup_ratio=0.0, progress=False, log_every=1)
-    trainer = CrossEncoderTrainer(student, lists * 24, cfg, teacher=teacher)
+    trainer = CrossEncoderTrainer(student, lists * 48, cfg, teacher=teacher)  # 24 steps: 0.56x on an AMD EPYC (CPU numerics)
     batch = collate_lists(lists)
 
     def simulated_gap() -> float:
