@@ -418,6 +418,10 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
         recipe = {"job": job, "max_length": cfg["max_length"], "lists_per_step": cfg["lists_per_step"], "learning_rate": cfg["learning_rate"],
                   "pooling": cfg.get("pooling", "cls"), "selection": "best-dev" if cfg.get("eval_steps") else "last-step"}
         frames: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
+
+        def hardware_of(info: dict) -> str:
+            return info.get("gpu") or info.get("device") or log["device"]
+
         for run in ["untrained", *log["runs"]]:
             if f"{run}_test" not in data:
                 continue
@@ -427,7 +431,7 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
             frames[run] = dev, test
             extra = {**recipe, "seed": info.get("seed", cfg["seed"]), "train_s": info.get("train_s", 0.0), "steps": info.get("steps", 0),
                      "final_loss": info["history"][-1]["loss"] if info.get("history") else None,
-                     "hardware": info.get("gpu") or info.get("device") or log["device"]}
+                     "hardware": hardware_of(info)}
             if info.get("best"):
                 extra |= {"best_step": info["best"]["step"], "best_dev_curve_ndcg@10": info["best"]["dev"]}
             name = {"model": "cross-encoder", "objective": objective, "curriculum": curriculum or "none"}
@@ -450,7 +454,7 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
                  "fusion_weight_cross_encoder_2": weights[3]},
                 fuse_many([bm25["test"], bi["test"], *(frames[r][1] for r in pair)], weights),
                 {**recipe, "seed": cfg["seed"], "runs": "+".join(pair), "selection": "two best runs by dev, each at its best-dev step",
-                 "hardware": log["runs"][pair[0]].get("gpu") or log["runs"][pair[0]].get("device") or log["device"],
+                 "hardware": hardware_of(log["runs"][pair[0]]),
                  "dev_ndcg@10_fused": dev_value})
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
