@@ -115,7 +115,7 @@ def export(
     if quantize is not Quantize.none and fp16:
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
     if runtime not in RUNTIMES or openvino_precision not in ("bf16", "f32"):
-        _fail(f"--runtime {runtime} / --openvino-precision {openvino_precision}: auto|onnxruntime|openvino and bf16|f32")
+        _fail(f"--runtime {runtime} / --openvino-precision {openvino_precision}: {'|'.join(RUNTIMES)} and bf16|f32")
     needs_pairs = quantize in (Quantize.int8_smooth, Quantize.int8_static) or fp32_ops > 0
     # OpenVINO int8 calibrates a reranker's activations on --calibration pairs (export_model says when they are
     # missing); the ERank prompt scorer's int8 is weight-only and data-free
