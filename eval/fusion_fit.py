@@ -3,7 +3,9 @@
 :func:`fit_fusion_weights` searches the simplex of run weights on a grid (step ``step``) for the
 best mean metric over the given qrels, with :func:`rankwise.rankers.fusion.fuse_many`. Ties go to the
 weights closest to equal (the least committed choice). Two runs give the familiar one-parameter
-search over the first stage's weight ``w``.
+search over the first stage's weight ``w``. The sweep normalises the runs once
+(:func:`~rankwise.rankers.fusion.normalised_scores`) and weighs them per grid point in the same order
+as :func:`~rankwise.rankers.fusion.fuse_many`, so each point scores what ``fuse_many`` would rank.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import polars as pl
 
 from rankwise.eval.metrics import evaluate
-from rankwise.rankers.fusion import FusionMethod, fuse_many
+from rankwise.rankers.fusion import FusionMethod, normalised_scores
 
 __all__ = ["fit_fusion_weights", "fusion_sweep", "simplex_grid"]
 
@@ -54,5 +57,16 @@ def fusion_sweep(
 ) -> list[tuple[tuple[float, ...], float]]:
     """``metric`` on ``qrels`` for every weight vector of :func:`simplex_grid` (the whole curve)."""
     keep = [pl.DataFrame(run).filter(pl.col("qid").is_in(list(qrels))) for run in runs]
-    return [(tuple(round(w, 6) for w in weights), evaluate(qrels, fuse_many(keep, weights, method), [metric])[metric])
-            for weights in simplex_grid(len(keep), step)]
+    joined = normalised_scores(keep, method)
+    columns = joined.select(f"r{i}" for i in range(len(keep))).to_numpy().T
+    pairs = list(zip(joined["qid"].to_list(), joined["docid"].to_list()))
+    sweep = []
+    for weights in simplex_grid(len(keep), step):
+        total, score = sum(weights), np.zeros(len(pairs))
+        for w, column in zip(weights, columns):  # fuse_many's order of operations, so equal floats
+            score = score + w / total * column
+        run: dict[str, dict[str, float]] = {}
+        for (qid, docid), value in zip(pairs, score.tolist()):
+            run.setdefault(qid, {})[docid] = value
+        sweep.append((tuple(round(w, 6) for w in weights), evaluate(qrels, run, [metric])[metric]))
+    return sweep

@@ -18,7 +18,7 @@ import polars as pl
 
 from rankwise.rankers.base import rank_by_score
 
-__all__ = ["FusionMethod", "fuse", "fuse_many"]
+__all__ = ["FusionMethod", "fuse", "fuse_many", "normalised_scores"]
 
 
 class FusionMethod(str, Enum):
@@ -76,15 +76,28 @@ def fuse_many(
         >>> fuse_many([a, b, b], [0.5, 0.25, 0.25])["docid"].to_list()
         ['x', 'y']
     """
-    method = FusionMethod(method)
-    if method is FusionMethod.none:
-        raise ValueError("fuse_many: method 'none' fuses nothing; use zscore or rrf")
     if len(runs) != len(weights) or len(runs) < 2:
         raise ValueError(f"fuse_many: need >= 2 runs and one weight per run, got {len(runs)} runs and {len(weights)} weights")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"fuse_many: weights must be >= 0 with a positive sum, got {list(weights)}")
+    joined = normalised_scores(runs, method, rrf_k)
     total = float(sum(weights))
-    weights = [w / total for w in weights]
+    score = sum((w / total * pl.col(f"r{i}") for i, w in enumerate(weights)), pl.lit(0.0))
+    fused = joined.select("qid", "docid", score.alias("score"))
+    return rank_by_score(fused.with_columns(pl.lit(0, pl.Int64).alias("rank")))
+
+
+def normalised_scores(
+    runs: Sequence[pl.DataFrame],
+    method: FusionMethod | str = FusionMethod.zscore,
+    rrf_k: int = 60,
+) -> pl.DataFrame:
+    """The per-run terms that :func:`fuse_many` weighs: one row per ``(qid, docid)`` of the first run,
+    columns ``qid, docid, r0 .. r{n-1}`` holding ``z(s_i)`` (or ``1 / (k + rank_i)`` for RRF), a pair a
+    run did not score filled as :func:`fuse_many` says. A weight sweep computes this once."""
+    method = FusionMethod(method)
+    if method is FusionMethod.none:
+        raise ValueError("fusion: method 'none' fuses nothing; use zscore or rrf")
 
     def norm(frame: pl.DataFrame, name: str) -> pl.DataFrame:
         if method is FusionMethod.rrf:
@@ -94,12 +107,10 @@ def fuse_many(
             value = pl.when(std > 0).then((pl.col("score") - pl.col("score").mean().over("qid")) / std).otherwise(0.0)
         return rank_by_score(frame).select("qid", "docid", value.cast(pl.Float64).alias(name))
 
-    names = [f"r{i}" for i in range(len(runs))]
-    joined = norm(runs[0], names[0])
-    for name, run in zip(names[1:], runs[1:]):
+    joined = norm(runs[0], "r0")
+    for i, run in enumerate(runs[1:], start=1):
+        name = f"r{i}"
         joined = joined.join(norm(run, name), on=["qid", "docid"], how="left")
         fill = pl.lit(0.0) if method is FusionMethod.rrf else pl.col(name).min().over("qid")
         joined = joined.with_columns(pl.col(name).fill_null(fill).fill_null(0.0))
-    score = sum((w * pl.col(n) for w, n in zip(weights, names)), pl.lit(0.0))
-    fused = joined.select("qid", "docid", score.alias("score"))
-    return rank_by_score(fused.with_columns(pl.lit(0, pl.Int64).alias("rank")))
+    return joined

@@ -74,6 +74,29 @@ def test_fuse_many_generalises_fuse_and_fit_finds_the_informative_run():
     assert value == 1.0 and weights[2] > weights[1]
 
 
+def test_fusion_sweep_scores_every_point_as_fuse_many_ranks_it():
+    import numpy as np
+    import polars as pl
+
+    from rankwise.eval.fusion_fit import fusion_sweep, simplex_grid
+    from rankwise.eval.metrics import evaluate
+    from rankwise.rankers.fusion import fuse_many
+
+    rng = np.random.default_rng(0)
+    pairs = [(f"q{q}", f"d{d}") for q in range(12) for d in range(15)]
+    def run(keep: float) -> pl.DataFrame:
+        rows = [p for p in pairs if rng.random() < keep]
+        return pl.DataFrame({"qid": [q for q, _ in rows], "docid": [d for _, d in rows],
+                             "score": rng.normal(size=len(rows)).round(1)}).with_columns(pl.lit(0).alias("rank"))
+    runs = [run(1.0), run(1.0), run(0.7)]  # the third scored only some pairs; .round(1) makes ties
+    qrels = {f"q{q}": {f"d{d}": int(rng.integers(0, 3)) for d in rng.choice(15, 4, replace=False)} for q in range(10)}
+    for method in ("zscore", "rrf"):
+        sweep = fusion_sweep(runs, qrels, step=0.125, metric="ndcg@10", method=method)
+        assert [w for w, _ in sweep] == [tuple(round(x, 6) for x in w) for w in simplex_grid(3, 0.125)]
+        for weights, value in sweep:
+            assert value == evaluate(qrels, fuse_many(runs, weights, method), ["ndcg@10"])["ndcg@10"], (method, weights)
+
+
 def test_merge_results_keeps_other_writers_rows(tmp_path):
     import json
 
