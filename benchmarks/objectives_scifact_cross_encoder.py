@@ -47,6 +47,11 @@ was seeded with the first job's candidates and untrained scores, which are the s
     python benchmarks/objectives_scifact_cross_encoder.py train --bundle .bundle --out OUT --device cpu --runs pointwise \
         --steps 450 --eval-steps 25 --patience 4 --max-length 128 --lists-per-step 8 --budget-s 20000 [--learning-rate 2e-5]
 
+``--dtype auto`` (the default) trains and scores under bf16 autocast where bf16 is native (CUDA, or a
+CPU with AVX-512 BF16/AMX) and in fp32 elsewhere: on an AVX2-only CPU the first emulated bf16 step had not
+finished after eight minutes. The jobs above ran bf16 autocast (their logs say ``bf16: true``), so resuming one of them
+on another CPU needs ``--dtype bf16``, or the resume check refuses the changed recipe.
+
 The converged table in one GPU call (prepared for a lent H100/H200; step 1 runs here first and the
 bundle travels with the working tree; every run trains until dev nDCG@10 stops improving, keeps its
 best checkpoint, and the three best objectives by dev are rerun with seeds 1 and 2; ``--budget-s``
@@ -503,7 +508,9 @@ def main() -> None:
     t.add_argument("--limit-queries", type=int, default=None, help="smoke test: first N queries of each split")
     t.add_argument("--max-length", type=int, default=TrainConfig.max_length)
     t.add_argument("--lists-per-step", type=int, default=TrainConfig.lists_per_step)
-    t.add_argument("--no-bf16", action="store_true")
+    t.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="training and scoring precision: bf16 autocast over fp32 weights, or fp32; auto: bf16 where it is "
+                        "native (CUDA, or a CPU with AVX-512 BF16/AMX), fp32 elsewhere (emulated bf16 is many times slower)")
     t.add_argument("--budget-s", type=float, default=None, help="fit every run in this many seconds (fewer steps, same for all)")
     t.add_argument("--save-models", type=Path, default=None, help="also keep every trained model as a directory here")
     t.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
@@ -523,15 +530,18 @@ def main() -> None:
     if args.step == "prepare":
         print(prepare(args.bundle))
     elif args.step == "train":
+        from rankwise.rankers.device import bf16_native, resolve_device
+
+        device = resolve_device(args.device)
+        bf16 = args.dtype == "bf16" or (args.dtype == "auto" and bf16_native(device))
+        print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} on {device} (--dtype {args.dtype})", flush=True)
         cfg = TrainConfig(steps=args.steps, runs=args.runs.split(","), limit_queries=args.limit_queries,
-                          max_length=args.max_length, lists_per_step=args.lists_per_step, bf16=not args.no_bf16,
+                          max_length=args.max_length, lists_per_step=args.lists_per_step, bf16=bf16,
                           budget_s=args.budget_s, learning_rate=args.learning_rate, pooling=args.pooling,
                           eval_steps=args.eval_steps, patience=args.patience, dev_eval_queries=args.dev_eval_queries,
                           dev_eval_top_k=args.dev_eval_top_k, best_seeds=args.best_seeds,
                           extra_seeds=tuple(int(x) for x in args.extra_seeds.split(",") if x))
-        from rankwise.rankers.device import resolve_device
-
-        train_all(args.bundle, args.out, cfg, str(resolve_device(args.device)), args.save_models)
+        train_all(args.bundle, args.out, cfg, str(device), args.save_models)
     else:
         report(args.scores, args.bundle, args.hardware)
         if args.unpack:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = ["bf16_native", "resolve_device", "resolve_dtype"]
 
 _DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -96,3 +96,17 @@ def resolve_dtype(dtype: str | torch.dtype | None = "fp32") -> torch.dtype:
         if key in _DTYPES:
             return _DTYPES[key]
     raise ValueError(f"unknown dtype {dtype!r}: use 'fp32', 'bf16' or 'fp16'")
+
+
+def bf16_native(device: str | torch.device | None = "auto") -> bool:
+    """Whether bfloat16 matmuls run natively on ``device``: CUDA with bf16 support (Ampere and
+    later), or a CPU with AVX-512 BF16 or AMX (oneDNN's own check). Elsewhere torch emulates bf16, and
+    a CPU training step under bf16 autocast is many times slower than in fp32, so ``dtype="auto"``
+    choices should fall back to fp32 when this is ``False``."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False

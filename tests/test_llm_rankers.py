@@ -293,6 +293,19 @@ def test_resolve_device_and_dtype_accept_the_names_and_reject_bad_values_in_one_
     assert resolve_device("auto") == torch.device("cpu")
 
 
+def test_bf16_native_follows_onednn_on_the_cpu_and_cuda_support_on_a_gpu(monkeypatch):
+    from rankwise.rankers.device import bf16_native
+
+    assert bf16_native("cpu") is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # an AVX2-only CPU
+    assert bf16_native("cpu") is False
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # AVX-512 BF16 / AMX
+    assert bf16_native("cpu") is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a pre-Ampere GPU
+    assert bf16_native("cuda") is False
+
+
 @pytest.mark.parametrize("cls", [ERankRanker, ListwiseRanker, IRanker])
 def test_llm_ranker_from_pretrained_puts_the_model_on_the_device_in_the_dtype(lm, cls, tmp_path):
     model, tok = lm
