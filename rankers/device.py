@@ -13,9 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
-__all__ = ["bf16_native", "resolve_device", "resolve_dtype"]
+__all__ = ["bf16_native", "cpu_has_vnni", "resolve_device", "resolve_dtype"]
 
 _DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -110,3 +113,20 @@ def bf16_native(device: str | torch.device | None = "auto") -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN
         return False
+
+
+def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
+    """Whether this x86-64 CPU has VNNI int8 dot products (``avx512_vnni`` or ``avx_vnni`` in
+    ``/proc/cpuinfo``; ``cpuinfo`` replaces the file's text). Without VNNI, onnxruntime's u8 x s8
+    kernels add pairs of 8-bit products into int16 (``vpmaddubsw``), which saturates for full-range
+    int8 weights; onnxruntime's remedy is 7-bit weights (``reduce_range``). ``True`` off x86-64,
+    where that kernel is not used, and where the flags cannot be read."""
+    if cpuinfo is None:
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            return True
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return True
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    return flags is None or bool({"avx512_vnni", "avx_vnni"} & set(flags))

@@ -75,6 +75,7 @@ def export(
     runtime: str = typer.Option("auto", "--runtime", help="auto: openvino for an fp32 reranker export where OpenVINO is installed (the serving benchmark's fastest engine within 0.005 nDCG@10 of fp32), else onnxruntime. openvino: also write an OpenVINO IR (rerankers; --quantize int8 then means NNCF post-training int8 on --calibration pairs) that Reranker.load serves with OpenVINO on the CPU. onnxruntime: model.onnx only."),
     openvino_precision: str = typer.Option("bf16", "--openvino-precision", help="--runtime openvino: bf16 (OpenVINO's CPU default where bf16 is native) or f32."),
     share_prefix: bool = typer.Option(True, "--share-prefix/--no-share-prefix", help="ERank: run the prompt prefix a query's documents share once per batch and reuse its keys/values (exact); --no-share-prefix exports whole prompts."),
+    int8_weights: str = typer.Option("auto", "--int8-weights", help="--quantize int8 / int8-smooth (and OpenVINO int8): 8bit, 7bit, or auto: 7bit on an x86-64 CPU without VNNI, whose int8 kernels saturate with full-range weights (export on the machine kind that serves, or say which)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
 ) -> None:
@@ -114,6 +115,8 @@ def export(
         _fail(f"--output {err}")
     if quantize is not Quantize.none and fp16:
         _fail(f"--quantize {quantize.value} and --fp16 exclude each other")
+    if int8_weights not in ("auto", "8bit", "7bit"):
+        _fail(f"--int8-weights {int8_weights}: auto, 8bit or 7bit")
     if runtime not in RUNTIMES or openvino_precision not in ("bf16", "f32"):
         _fail(f"--runtime {runtime} / --openvino-precision {openvino_precision}: {'|'.join(RUNTIMES)} and bf16|f32")
     needs_pairs = quantize in (Quantize.int8_smooth, Quantize.int8_static) or fp32_ops > 0
@@ -135,6 +138,7 @@ def export(
                 tolerance=tolerance, part=part.value, fuse=fuse, fp32_ops=fp32_ops, exact_head=exact_head,
                 calibration_pairs=read_pairs_file(calibration) if calibration is not None else None,
                 runtime=runtime, openvino_precision=openvino_precision, share_prefix=share_prefix,
+                int8_reduce_range={"auto": None, "8bit": False, "7bit": True}[int8_weights],
             )
     except (ModelDirError, ExportParityError, ValueError) as err:
         _fail(str(err))

@@ -14,6 +14,7 @@ this module traces, checks parity and writes the directory.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -42,6 +43,7 @@ from rankwise.serving.quantize import (
     _fuse_encoder,
     _has_external_data,
     _quantize_dynamic_int8,
+    dynamic_int8_reduce_range,
     _quantize_static_int8,
 )
 
@@ -117,6 +119,7 @@ def export_model(
     runtime: Literal["auto", "onnxruntime", "openvino"] = "auto",
     openvino_precision: Literal["bf16", "f32"] = "bf16",
     share_prefix: bool = True,
+    int8_reduce_range: bool | None = None,
 ) -> ExportResult:
     """Export ``model_dir`` to ``output_dir/model.onnx`` and check it against PyTorch.
 
@@ -156,6 +159,11 @@ def export_model(
         fp32_ops: with ``"int8"`` / ``"int8-smooth"``, leave this many weight ops in fp32: those whose
             quantisation alone moves the scores of ``calibration_pairs`` most
             (:mod:`serving.mixed_precision`; required pairs as for ``"int8-smooth"``).
+        int8_reduce_range: with ``"int8"`` / ``"int8-smooth"``, 7-bit weights (onnxruntime's
+            ``reduce_range``; with ``runtime="openvino"``, NNCF's ``overflow_fix`` in every layer);
+            ``None``: 7-bit on an x86-64 CPU without VNNI, whose int8 kernels saturate with
+            full-range weights (:func:`serving.quantize.dynamic_int8_reduce_range`). Recorded in
+            ``serving.json`` as ``int8_weight_range``.
         exact_head: with ``quantize`` or ``fp16`` on a (query, doc) scorer, also write the fp32 graph
             (``head.onnx``) and let :class:`~serving.onnx_ranker.OnnxRanker` rescore each query's
             top ``exact_head`` documents with it (:mod:`serving.cascade`); 0 = off.
@@ -274,7 +282,7 @@ def export_model(
                 else:
                     log.warning("fused graph of %s %s; exporting the plain graph", model_dir, why)
         chosen, precision, exact = fp32, "fp32", fp32
-        smoothing, sensitivity, kept = None, None, []
+        smoothing, sensitivity, kept, weight_range = None, None, [], None
         if quantize == "int8-smooth":
             import onnx
 
@@ -295,15 +303,19 @@ def export_model(
 
             chosen, precision = work / "int8.onnx", quantize
             nodes = [n.name for n in weight_matmuls(onnx.load(str(fp32), load_external_data=False))]
+            if int8_reduce_range is None:
+                int8_reduce_range = dynamic_int8_reduce_range()
+            quantize_int8 = functools.partial(_quantize_dynamic_int8, reduce_range=int8_reduce_range)
+            weight_range = [-64, 64] if int8_reduce_range else [-127, 127]
             if fp32_ops:
                 from rankwise.serving.mixed_precision import int8_sensitivity, most_sensitive
 
                 probe_pairs = list(calibration_pairs)[:: max(1, len(calibration_pairs) // SENSITIVITY_PAIRS)]
                 sensitivity = int8_sensitivity(fp32, _calibration_feeds(graph, probe_pairs), nodes,
-                                               _quantize_dynamic_int8, work)
+                                               quantize_int8, work)
                 kept = most_sensitive(sensitivity, fp32_ops)
                 precision = f"{quantize}+fp32x{len(kept)}"
-            _quantize_dynamic_int8(fp32, chosen, [n for n in nodes if n not in kept])
+            quantize_int8(fp32, chosen, [n for n in nodes if n not in kept])
         elif quantize == "int8-static":
             import onnx
 
@@ -337,8 +349,13 @@ def export_model(
             if graph.make_feeds is None:
                 raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} ({part}) is not a (query, doc) scorer; "
                                     "runtime='openvino' serves rerankers")
+            if openvino_int8 and not prompt_scorer and int8_reduce_range is None:
+                int8_reduce_range = dynamic_int8_reduce_range()
             openvino = _openvino_ir(plain, work, graph, reference, openvino_precision,
-                                    calibration_pairs if openvino_int8 else None, weights_only=openvino_int8 and prompt_scorer)
+                                    calibration_pairs if openvino_int8 else None, weights_only=openvino_int8 and prompt_scorer,
+                                    overflow_fix=bool(int8_reduce_range))
+            if openvino_int8 and not prompt_scorer:
+                weight_range = [-64, 64] if int8_reduce_range else [-127, 127]
             diff = openvino["parity_max_abs_diff"]
             precision = ("int8-weights" if prompt_scorer else "int8") if openvino_int8 else "fp32"
         graph.save_assets(output_dir)
@@ -371,6 +388,7 @@ def export_model(
         "fused_ops": fusion,
         **({"exact_head": {"k": exact_head, "onnx_file": HEAD_FILE, "precision": "fp32"}} if exact_head else {}),
         **({"smoothquant_alpha": smoothing} if smoothing is not None else {}),
+        **({"int8_weight_range": weight_range} if weight_range is not None else {}),
         **({"fp32_ops": kept, "int8_sensitivity": sensitivity} if sensitivity is not None else {}),
         **({"runtime": "openvino", "openvino_file": "openvino_model.xml",
             **{k: v for k, v in openvino.items() if k != "parity_max_abs_diff"}} if openvino else {"runtime": "onnxruntime"}),
@@ -408,14 +426,17 @@ def default_runtime(pair_scorer: bool, quantize: str | None = None, fp16: bool =
 
 
 def _openvino_ir(onnx_path: Path, work: Path, graph: ExportGraph, reference: np.ndarray, precision: str,
-                 calibration_pairs: Sequence[tuple[str, str]] | None, weights_only: bool = False) -> dict[str, Any]:
+                 calibration_pairs: Sequence[tuple[str, str]] | None, weights_only: bool = False,
+                 overflow_fix: bool = False) -> dict[str, Any]:
     """OpenVINO IR of ``onnx_path`` in ``work/openvino``, its parity against PyTorch at the precision
     OpenVINO compiles for, and what ran.
 
     ``weights_only``: NNCF weight compression (int8 per output channel, asymmetric; activations stay
     at the precision hint), OpenVINO's recipe for LLMs and data-free; it also avoids a constant-folding
     failure of OpenVINO on the fully quantised shared-prefix ERank graph. Else, with
-    ``calibration_pairs``, NNCF post-training int8 of weights and activations."""
+    ``calibration_pairs``, NNCF post-training int8 of weights and activations; ``overflow_fix``: NNCF's
+    7-bit weights in every layer (``OverflowFix.ENABLE``), for CPUs without VNNI, whose int8 kernels
+    saturate int16 pair sums with full-range weights."""
     import openvino as ov
 
     from rankwise.serving.openvino_runtime import OpenVINOSession
@@ -433,7 +454,11 @@ def _openvino_ir(onnx_path: Path, work: Path, graph: ExportGraph, reference: np.
                 model, quantization = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM), "nncf-int8-weights"
             else:
                 feeds = _calibration_feeds(graph, calibration_pairs)
-                model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
+                from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+                advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE) if overflow_fix else None
+                model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                      advanced_parameters=advanced)
                 quantization = "nncf-int8"
         finally:
             quiet.setLevel(level)

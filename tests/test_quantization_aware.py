@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.rankers.cross_encoder import CrossEncoder
+from rankwise.rankers.device import cpu_has_vnni
 from rankwise.serving.export import export_model
 from rankwise.serving.onnx_ranker import OnnxRanker
 from tests._serving_models import tiny_cross_encoder_dir
@@ -51,6 +52,23 @@ def test_fake_quant_weight_rounds_each_row_to_its_int8_grid_with_identity_gradie
     assert (q.detach().abs().amax(dim=1) - w.detach().abs().amax(dim=1)).abs().max() < 1e-6  # the extremes are exact
     q.sum().backward()
     assert torch.equal(w.grad, torch.ones_like(w))
+    seven_bit = fake_quant_weight(w.detach(), levels=64)  # onnxruntime's reduce_range: [-64, 64]
+    steps = seven_bit / (w.detach().abs().amax(dim=1, keepdim=True) / 64)
+    assert torch.allclose(steps, steps.round(), atol=1e-3) and steps.abs().max() <= 64 + 1e-3
+
+
+def test_cpu_has_vnni_reads_the_flags_and_the_export_default_follows_it(monkeypatch):
+    from rankwise.rankers import device
+    from rankwise.serving.quantize import dynamic_int8_reduce_range
+
+    line = "flags\t\t: fpu sse2 avx2 fma"
+    assert not cpu_has_vnni(f"processor\t: 0\n{line}\n")
+    assert cpu_has_vnni(f"{line} avx512f avx512_vnni\n") and cpu_has_vnni(f"{line} avx_vnni\n")
+    assert cpu_has_vnni("processor\t: 0\n")  # no flags line: assume the kernel does not saturate
+    monkeypatch.setattr(device, "cpu_has_vnni", lambda: False)
+    assert dynamic_int8_reduce_range() is True
+    monkeypatch.setattr(device, "cpu_has_vnni", lambda: True)
+    assert dynamic_int8_reduce_range() is False
 
 
 def test_fake_quant_activation_uses_the_tensor_range_keeps_zero_exact_and_passes_gradients():
@@ -67,10 +85,19 @@ def test_fake_quant_activation_uses_the_tensor_range_keeps_zero_exact_and_passes
     assert ((fake_quant_activation(positive) - positive).abs() <= 2.0 / 255 / 2 + 1e-6).all()
 
 
-def test_simulation_tracks_onnxruntime_int8_and_is_undone_on_exit(ce_dir, lists, tmp_path):
+# Full-range int8 weights saturate onnxruntime's int16 pair sums on an x86-64 CPU without VNNI
+# (there the full-range export's scores are further from this simulation than fp32's), so only the
+# 7-bit export is checked on such a CPU; it is the export's default there.
+RANGES = [True] if not cpu_has_vnni() else [False, True]
+
+
+@pytest.mark.parametrize("reduce_range", RANGES)
+def test_simulation_tracks_onnxruntime_int8_and_is_undone_on_exit(ce_dir, lists, tmp_path, reduce_range):
     """The simulated int8 scores sit much closer to the int8 ONNX export's than fp32 scores do."""
     int8_dir = tmp_path / "int8"
-    export_model(ce_dir, int8_dir, quantize="int8")
+    export_model(ce_dir, int8_dir, quantize="int8", int8_reduce_range=reduce_range)
+    levels = 64 if reduce_range else 127
+    assert json.loads((int8_dir / "serving.json").read_text())["int8_weight_range"] == [-levels, levels]
     ce = CrossEncoder.from_pretrained(ce_dir)
     ce.model.eval()
     onnx_int8 = OnnxRanker(int8_dir, device="cpu", batch_size=64)
@@ -79,7 +106,7 @@ def test_simulation_tracks_onnxruntime_int8_and_is_undone_on_exit(ce_dir, lists,
         ort = onnx_int8.score(t.query, list(t.docs))  # one batch per list, as simulated below
         with torch.inference_mode():
             fp32 = ce.logits([t.query] * len(t.docs), list(t.docs)).numpy()
-            with simulate_onnx_int8(ce.model) as names:
+            with simulate_onnx_int8(ce.model, reduce_range=reduce_range) as names:
                 sim = ce.logits([t.query] * len(t.docs), list(t.docs)).numpy()
         gaps_fp32.append(np.abs(fp32 - ort).mean())
         gaps_sim.append(np.abs(sim - ort).mean())
@@ -112,6 +139,7 @@ def test_int8_aware_distillation_closes_the_gap_to_the_fp32_teacher(ce_dir, list
                                CrossEncoder.from_pretrained(ce_dir).score(lists[0].query, list(lists[0].docs)), atol=1e-6)
     meta = json.loads((tmp_path / "out" / "rankwise.json").read_text())["training"]
     assert meta["objective"] == "distill-mse" and meta["int8_aware"] is True and meta["teacher"] == str(ce_dir)
+    assert meta["int8_weight_range"] == ([-127, 127] if cpu_has_vnni() else [-64, 64])
     saved = CrossEncoder.from_pretrained(tmp_path / "out")
     np.testing.assert_allclose(saved.score(lists[0].query, list(lists[0].docs)),
                                student.score(lists[0].query, list(lists[0].docs)), atol=1e-5)

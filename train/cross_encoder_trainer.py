@@ -82,7 +82,8 @@ class CrossEncoderTrainerConfig:
         int8_aware: run the model's encoder-layer Linears through the simulation of the int8 ONNX
             export (:func:`train.quantization_aware.simulate_onnx_int8`), for a model to be served
             with ``rankwise export --quantize int8``; usually with ``objective="distill-mse"`` and the
-            fp32 model as the trainer's ``teacher``.
+            fp32 model as the trainer's ``teacher``. It simulates this machine's export weight range
+            (7-bit on an x86-64 CPU without VNNI), recorded in the model's ``rankwise.json``.
         progress: show a progress bar.
         eval_steps: evaluate the trainer's ``evaluator`` at step 0 and every so many steps (``0``: never).
         patience: stop after this many evaluations in a row without a gain of more than ``min_delta``.
@@ -268,7 +269,11 @@ class CrossEncoderTrainer:
             self.save_checkpoint(staging, with_state)
 
     def _distillation_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"int8_aware": True} if self.config.int8_aware else {}
+        record: dict[str, Any] = {}
+        if self.config.int8_aware:  # the weight range simulated: export on a machine with the same default
+            from rankwise.serving.quantize import dynamic_int8_reduce_range
+
+            record = {"int8_aware": True, "int8_weight_range": [-64, 64] if dynamic_int8_reduce_range() else [-127, 127]}
         if self.teacher is not None:
             record["teacher"] = str(getattr(self.teacher.model, "name_or_path", "") or type(self.teacher.model).__name__)
         return record

@@ -9,15 +9,18 @@ the weights to absorb the rounding; the result is exported with the same ``--qua
 
 The simulation of one quantised ``y = x W^T + b`` (``x: (..., K)``, ``W: (N, K)``):
 
-    weights, per output channel n, symmetric int8:
-        ``s_n = max_k |W[n, k]| / 127``;  ``Ŵ[n, k] = s_n · clamp(round(W[n, k] / s_n), -127, 127)``
+    weights, per output channel n, symmetric int8 (``q = 127``; ``q = 64`` for 7-bit weights):
+        ``s_n = max_k |W[n, k]| / q``;  ``Ŵ[n, k] = s_n · clamp(round(W[n, k] / s_n), -q, q)``
     activations, per tensor (the whole padded batch), asymmetric uint8, range taken at run time:
         ``lo = min(0, min x)``, ``hi = max(0, max x)``, ``a = (hi - lo) / 255``, ``z = round(-lo / a)``;
         ``x̂ = a · (clamp(round(x / a) + z, 0, 255) - z)``
     output: ``ŷ = x̂ Ŵ^T + b``
 
 which is what onnxruntime's ``DynamicQuantizeLinear`` + ``MatMulInteger`` (and ``QAttention`` for
-the fused QKV projection) compute, up to int32 accumulation order. Rounding uses the
+the fused QKV projection) compute, up to int32 accumulation order. On an x86-64 CPU without VNNI
+onnxruntime's kernel sums pairs of u8 x s8 products in int16, which full-range weights saturate; the
+export then uses 7-bit weights (``reduce_range``, :func:`serving.quantize.dynamic_int8_reduce_range`)
+and the simulation must use the same ``q``. Rounding uses the
 straight-through estimator: the forward pass sees ``x̂``, the backward pass treats it as ``x``
 (no clipping happens, the range is the tensor's own).
 
@@ -44,11 +47,12 @@ def _straight_through(x: Tensor, rounded: Tensor) -> Tensor:
     return x + (rounded - x).detach()
 
 
-def fake_quant_weight(weight: Tensor) -> Tensor:
-    """Per-output-channel symmetric int8 rounding of ``weight (N, K)`` (straight-through)."""
+def fake_quant_weight(weight: Tensor, levels: int = 127) -> Tensor:
+    """Per-output-channel symmetric rounding of ``weight (N, K)`` to ``[-levels, levels]``
+    (straight-through): 127 for int8, 64 for onnxruntime's 7-bit ``reduce_range``."""
     with torch.no_grad():
-        scale = (weight.abs().amax(dim=1, keepdim=True) / 127).clamp(min=torch.finfo(weight.dtype).tiny)  # (N, 1)
-        rounded = torch.round(weight / scale).clamp(-127, 127) * scale  # (N, K)
+        scale = (weight.abs().amax(dim=1, keepdim=True) / levels).clamp(min=torch.finfo(weight.dtype).tiny)  # (N, 1)
+        rounded = torch.round(weight / scale).clamp(-levels, levels) * scale  # (N, K)
     return _straight_through(weight, rounded)
 
 
@@ -73,26 +77,32 @@ def int8_quantised_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     return found
 
 
-def _simulated_forward(linear: nn.Linear):
+def _simulated_forward(linear: nn.Linear, levels: int):
     def forward(x: Tensor) -> Tensor:  # (..., K) -> (..., N)
-        return nn.functional.linear(fake_quant_activation(x), fake_quant_weight(linear.weight), linear.bias)
+        return nn.functional.linear(fake_quant_activation(x), fake_quant_weight(linear.weight, levels), linear.bias)
 
     return forward
 
 
 @contextmanager
-def simulate_onnx_int8(model: nn.Module) -> Iterator[list[str]]:
+def simulate_onnx_int8(model: nn.Module, reduce_range: bool | None = None) -> Iterator[list[str]]:
     """Inside the block, the encoder-layer Linears of ``model`` compute their int8-export outputs
     (see the module docstring) with straight-through gradients; on exit they are plain fp32 again.
     The weights themselves are never rounded in place. Yields the names of the simulated modules.
+    ``reduce_range``: simulate 7-bit weights, as the export does with ``int8_reduce_range``;
+    ``None``: this machine's export default (:func:`serving.quantize.dynamic_int8_reduce_range`).
 
     Example:
         >>> with simulate_onnx_int8(ce.model):  # doctest: +SKIP
         ...     loss = ((ce.logits(q, d) - teacher_logits) ** 2).mean()
     """
+    if reduce_range is None:
+        from rankwise.serving.quantize import dynamic_int8_reduce_range
+
+        reduce_range = dynamic_int8_reduce_range()
     linears = int8_quantised_linears(model)
     for _, linear in linears:
-        linear.forward = _simulated_forward(linear)
+        linear.forward = _simulated_forward(linear, 64 if reduce_range else 127)
     try:
         yield [n for n, _ in linears]
     finally:
