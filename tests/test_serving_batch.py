@@ -168,7 +168,7 @@ def test_ray_engine_matches_local_engine_on_two_workers(inputs, ce_onnx, tmp_pat
         start = time.perf_counter()
         got = run_batch_rerank(_config(inputs, tmp_path / "ray.parquet", chunk_queries=4, top_k=3, engine="ray", workers=2),
                                factory, "ce")
-        assert time.perf_counter() - start < 120
+        assert time.perf_counter() - start < 300  # a hang guard: 142 s once with a training job on both cores
     finally:
         ray.shutdown()
     assert got.docs == local.docs == 36
