@@ -142,9 +142,8 @@ def _quantize_dynamic_int8(src: Path, dst: Path, nodes: list[str], reduce_range:
 def dynamic_int8_reduce_range() -> bool:
     """The weight range of a dynamic int8 export made on this machine: 7-bit (``True``) on an x86-64
     CPU without VNNI, where onnxruntime's u8 x s8 kernel sums pairs of products in int16 and
-    full-range weights saturate it (on a tiny BERT the full-range export's scores were four times
-    further from fp32 than the 7-bit export's); full 8-bit elsewhere. Export on the machine kind
-    that will serve, or pass the range explicitly."""
+    full-range weights saturate it (measurements: ``docs/notes.md``); full 8-bit elsewhere. Export on
+    the machine kind that will serve, or pass the range explicitly."""
     from rankwise.rankers.device import cpu_has_vnni
 
     return not cpu_has_vnni()
