@@ -21,7 +21,8 @@ __all__ = ["render_results", "render_summary", "update"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ID_FIELDS = ("model", "objective", "curriculum", "setting", "fusion", "pooling", "subset", "dataset", "loss", "similarity",
-             "engine", "backend", "precision", "job", "seed", "split", "step", "queries", "items", "users", "extrapolated")
+             "engine", "backend", "precision", "job", "seed", "split", "step", "queries", "items", "users", "extrapolated",
+             "protocol", "hidden", "erl_lambda", "reasoning_dropout", "authors_inputs", "post_ln", "budget", "hardware")
 METRIC_HINTS = ("@", "ndcg", "recall", "mrr", "hr", "docs_per_s", "speedup", "p50", "latency", "digit_mass", "rate", "_ms", "_mb", "_s_linear")
 
 
