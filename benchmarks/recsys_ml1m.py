@@ -299,9 +299,9 @@ def main() -> None:
     rows = run(cfg)
     name = bench_name(cfg.dataset)
     print_table(rows, f"{name} — {protocol_text(cfg.protocol)}")
-    plot_bars(rows, ("model", "protocol", "loss", "adapter", "user_llm", "reasoning_steps", "erl_lambda", "reasoning_dropout", "authors_inputs", "split", "similarity",
-                     "hidden", "seed", "budget", "device"), "ndcg@10", RESULTS_DIR / f"{name}.png",
-              title=f"{cfg.dataset}: NDCG@10 (protocol ours unless a bar says hstu)")
+    plot_bars(rows, ("model", "protocol", "loss", "adapter", "user_llm", "reasoning_steps", "erl_lambda", "reasoning_dropout", "authors_inputs",
+                     "post_ln", "split", "similarity", "hidden", "seed", "budget", "hardware"), "ndcg@10", RESULTS_DIR / f"{name}.png",
+              title=f"{cfg.dataset}: NDCG@10, seed means ± std (protocol ours unless a bar says hstu)", mean_over="seed")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -129,22 +130,34 @@ def merge_results(
 
 
 def plot_bars(
-    rows: Sequence[dict], label: str | Sequence[str], metric: str, path: Path, title: str = ""
+    rows: Sequence[dict], label: str | Sequence[str], metric: str, path: Path, title: str = "",
+    mean_over: str | None = None,
 ) -> Path:
     """Horizontal bar chart of ``metric`` per row, labelled by one or more identifying fields
-    (numbers as ``field=value``: a bare 42 or 0.2 does not say what it is)."""
+    (numbers as ``field=value``: a bare 42 or 0.2 does not say what it is). ``mean_over`` (e.g.
+    ``"seed"``): rows whose labels differ only in that field become one bar, their mean, with the
+    standard deviation as an error bar and the count in the label. Equal labels keep a bar each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [label] if isinstance(label, str) else list(label)
-    names = [" / ".join(f"{k}={r[k]}" if isinstance(r[k], (int, float)) else str(r[k]) for k in keys if k in r) for r in rows]
-    values = [float(r.get(metric, float("nan"))) for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
-    ax.barh(names, values)
-    for y, v in enumerate(values):
-        ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
+    keys = [k for k in ([label] if isinstance(label, str) else list(label)) if k != mean_over]
+    bars: dict[str, list[float]] = {}
+    for i, r in enumerate(rows):
+        name = " / ".join(f"{k}={r[k]}" if isinstance(r[k], (int, float)) else str(r[k]) for k in keys if k in r)
+        bars.setdefault(name if mean_over else f"{name}\0{i}", []).append(float(r.get(metric, float("nan"))))
+    names = [n.split("\0")[0] + (f" ({len(v)} {mean_over}s)" if mean_over and len(v) > 1 else "") for n, v in bars.items()]
+    values = [float(np.mean(v)) for v in bars.values()]
+    spread = [float(np.std(v)) if len(v) > 1 else 0.0 for v in bars.values()]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    ax.barh(range(len(names)), values, xerr=spread if mean_over else None, capsize=3)
+    ax.set_yticks(range(len(names)), names)  # positions, not categories: equal names stay separate bars
+    for y, (v, e) in enumerate(zip(values, spread)):
+        ax.text(v + e, y, f" {v:.4f}" + (f" ± {e:.4f}" if e else ""), va="center", fontsize=8)
+    finite = [v + e for v, e in zip(values, spread) if np.isfinite(v + e)]
+    if finite and max(finite) > 0:
+        ax.set_xlim(0, 1.3 * max(finite))  # room for the value labels
     ax.invert_yaxis()
     return _save(fig, ax, path, metric, None, title)
 
