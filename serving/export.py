@@ -43,8 +43,9 @@ from rankwise.serving.quantize import (
     _fuse_encoder,
     _has_external_data,
     _quantize_dynamic_int8,
-    dynamic_int8_reduce_range,
     _quantize_static_int8,
+    dynamic_int8_reduce_range,
+    int8_weight_levels,
 )
 
 __all__ = [
@@ -283,6 +284,7 @@ def export_model(
                     log.warning("fused graph of %s %s; exporting the plain graph", model_dir, why)
         chosen, precision, exact = fp32, "fp32", fp32
         smoothing, sensitivity, kept, weight_range = None, None, [], None
+        reduce_range = dynamic_int8_reduce_range() if int8_reduce_range is None else int8_reduce_range
         if quantize == "int8-smooth":
             import onnx
 
@@ -303,10 +305,8 @@ def export_model(
 
             chosen, precision = work / "int8.onnx", quantize
             nodes = [n.name for n in weight_matmuls(onnx.load(str(fp32), load_external_data=False))]
-            if int8_reduce_range is None:
-                int8_reduce_range = dynamic_int8_reduce_range()
-            quantize_int8 = functools.partial(_quantize_dynamic_int8, reduce_range=int8_reduce_range)
-            weight_range = [-64, 64] if int8_reduce_range else [-127, 127]
+            quantize_int8 = functools.partial(_quantize_dynamic_int8, reduce_range=reduce_range)
+            weight_range = [-int8_weight_levels(reduce_range), int8_weight_levels(reduce_range)]
             if fp32_ops:
                 from rankwise.serving.mixed_precision import int8_sensitivity, most_sensitive
 
@@ -349,13 +349,11 @@ def export_model(
             if graph.make_feeds is None:
                 raise ModelDirError(f"{model_dir / 'rankwise.json'}: kind {kind!r} ({part}) is not a (query, doc) scorer; "
                                     "runtime='openvino' serves rerankers")
-            if openvino_int8 and not prompt_scorer and int8_reduce_range is None:
-                int8_reduce_range = dynamic_int8_reduce_range()
             openvino = _openvino_ir(plain, work, graph, reference, openvino_precision,
                                     calibration_pairs if openvino_int8 else None, weights_only=openvino_int8 and prompt_scorer,
-                                    overflow_fix=bool(int8_reduce_range))
+                                    overflow_fix=reduce_range)
             if openvino_int8 and not prompt_scorer:
-                weight_range = [-64, 64] if int8_reduce_range else [-127, 127]
+                weight_range = [-int8_weight_levels(reduce_range), int8_weight_levels(reduce_range)]
             diff = openvino["parity_max_abs_diff"]
             precision = ("int8-weights" if prompt_scorer else "int8") if openvino_int8 else "fp32"
         graph.save_assets(output_dir)

@@ -149,6 +149,13 @@ def dynamic_int8_reduce_range() -> bool:
     return not cpu_has_vnni()
 
 
+def int8_weight_levels(reduce_range: bool | None = None) -> int:
+    """The largest int8 weight magnitude of a dynamic int8 export: 64 with 7-bit weights
+    (``reduce_range``; onnxruntime's reduced symmetric range is ``[-64, 64]``), 127 without;
+    ``None``: this machine's :func:`dynamic_int8_reduce_range`."""
+    return 64 if (dynamic_int8_reduce_range() if reduce_range is None else reduce_range) else 127
+
+
 def _has_external_data(folder: Path) -> bool:
     return any(p.is_file() and p.suffix != ".onnx" for p in folder.iterdir())
 

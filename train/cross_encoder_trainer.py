@@ -271,9 +271,9 @@ class CrossEncoderTrainer:
     def _distillation_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {}
         if self.config.int8_aware:  # the weight range simulated: export on a machine with the same default
-            from rankwise.serving.quantize import dynamic_int8_reduce_range
+            from rankwise.serving.quantize import int8_weight_levels
 
-            record = {"int8_aware": True, "int8_weight_range": [-64, 64] if dynamic_int8_reduce_range() else [-127, 127]}
+            record = {"int8_aware": True, "int8_weight_range": [-int8_weight_levels(), int8_weight_levels()]}
         if self.teacher is not None:
             record["teacher"] = str(getattr(self.teacher.model, "name_or_path", "") or type(self.teacher.model).__name__)
         return record

@@ -96,13 +96,12 @@ def simulate_onnx_int8(model: nn.Module, reduce_range: bool | None = None) -> It
         >>> with simulate_onnx_int8(ce.model):  # doctest: +SKIP
         ...     loss = ((ce.logits(q, d) - teacher_logits) ** 2).mean()
     """
-    if reduce_range is None:
-        from rankwise.serving.quantize import dynamic_int8_reduce_range
+    from rankwise.serving.quantize import int8_weight_levels
 
-        reduce_range = dynamic_int8_reduce_range()
+    levels = int8_weight_levels(reduce_range)
     linears = int8_quantised_linears(model)
     for _, linear in linears:
-        linear.forward = _simulated_forward(linear, 64 if reduce_range else 127)
+        linear.forward = _simulated_forward(linear, levels)
     try:
         yield [n for n, _ in linears]
     finally:
