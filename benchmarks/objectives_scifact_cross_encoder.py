@@ -62,6 +62,10 @@ a second call resumes)::
         --steps 600 --eval-steps 25 --patience 4 --dev-eval-queries 80 --dev-eval-top-k 30 \
         --best-seeds 3 --extra-seeds 1,2 --budget-s 540
 
+``--checkpoints DIR`` (outside the repository) trains each run there with a checkpoint at every dev
+evaluation: a job killed mid-run continues from its last checkpoint when started again with the same
+flags, so a long CPU run can span several sessions; one killed while scoring does not train again.
+
 ``--save-models DIR`` also keeps each trained model as a cross-encoder directory (``serving_latency.py
 --cuda-bundle`` timed the RankList + bm25-rr one that way).
 
@@ -176,11 +180,12 @@ def score_pairs(ranker, queries: list[str], texts: list[str], batch: int, bf16: 
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def _fresh_model(bundle: Path, cfg: TrainConfig, device: str):
+def _fresh_model(bundle: Path, cfg: TrainConfig, device: str, weights: Path | None = None):
+    """The start model (or, with ``weights``, a saved checkpoint of a run) in fp32 on ``device``."""
     from rankwise.rankers.cross_encoder import CrossEncoder
 
-    return CrossEncoder.from_pretrained(bundle / START_DIR, max_length=cfg.max_length, dtype=torch.float32, pooling=cfg.pooling,
-                                        device=device)
+    return CrossEncoder.from_pretrained(weights or bundle / START_DIR, max_length=cfg.max_length, dtype=torch.float32,
+                                        pooling=cfg.pooling, device=device)
 
 
 def _save_parts(ranker, out: Path, part_mb: int = 15) -> list[str]:
@@ -229,10 +234,15 @@ def _resume(out: Path, cfg: TrainConfig, scores: dict[str, np.ndarray]) -> tuple
     return log, saved
 
 
-def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_models: Path | None = None) -> dict:
+def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_models: Path | None = None,
+              checkpoints: Path | None = None) -> dict:
     """Train one model per run of ``cfg.runs``, score dev and test after each; results are rewritten
     to ``out`` after every run so a job cut short keeps what finished. ``save_models``: also keep each
-    trained model as a cross-encoder directory ``save_models/<objective>[-<curriculum>]`` (fp32)."""
+    trained model as a cross-encoder directory ``save_models/<objective>[-<curriculum>]`` (fp32).
+    ``checkpoints``: train each run in ``checkpoints/<run>`` with a checkpoint (weights + optimiser)
+    at every dev evaluation, so a job killed mid-run continues from its last checkpoint, and one
+    killed while scoring does not train again; the folder of a run is removed once its scores are in
+    ``out``. Keep it outside the repository (about 270 MB a run for MiniLM)."""
     from rankwise.train.cross_encoder_trainer import CrossEncoderTrainer, CrossEncoderTrainerConfig
     from rankwise.train.data import HardNegativeLists
     from rankwise.rankers.base import Hit
@@ -301,11 +311,15 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
         objective, curriculum, run_seed = parse_run(run)
         seed = cfg.seed if run_seed is None else run_seed
         torch.manual_seed(seed)
-        ranker = _fresh_model(bundle, cfg, device)
+        run_dir = (checkpoints or work) / run.replace(":", "-").replace("#", "-")
+        trained = checkpoints is not None and (run_dir / "training_log.json").is_file()  # killed while scoring
+        resume_from = CrossEncoderTrainer.latest_checkpoint(run_dir) if checkpoints is not None and not trained else None
+        ranker = _fresh_model(bundle, cfg, device, run_dir if trained else resume_from)
         tcfg = CrossEncoderTrainerConfig(
-            str(work / run.replace(":", "-").replace("#", "-")), objective=objective, curriculum=curriculum, max_steps=cfg.steps,
+            str(run_dir), objective=objective, curriculum=curriculum, max_steps=cfg.steps,
             lists_per_step=cfg.lists_per_step, learning_rate=cfg.learning_rate, seed=seed, bf16=cfg.bf16,
             log_every=25, progress=True, eval_steps=cfg.eval_steps, patience=cfg.patience,
+            save_steps=(cfg.eval_steps or 25) if checkpoints is not None else 0, keep_checkpoints=1,
         )
         run_lists = lists if run_seed is None else HardNegativeLists(
             doc["queries"]["fit"], doc["qrels"]["train"], doc["docs"],
@@ -313,17 +327,23 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
             list_size=cfg.list_size, negatives_from=doc["top_k"], epochs=None, seed=seed,
         )
         trainer = CrossEncoderTrainer(ranker, run_lists, tcfg, evaluator=evaluator)
+        if resume_from is not None:
+            trainer.resume(resume_from)
+            print(f"{run}: resuming from {resume_from} (step {trainer.step})", flush=True)
         t0 = time.perf_counter()
-        summary = trainer.train()
+        summary = json.loads((run_dir / "training_log.json").read_text()) if trained else trainer.train()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        train_s = time.perf_counter() - t0
+        # a resumed run: the seconds of every part (each checkpoint's trainer state does not keep them)
+        train_s = summary["train_s"] if trained else time.perf_counter() - t0
         t1 = time.perf_counter()
         for split, (_, _, queries, texts) in pairs.items():
             scores[f"{run}_{split}"] = score_pairs(ranker, queries, texts, cfg.score_batch, cfg.bf16)
         log["runs"][run] = {"train_s": round(train_s, 1), "score_s": round(time.perf_counter() - t1, 1),
                             "steps": summary["steps"], "history": summary["history"], "curve": summary["curve"],
                             "best": summary["best"], "stopped_early": summary["stopped_early"], "seed": seed, **hardware}
+        if resume_from is not None:  # train_s then counts only the part after this step
+            log["runs"][run]["resumed_from_step"] = int(resume_from.name.split("-")[1])
         print(f"{run}: {train_s:.1f}s, loss {summary['history'][0]['loss']:.4f} -> {summary['final_loss']:.4f}", flush=True)
         if run == "lipo":
             log["runs"][run]["weights"] = _save_parts(ranker, out)
@@ -331,7 +351,7 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
         if save_models:
             ranker.save_pretrained(save_models / run.replace(":", "-"), training={"objective": objective, "curriculum": curriculum or None,
                                                                                    "source": "benchmarks/objectives_scifact_cross_encoder.py"})
-        shutil.rmtree(work / run.replace(":", "-").replace("#", "-"), ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
         del ranker, trainer
     return log
 
@@ -513,6 +533,9 @@ def main() -> None:
                         "native (CUDA, or a CPU with AVX-512 BF16/AMX), fp32 elsewhere (emulated bf16 is many times slower)")
     t.add_argument("--budget-s", type=float, default=None, help="fit every run in this many seconds (fewer steps, same for all)")
     t.add_argument("--save-models", type=Path, default=None, help="also keep every trained model as a directory here")
+    t.add_argument("--checkpoints", type=Path, default=None,
+                   help="train each run here with a checkpoint at every dev evaluation, so a killed job continues mid-run "
+                        "(outside the repository: about 270 MB a run)")
     t.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     t.add_argument("--pooling", choices=("cls", "mean"), default=TrainConfig.pooling)
     t.add_argument("--eval-steps", type=int, default=0, help="dev nDCG@10 every N steps; best checkpoint; early stop")
@@ -541,7 +564,7 @@ def main() -> None:
                           eval_steps=args.eval_steps, patience=args.patience, dev_eval_queries=args.dev_eval_queries,
                           dev_eval_top_k=args.dev_eval_top_k, best_seeds=args.best_seeds,
                           extra_seeds=tuple(int(x) for x in args.extra_seeds.split(",") if x))
-        train_all(args.bundle, args.out, cfg, str(device), args.save_models)
+        train_all(args.bundle, args.out, cfg, str(device), args.save_models, args.checkpoints)
     else:
         report(args.scores, args.bundle, args.hardware)
         if args.unpack:
