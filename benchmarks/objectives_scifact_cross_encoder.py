@@ -397,11 +397,15 @@ def _bi_encoder_scores(doc: dict, qids: np.ndarray, docids: np.ndarray, split: s
 def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
     """Metrics of every run alone, fused with BM25, and fused with BM25 and the bi-encoder (every
     weight chosen on dev), on all test queries and on the seen/unseen-positive subsets; writes the
-    results JSON and PNGs. Each scores folder is one training job (its own recipe and hardware)."""
+    results JSON and PNGs. Each scores folder is one training job (its own recipe and hardware).
+    Every row after the untrained fusion (BM25 + bi-encoder, the main job's default) carries its
+    paired nDCG@10 difference from it on the same queries, with a 95% bootstrap interval and a
+    randomization-test p-value (``vs_untrained_fusion_*``, :mod:`eval.significance`)."""
     import polars as pl
 
     from rankwise.eval.fusion_fit import fit_fusion_weights
-    from rankwise.eval.metrics import evaluate
+    from rankwise.eval.metrics import evaluate, run_from_candidates
+    from rankwise.eval.significance import paired_comparison
     from rankwise.eval.report import RESULTS_DIR, plot_bars, plot_lines, print_table, write_results
     from rankwise.eval.subsets import positive_overlap_subsets
     from rankwise.rankers.fusion import fuse_many
@@ -416,9 +420,14 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
         df = pl.DataFrame({"qid": data[f"{split}_qid"], "docid": data[f"{split}_docid"], "score": values.astype(np.float64)})
         return df.with_columns(pl.col("score").rank("ordinal", descending=True).over("qid").cast(pl.Int64).alias("rank"))
 
+    untrained_fusion: dict = {}  # the main job's default (BM25 + bi-encoder), every later row is compared with it
+
     def add(name: dict, run_test: pl.DataFrame, extra: dict) -> None:
+        run = run_from_candidates(run_test)
         for subset, qrels in subsets.items():
-            rows.append({"dataset": "scifact", **name, "subset": subset, "queries": len(qrels), **evaluate(qrels, run_test, METRICS), **extra})
+            versus = paired_comparison(qrels, untrained_fusion, run).as_fields("vs_untrained_fusion") if untrained_fusion else {}
+            rows.append({"dataset": "scifact", **name, "subset": subset, "queries": len(qrels), **evaluate(qrels, run, METRICS),
+                         **extra, **versus})
 
     base = None
     for scores_dir in scores_dirs:
@@ -438,8 +447,10 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
             add({"model": "bm25", "objective": "none", "curriculum": "none", "fusion": "none"}, bm25["test"], {})
             add({"model": "bi-encoder", "objective": "untrained", "curriculum": "none", "fusion": "none"}, bi["test"], {})
             (w, _), dev_value = fit_fusion_weights([bm25["dev"], bi["dev"]], qrels_dev)
+            fused = fuse_many([bm25["test"], bi["test"]], [w, 1 - w])
             add({"model": "bi-encoder", "objective": "untrained", "curriculum": "none", "fusion": "zscore", "fusion_weight": w},
-                fuse_many([bm25["test"], bi["test"]], [w, 1 - w]), {"dev_ndcg@10_fused": dev_value})
+                fused, {"dev_ndcg@10_fused": dev_value})
+            untrained_fusion.update(run_from_candidates(fused))
         recipe = {"job": job, "max_length": cfg["max_length"], "lists_per_step": cfg["lists_per_step"], "learning_rate": cfg["learning_rate"],
                   "pooling": cfg.get("pooling", "cls"), "selection": "best-dev" if cfg.get("eval_steps") else "last-step"}
         frames: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}

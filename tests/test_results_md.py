@@ -12,3 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_rendered_results_are_current():
     stale = update(ROOT, check=True)
     assert stale == [], f"run: python -m rankwise.eval.results_md (stale: {[str(p) for p in stale]})"
+
+
+def test_summary_quotes_the_paired_comparison_with_the_default(tmp_path):
+    import json
+
+    from rankwise.eval.results_md import render_summary
+
+    base = {"dataset": "scifact", "curriculum": "none", "subset": "all", "queries": 300}
+    rows = [
+        {**base, "model": "bi-encoder", "objective": "untrained", "fusion": "zscore", "ndcg@10": 0.70},
+        {**base, "model": "cross-encoder", "objective": "listnet", "fusion": "zscore+bi-encoder", "ndcg@10": 0.76, "seed": 0,
+         "vs_untrained_fusion_delta": 0.06, "vs_untrained_fusion_ci95_low": 0.02, "vs_untrained_fusion_ci95_high": 0.1,
+         "vs_untrained_fusion_p_value": 0.0004},
+    ]
+    (tmp_path / "objectives_scifact_cross_encoder.json").write_text(json.dumps({"rows": rows}))
+    text = render_summary(tmp_path)
+    assert "0.7600 (paired Δ vs the default +0.0600, 95% CI [+0.0200, +0.1000], p < 0.001)" in text
