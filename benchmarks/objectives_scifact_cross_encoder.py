@@ -213,9 +213,10 @@ def _save_parts(ranker, out: Path, part_mb: int = 15) -> list[str]:
 def _resume(out: Path, cfg: TrainConfig, scores: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
     """The log and scores of an earlier ``train`` into ``out``, checked to share this job's recipe and
     candidates. The earlier job's step count wins (its ``--budget-s`` fixed it); ``cfg.runs`` is widened
-    so the log lists every run asked for, old and new."""
+    so the log lists every run asked for, old and new. Precision, like the device, may differ between
+    jobs (a seed rerun in fp32 on a CPU without native bf16): each run records its own."""
     log = json.loads((out / LOG_FILE).read_text())
-    free = ("runs", "budget_s", "steps")
+    free = ("runs", "budget_s", "steps", "bf16")
     old = {k: v for k, v in log["config"].items() if k not in free}
     new = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in free}
     if old != new:
@@ -228,6 +229,8 @@ def _resume(out: Path, cfg: TrainConfig, scores: dict[str, np.ndarray]) -> tuple
     for run in log["runs"]:  # runs logged before per-run hardware was recorded ran on the job's hardware
         for k in ("device", "gpu", "torch"):
             log["runs"][run].setdefault(k, log.get(k))
+        log["runs"][run].setdefault("precision", "bf16" if log["config"]["bf16"] else "fp32")
+    log["config"]["bf16"] = cfg.bf16  # the precision of the runs this job adds
     cfg.steps, cfg.budget_s = log["config"]["steps"], None
     cfg.runs = list(dict.fromkeys([*log["config"]["runs"], *cfg.runs]))
     log["config"]["runs"] = cfg.runs
@@ -267,7 +270,7 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
             doc["qrels"]["train"])
     scores: dict[str, np.ndarray] = {f"{s}_{k}": np.asarray(v) for s, p in pairs.items() for k, v in zip(("qid", "docid"), p[:2])}
     hardware = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-                "torch": torch.__version__}
+                "torch": torch.__version__, "precision": "bf16" if cfg.bf16 else "fp32"}
     log = {"config": asdict(cfg), **hardware, "runs": {}}
     if (out / LOG_FILE).exists():  # resume: keep what an earlier job (maybe on other hardware) finished
         log, scores = _resume(out, cfg, scores)
@@ -467,7 +470,7 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
             frames[run] = dev, test
             extra = {**recipe, "seed": info.get("seed", cfg["seed"]), "train_s": info.get("train_s", 0.0), "steps": info.get("steps", 0),
                      "final_loss": info["history"][-1]["loss"] if info.get("history") else None,
-                     "hardware": hardware_of(info)}
+                     "hardware": hardware_of(info), "precision": info.get("precision", "bf16" if cfg["bf16"] else "fp32")}
             if info.get("best"):
                 extra |= {"best_step": info["best"]["step"], "best_dev_curve_ndcg@10": info["best"]["dev"]}
             name = {"model": "cross-encoder", "objective": objective, "curriculum": curriculum or "none"}
@@ -502,6 +505,8 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
             mean |= {m: float(np.mean([r[m] for r in group])) for m in METRICS}
             mean |= {f"{m}_std": float(np.std([r[m] for r in group])) for m in METRICS}
             mean["seed"], mean["seeds"] = f"mean of {len(group)}", len(group)
+            mean["precision"] = "+".join(sorted({str(r.get("precision")) for r in group}))
+            mean["hardware"] = " + ".join(sorted({str(r.get("hardware")) for r in group}))
             mean.pop("fusion_weight", None)
             rows.append(mean)
     protocol = (

@@ -102,3 +102,27 @@ def test_killed_mid_run_and_while_scoring_resumes_to_the_uninterrupted_scores(tm
     for key in ("listnet_dev", "listnet_test", "untrained_test"):
         np.testing.assert_allclose(got[key], expected[key], atol=1e-5)
     assert json.loads((out / "train_log.json").read_text())["runs"]["listnet"]["steps"] == 4
+
+
+def test_a_seed_rerun_in_another_precision_joins_the_job_and_records_its_own(tmp_path, bench):
+    """A job trained in bf16 (a GPU, or a CPU with native bf16) is continued in fp32 on another
+    machine: the new run records fp32, the old ones keep bf16; any other recipe change is refused."""
+    out = tmp_path / "out"
+    out.mkdir()
+    scores = {"dev_qid": np.array(["q6"]), "dev_docid": np.array(["d6"]), "test_qid": np.array(["q9"]),
+              "test_docid": np.array(["d9"]), "listnet_dev": np.zeros(1), "listnet_test": np.zeros(1)}
+    np.savez_compressed(out / "scores.npz", **scores)
+    old = _config(bench)
+    old.bf16 = True
+    log = {"config": json.loads(json.dumps(bench.asdict(old))), "device": "cuda", "gpu": "H200", "torch": "2.11",
+           "runs": {"listnet": {"seed": 0}}}
+    (out / "train_log.json").write_text(json.dumps(log))
+    keys = {k: scores[k] for k in ("dev_qid", "dev_docid", "test_qid", "test_docid")}
+    cfg = _config(bench)
+    cfg.runs = ["listnet#1"]
+    resumed, _ = bench._resume(out, cfg, dict(keys))
+    assert resumed["runs"]["listnet"]["precision"] == "bf16"
+    assert resumed["config"]["bf16"] is False and resumed["config"]["runs"] == ["listnet", "listnet#1"]
+    cfg.learning_rate = 0.5
+    with pytest.raises(SystemExit, match="learning_rate"):
+        bench._resume(out, cfg, dict(keys))
