@@ -403,7 +403,8 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
     results JSON and PNGs. Each scores folder is one training job (its own recipe and hardware).
     Every row after the untrained fusion (BM25 + bi-encoder, the main job's default) carries its
     paired nDCG@10 difference from it on the same queries, with a 95% bootstrap interval and a
-    randomization-test p-value (``vs_untrained_fusion_*``, :mod:`eval.significance`)."""
+    randomization-test p-value (``vs_untrained_fusion_*``, :mod:`eval.significance`); a seed-mean row
+    compares the per-query mean of its seeds."""
     import polars as pl
 
     from rankwise.eval.fusion_fit import fit_fusion_weights
@@ -424,6 +425,7 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
         return df.with_columns(pl.col("score").rank("ordinal", descending=True).over("qid").cast(pl.Int64).alias("rank"))
 
     untrained_fusion: dict = {}  # the main job's default (BM25 + bi-encoder), every later row is compared with it
+    run_of: dict[int, dict] = {}  # id(row) -> its test run, for the seed means' paired comparison
 
     def add(name: dict, run_test: pl.DataFrame, extra: dict) -> None:
         run = run_from_candidates(run_test)
@@ -431,6 +433,7 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
             versus = paired_comparison(qrels, untrained_fusion, run).as_fields("vs_untrained_fusion") if untrained_fusion else {}
             rows.append({"dataset": "scifact", **name, "subset": subset, "queries": len(qrels), **evaluate(qrels, run, METRICS),
                          **extra, **versus})
+            run_of[id(rows[-1])] = run
 
     base = None
     for scores_dir in scores_dirs:
@@ -508,6 +511,8 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
             mean["precision"] = "+".join(sorted({str(r.get("precision")) for r in group}))
             mean["hardware"] = " + ".join(sorted({str(r.get("hardware")) for r in group}))
             mean.pop("fusion_weight", None)
+            mean |= paired_comparison(subsets[mean["subset"]], untrained_fusion,
+                                      [run_of[id(r)] for r in group]).as_fields("vs_untrained_fusion")
             rows.append(mean)
     protocol = (
         f"SciFact test (300 queries), BM25 top-{doc['top_k']} reranked by all-MiniLM-L6-v2 fine-tuned as a cross-encoder "

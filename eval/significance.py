@@ -2,7 +2,8 @@
 confidence interval and a randomization-test p-value.
 
 Formula:
-    ``d_q = m_b(q) - m_a(q)`` for every judged query ``q`` (``m``: a metric of :mod:`eval.metrics`);
+    ``d_q = m_b(q) - m_a(q)`` for every judged query ``q`` (``m``: a metric of :mod:`eval.metrics`;
+    when ``b`` is several runs, e.g. one per training seed, ``m_b(q)`` is their mean on ``q``);
     ``delta = mean_q d_q``; the interval is the percentile bootstrap of ``mean d`` over queries
     resampled with replacement; the p-value is the two-sided paired randomization (sign-flip) test:
     the share of random sign assignments of the ``d_q`` whose mean is at least ``|delta|`` away from 0.
@@ -16,6 +17,7 @@ Paper:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +56,7 @@ def _as_run(run: Run | pl.DataFrame) -> Run:
 def paired_comparison(
     qrels: dict[str, dict[str, int]],
     run_a: Run | pl.DataFrame,
-    run_b: Run | pl.DataFrame,
+    run_b: Run | pl.DataFrame | Sequence[Run | pl.DataFrame],
     metric: str = "ndcg@10",
     resamples: int = 10_000,
     confidence: float = 0.95,
@@ -64,7 +66,9 @@ def paired_comparison(
 
     Args:
         qrels: ``qid -> {docid: grade}``; only queries with a relevant document count.
-        run_a, run_b: ``qid -> {docid: score}`` or candidate frames (``qid, docid, score``).
+        run_a, run_b: ``qid -> {docid: score}`` or candidate frames (``qid, docid, score``); ``run_b``
+            may be a list of runs (seeds of one recipe): their per-query mean is compared, so the
+            interval covers query sampling around the seed mean, not the spread between seeds.
         metric: a metric name of :mod:`eval.metrics`, e.g. ``ndcg@10``.
         resamples: bootstrap resamples and random sign assignments.
         confidence: the interval's coverage.
@@ -83,7 +87,11 @@ def paired_comparison(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"paired_comparison: confidence must be in (0, 1), got {confidence}")
     a = per_query(qrels, _as_run(run_a), [metric])[metric]
-    b = per_query(qrels, _as_run(run_b), [metric])[metric]
+    runs_b = list(run_b) if isinstance(run_b, Sequence) else [run_b]
+    if not runs_b:
+        raise ValueError("paired_comparison: run_b is an empty list of runs")
+    per_b = [per_query(qrels, _as_run(r), [metric])[metric] for r in runs_b]
+    b = {q: float(np.mean([m[q] for m in per_b])) for q in per_b[0]}
     qids = sorted(a)
     if not qids:
         raise ValueError("paired_comparison: qrels has no query with a relevant document")

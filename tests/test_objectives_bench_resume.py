@@ -20,7 +20,7 @@ from tests._bench import bench_module
 WORDS = "protein cell gene virus tumour insulin neuron enzyme receptor membrane".split()
 
 
-def _bundle(root):
+def _bundle(root, test_qrels=None):
     """6 fit, 3 dev and 3 test queries over 20 documents; every train query's first candidate is its positive."""
     docs = {f"d{i}": f"{WORDS[i % 10]} {WORDS[(3 * i) % 10]} study {i}" for i in range(20)}
     queries, bm25, qrels = {}, {}, {}
@@ -31,7 +31,7 @@ def _bundle(root):
         for q, hits in bm25[split].items():
             qrels[q] = {hits[0][0]: 1}
     write_bundle(root / "scifact_lists.json.gz", {"queries": queries, "bm25": bm25, "top_k": 6, "seed": 0, "docs": docs,
-                                                  "qrels": {"train": qrels, "test": {}}})
+                                                  "qrels": {"train": qrels, "test": test_qrels or {}}})
     tok = AutoTokenizer.from_pretrained(default_encoder_path())
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tok.vocab_size, num_labels=1, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -126,3 +126,26 @@ def test_a_seed_rerun_in_another_precision_joins_the_job_and_records_its_own(tmp
     cfg.learning_rate = 0.5
     with pytest.raises(SystemExit, match="learning_rate"):
         bench._resume(out, cfg, dict(keys))
+
+
+def test_report_seed_means_carry_the_paired_comparison_of_their_seeds(tmp_path, bench, monkeypatch):
+    import rankwise.eval.report as report_module
+
+    # q9's positive d6 is dev query q6's positive (seen in train); q10 and q11 have unseen positives
+    bundle = _bundle(tmp_path / "bundle", test_qrels={"q9": {"d9": 1, "d6": 1}, "q10": {"d12": 1}, "q11": {"d13": 1}})
+    cfg = _config(bench)
+    cfg.runs = ["listnet", "listnet#1"]
+    bench.train_all(bundle, tmp_path / "job", cfg, "cpu")
+    monkeypatch.setattr(report_module, "RESULTS_DIR", tmp_path / "results")
+    rows = bench.report([tmp_path / "job"], bundle, "test CPU")
+    fusion = {r["subset"]: r for r in rows if r["model"] == "bi-encoder" and r["fusion"] == "zscore"}
+    for subset in ("all", "positives-unseen-in-train"):
+        seeds = [r for r in rows if r["objective"] == "listnet" and r["fusion"] == "none" and r["subset"] == subset]
+        mean = [r for r in seeds if r["seed"] == "mean of 2"]
+        assert len(seeds) == 3 and len(mean) == 1, seeds
+        mean = mean[0]
+        assert mean["ndcg@10"] == pytest.approx(np.mean([r["ndcg@10"] for r in seeds if r is not mean]))
+        assert mean["vs_untrained_fusion_delta"] == pytest.approx(mean["ndcg@10"] - fusion[subset]["ndcg@10"])
+        assert mean["vs_untrained_fusion_ci95_low"] <= mean["vs_untrained_fusion_delta"] <= mean["vs_untrained_fusion_ci95_high"]
+        assert mean["precision"] == "fp32" and mean["queries"] == (3 if subset == "all" else 2)
+    assert (tmp_path / "results" / "objectives_scifact_cross_encoder.json").is_file()

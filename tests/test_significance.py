@@ -62,3 +62,16 @@ def test_noisy_gain_interval_excludes_zero_and_frames_equal_dicts():
 def test_no_judged_query_is_an_error():
     with pytest.raises(ValueError, match="no query with a relevant document"):
         paired_comparison({"q": {"d": 0}}, {"q": {"d": 1.0}}, {"q": {"d": 1.0}})
+
+
+def test_several_runs_for_b_compare_their_per_query_mean():
+    qrels, a, b1 = _runs(30, seed=3)
+    _, b2, _ = _runs(30, seed=4)
+    two = paired_comparison(qrels, a, [b1, b2], resamples=500)
+    m1, m2 = per_query(qrels, b1, ["ndcg@10"])["ndcg@10"], per_query(qrels, b2, ["ndcg@10"])["ndcg@10"]
+    assert two.mean_b == pytest.approx(np.mean([(m1[q] + m2[q]) / 2 for q in qrels]))
+    assert two.delta == pytest.approx(two.mean_b - two.mean_a)
+    one = paired_comparison(qrels, a, [b1], resamples=500)
+    assert one == paired_comparison(qrels, a, b1, resamples=500)
+    with pytest.raises(ValueError, match="empty"):
+        paired_comparison(qrels, a, [])
