@@ -14,7 +14,7 @@ def test_rendered_results_are_current():
     assert stale == [], f"run: python -m rankwise.eval.results_md (stale: {[str(p) for p in stale]})"
 
 
-def test_summary_quotes_the_paired_comparison_with_the_default(tmp_path):
+def test_summary_quotes_the_paired_comparison_and_the_run_chosen_on_dev(tmp_path):
     import json
 
     from rankwise.eval.results_md import render_summary
@@ -24,8 +24,12 @@ def test_summary_quotes_the_paired_comparison_with_the_default(tmp_path):
         {**base, "model": "bi-encoder", "objective": "untrained", "fusion": "zscore", "ndcg@10": 0.70},
         {**base, "model": "cross-encoder", "objective": "listnet", "fusion": "zscore+bi-encoder", "ndcg@10": 0.76, "seed": 0,
          "vs_untrained_fusion_delta": 0.06, "vs_untrained_fusion_ci95_low": 0.02, "vs_untrained_fusion_ci95_high": 0.1,
-         "vs_untrained_fusion_p_value": 0.0004},
+         "vs_untrained_fusion_p_value": 0.0004, "dev_ndcg@10_fused": 0.70},
+        {**base, "model": "cross-encoder", "objective": "pointwise", "fusion": "zscore+bi-encoder", "ndcg@10": 0.74, "seed": 0,
+         "dev_ndcg@10_fused": 0.78},
     ]
     (tmp_path / "objectives_scifact_cross_encoder.json").write_text(json.dumps({"rows": rows}))
     text = render_summary(tmp_path)
     assert "0.7600 (paired Δ vs the default +0.0600, 95% CI [+0.0200, +0.1000], p < 0.001)" in text
+    chosen = next(line for line in text.splitlines() if "chosen on held-out train queries" in line)
+    assert "— pointwise" in chosen and "| 0.7400" in chosen  # the best dev fusion, not the best test row
