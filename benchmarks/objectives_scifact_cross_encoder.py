@@ -49,8 +49,13 @@ was seeded with the first job's candidates and untrained scores, which are the s
 
 ``--dtype auto`` (the default) trains and scores under bf16 autocast where bf16 is native (CUDA, or a
 CPU with AVX-512 BF16/AMX) and in fp32 elsewhere: on an AVX2-only CPU the first emulated bf16 step had not
-finished after eight minutes. The jobs above ran bf16 autocast (their logs say ``bf16: true``), so resuming one of them
-on another CPU needs ``--dtype bf16``, or the resume check refuses the changed recipe.
+finished after eight minutes. The jobs above ran bf16 autocast (their logs say ``bf16: true``). Precision, like the
+device, is recorded per run, so a job may be continued in another precision (seeds 1 and 2 of ``..._cpu_long`` ran fp32
+on an AVX2 CPU, same flags plus ``--runs pointwise#1,listnet#1,... --dtype fp32 --checkpoints DIR``); every other
+recipe change is refused. A seed-mean row names every precision and hardware it averages.
+
+``..._cpu_200steps/`` is ListMLE on a 200-step schedule (fp32, AVX2 CPU; its folder seeded with the untrained scores):
+the decay then spans the steps that the 374-step job ran before its dev curve flattened.
 
 The converged table in one GPU call (prepared for a lent H100/H200; step 1 runs here first and the
 bundle travels with the working tree; every run trains until dev nDCG@10 stops improving, keeps its
@@ -120,6 +125,7 @@ class TrainConfig:
     patience: int = 3
     dev_eval_queries: int = 40  # the first N dev queries ...
     dev_eval_top_k: int = 20  # ... and their BM25 top-k, scored at each evaluation (the fusion weight uses all of dev)
+    listmle_ties: str = "separate"  # ListMLELoss(ties=...): "separate" (label-separating positions) or "random"
     best_seeds: int = 0  # then rerun the best N runs (by best dev nDCG@10 of the curve) ...
     extra_seeds: tuple[int, ...] = (1, 2)  # ... with these seeds (runs "objective[:curriculum]#seed")
 
@@ -217,8 +223,9 @@ def _resume(out: Path, cfg: TrainConfig, scores: dict[str, np.ndarray]) -> tuple
     jobs (a seed rerun in fp32 on a CPU without native bf16): each run records its own."""
     log = json.loads((out / LOG_FILE).read_text())
     free = ("runs", "budget_s", "steps", "bf16")
-    old = {k: v for k, v in log["config"].items() if k not in free}
     new = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in free}
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))  # a knob added after the job ran: it ran the default
+    old = {k: log["config"].get(k, defaults[k]) for k in new}
     if old != new:
         diff = ", ".join(f"{k}: {old.get(k)} vs {new[k]}" for k in new if old.get(k) != new[k])
         raise SystemExit(f"{out / LOG_FILE}: config differs from this job ({diff}); use another --out")
@@ -320,6 +327,7 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
         ranker = _fresh_model(bundle, cfg, device, run_dir if trained else resume_from)
         tcfg = CrossEncoderTrainerConfig(
             str(run_dir), objective=objective, curriculum=curriculum, max_steps=cfg.steps,
+            objective_kwargs={"ties": cfg.listmle_ties} if objective == "listmle" else {},
             lists_per_step=cfg.lists_per_step, learning_rate=cfg.learning_rate, seed=seed, bf16=cfg.bf16,
             log_every=25, progress=True, eval_steps=cfg.eval_steps, patience=cfg.patience,
             save_steps=(cfg.eval_steps or 25) if checkpoints is not None else 0, keep_checkpoints=1,
@@ -476,6 +484,8 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
                      "hardware": hardware_of(info), "precision": info.get("precision", "bf16" if cfg["bf16"] else "fp32")}
             if info.get("best"):
                 extra |= {"best_step": info["best"]["step"], "best_dev_curve_ndcg@10": info["best"]["dev"]}
+            if objective == "listmle":
+                extra["listmle_ties"] = cfg.get("listmle_ties", "separate")
             name = {"model": "cross-encoder", "objective": objective, "curriculum": curriculum or "none"}
             add({**name, "fusion": "none"}, test, extra)
             (w, _), dev_value = fit_fusion_weights([bm25["dev"], dev], qrels_dev)
@@ -559,6 +569,8 @@ def main() -> None:
                         "(outside the repository: about 270 MB a run)")
     t.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     t.add_argument("--pooling", choices=("cls", "mean"), default=TrainConfig.pooling)
+    t.add_argument("--listmle-ties", choices=("separate", "random"), default=TrainConfig.listmle_ties,
+                   help="ListMLE's tied labels: only label-separating positions contribute, or a random order per step")
     t.add_argument("--eval-steps", type=int, default=0, help="dev nDCG@10 every N steps; best checkpoint; early stop")
     t.add_argument("--patience", type=int, default=TrainConfig.patience)
     t.add_argument("--dev-eval-queries", type=int, default=TrainConfig.dev_eval_queries)
@@ -583,7 +595,7 @@ def main() -> None:
                           max_length=args.max_length, lists_per_step=args.lists_per_step, bf16=bf16,
                           budget_s=args.budget_s, learning_rate=args.learning_rate, pooling=args.pooling,
                           eval_steps=args.eval_steps, patience=args.patience, dev_eval_queries=args.dev_eval_queries,
-                          dev_eval_top_k=args.dev_eval_top_k, best_seeds=args.best_seeds,
+                          dev_eval_top_k=args.dev_eval_top_k, best_seeds=args.best_seeds, listmle_ties=args.listmle_ties,
                           extra_seeds=tuple(int(x) for x in args.extra_seeds.split(",") if x))
         train_all(args.bundle, args.out, cfg, str(device), args.save_models, args.checkpoints)
     else:

@@ -255,3 +255,39 @@ def test_shape_errors_name_the_loss():
         ListNetLoss()(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="unknown objective"):
         make_objective("nope")
+
+
+def _listmle_of_order(s: list[float], order: list[int]) -> float:
+    """The paper's ListMLE for one permutation (every position but the last contributes)."""
+    v = [s[i] for i in order]
+    return sum(math.log(sum(math.exp(x) for x in v[k:])) - v[k] for k in range(len(v)))
+
+
+def test_listmle_random_ties_is_the_paper_loss_of_a_random_tie_order():
+    import itertools
+
+    s = [0.5, 2.0, -1.0, 0.3]
+    y = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    loss = ListMLELoss(ties="random")
+    orders = {round(_listmle_of_order(s, [0, *rest]), 5) for rest in itertools.permutations([1, 2, 3])}
+    torch.manual_seed(0)
+    seen = {round(loss(torch.tensor([s]), y).item(), 5) for _ in range(200)}
+    assert seen == orders  # every draw is one order of the tied negatives, and every order is drawn
+    # distinct labels leave nothing to draw: the same value as the deterministic form
+    graded = torch.tensor([[0.5, 1.0, -1.0]]), torch.tensor([[2.0, 1.0, 0.0]])
+    assert loss(*graded).item() == pytest.approx(ListMLELoss()(*graded).item(), rel=1e-6)
+
+
+def test_listmle_random_ties_ignores_padding_and_pulls_tied_scores_together_on_average():
+    torch.manual_seed(0)
+    scores = torch.tensor([[1.0, 3.0, -2.0, 50.0]], requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    loss = ListMLELoss(ties="random")
+    total = sum(loss(scores, labels, mask) for _ in range(400)) / 400
+    total.backward()
+    assert scores.grad[0, 3] == 0  # padding gets no gradient and no term
+    assert scores.grad[0, 0] < 0  # the positive goes up
+    assert scores.grad[0, 1] > 0 and scores.grad[0, 2] < 0  # the tied negatives move towards each other
+    with pytest.raises(ValueError, match="ties"):
+        ListMLELoss(ties="score")

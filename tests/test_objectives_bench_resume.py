@@ -116,6 +116,7 @@ def test_a_seed_rerun_in_another_precision_joins_the_job_and_records_its_own(tmp
     old.bf16 = True
     log = {"config": json.loads(json.dumps(bench.asdict(old))), "device": "cuda", "gpu": "H200", "torch": "2.11",
            "runs": {"listnet": {"seed": 0}}}
+    del log["config"]["listmle_ties"]  # a knob added after the job ran: the job ran its default
     (out / "train_log.json").write_text(json.dumps(log))
     keys = {k: scores[k] for k in ("dev_qid", "dev_docid", "test_qid", "test_docid")}
     cfg = _config(bench)
@@ -123,7 +124,10 @@ def test_a_seed_rerun_in_another_precision_joins_the_job_and_records_its_own(tmp
     resumed, _ = bench._resume(out, cfg, dict(keys))
     assert resumed["runs"]["listnet"]["precision"] == "bf16"
     assert resumed["config"]["bf16"] is False and resumed["config"]["runs"] == ["listnet", "listnet#1"]
-    cfg.learning_rate = 0.5
+    cfg.listmle_ties = "random"
+    with pytest.raises(SystemExit, match="listmle_ties"):
+        bench._resume(out, cfg, dict(keys))
+    cfg.listmle_ties, cfg.learning_rate = "separate", 0.5
     with pytest.raises(SystemExit, match="learning_rate"):
         bench._resume(out, cfg, dict(keys))
 

@@ -32,7 +32,19 @@ class ListMLELoss(RankingLoss):
         score, or at random) makes most terms train one arbitrary order of tied negatives among
         themselves, which pushes some negatives *up*; this form is deterministic and invariant
         to the order of tied candidates. With binary labels each positive is scored against
-        every negative.
+        every negative. This is the default (``ties="separate"``).
+
+        ``ties="random"`` is the other common reading (e.g. allRank's ListMLE): each call draws
+        a fresh random order within every group of tied labels and applies the paper's formula
+        to the whole permutation (every real candidate but the last contributes). In
+        expectation over the draws the terms among tied candidates favour equal scores within a
+        tie group, so it acts like ListNet's soft target (which puts uniform mass on the
+        negatives); per step it trains one random order, a noisy signal. Ordering ties by the
+        current score instead reinforces whatever order the model has (a defect, not offered).
+
+    Args:
+        ties: ``"separate"`` (only label-separating positions contribute; deterministic) or
+            ``"random"`` (a random order within ties, redrawn at every call; uses torch's RNG).
 
     Shapes:
         ``scores, labels, mask: (B, L)``; ``weights: (B,)``; returns ``()``.
@@ -45,10 +57,18 @@ class ListMLELoss(RankingLoss):
 
     name = "listmle"
 
+    def __init__(self, ties: str = "separate") -> None:
+        super().__init__()
+        if ties not in ("separate", "random"):
+            raise ValueError(f"ListMLELoss: ties must be 'separate' or 'random', got {ties!r}")
+        self.ties = ties
+
     def forward(
         self, scores: Tensor, labels: Tensor, mask: Tensor | None = None, weights: Tensor | None = None, progress: float = 1.0
     ) -> Tensor:
         scores, labels, mask = prepare(scores, labels, mask, "ListMLELoss")
+        if self.ties == "random":
+            return self._random_ties(scores, labels, mask, weights)
         lower = mask[:, None, :] & (labels[:, None, :] < labels[:, :, None])  # (B, L, L): m below i
         lower = lower | torch.eye(scores.shape[1], dtype=torch.bool, device=scores.device)[None]  # i itself
         neg = torch.finfo(scores.dtype).min
@@ -57,3 +77,17 @@ class ListMLELoss(RankingLoss):
         terms = torch.where(mask & (labels > lowest), lse - scores, torch.zeros_like(scores))  # (B, L)
         per_list = terms.sum(dim=1)
         return reduce_lists(per_list, informative(labels, mask), list_weights(weights, scores.shape[0], "ListMLELoss"), scores)
+
+    def _random_ties(self, scores: Tensor, labels: Tensor, mask: Tensor, weights: Tensor | None) -> Tensor:
+        """The paper's loss on a label-descending permutation with ties in a random order; padding last."""
+        shuffle = torch.rand(labels.shape, device=labels.device).argsort(dim=1)  # (B, L) random order ...
+        key = labels.masked_fill(~mask, float("-inf")).gather(1, shuffle)
+        order = shuffle.gather(1, key.sort(dim=1, descending=True, stable=True).indices)  # ... kept within ties
+        s, m = scores.gather(1, order), mask.gather(1, order)
+        neg = torch.finfo(scores.dtype).min
+        tail_lse = torch.logcumsumexp(s.masked_fill(~m, neg).flip(1), dim=1).flip(1)  # (B, L): lse over positions >= k
+        per_list = torch.where(m, tail_lse - s, torch.zeros_like(s)).sum(dim=1)
+        return reduce_lists(per_list, informative(labels, mask), list_weights(weights, scores.shape[0], "ListMLELoss"), scores)
+
+    def get_config_dict(self) -> dict:
+        return {"objective": self.name, "ties": self.ties}
