@@ -75,6 +75,7 @@ def cross_encoder_cmd(
     eval_steps: int = typer.Option(0, "--eval-steps", min=0, help="Evaluate dev nDCG@10 every N steps (needs --dev-fraction)."),
     patience: int = typer.Option(3, "--patience", min=1, help="Stop after N dev evaluations without improvement."),
     dev_top_k: int = typer.Option(30, "--dev-top-k", min=2, help="BM25 candidates per dev query scored at each evaluation."),
+    listmle_ties: str = typer.Option("separate", "--listmle-ties", help="ListMLE's tied labels: separate (only positions between different labels contribute; deterministic) or random (a random order within ties at every step)."),
     dev_max_queries: Optional[int] = typer.Option(None, "--dev-max-queries", min=1, help="Score at most N held-out queries at each evaluation."),
 ) -> None:
     """Fine-tune a reranker on a BEIR train split with BM25 hard negatives and one objective.
@@ -126,6 +127,10 @@ def cross_encoder_cmd(
         _fail(f"--pooling {pooling}: cls or mean, for --architecture cross-encoder only")
     if (eval_steps > 0) != (dev_fraction > 0):
         _fail("--eval-steps and --dev-fraction go together: dev nDCG@10 is measured on the held-out train queries")
+    if listmle_ties not in ("separate", "random"):
+        _fail(f"--listmle-ties {listmle_ties}: separate or random")
+    if listmle_ties != "separate" and objective is not Objective.listmle:
+        _fail(f"--listmle-ties {listmle_ties}: a ListMLE option, but --objective is {objective.value}")
     if int8_aware and architecture is not Architecture.cross_encoder:
         _fail(f"--int8-aware: only the cross-encoder architecture is exported with --quantize int8, not {architecture.value}")
     try:
@@ -134,6 +139,7 @@ def cross_encoder_cmd(
             learning_rate=learning_rate, curriculum=curriculum.value if curriculum else None,
             save_steps=save_steps, seed=seed, int8_aware=int8_aware, bf16=precision is torch.bfloat16,
             eval_steps=eval_steps, patience=patience,
+            objective_kwargs={"ties": listmle_ties} if objective is Objective.listmle else {},
         )
     except ValueError as err:
         _fail(str(err))
