@@ -39,7 +39,9 @@ class ListMLELoss(RankingLoss):
         to the whole permutation (every real candidate but the last contributes). In
         expectation over the draws the terms among tied candidates favour equal scores within a
         tie group, so it acts like ListNet's soft target (which puts uniform mass on the
-        negatives); per step it trains one random order, a noisy signal. Ordering ties by the
+        negatives); per step it trains one random order, a noisy signal, and its expected value has
+        a floor of ``sum_g log(n_g!)`` over tie groups of size ``n_g`` (``log 15! = 27.9`` nats
+        for 15 tied negatives), approached when each group scores equal and the groups far apart. Ordering ties by the
         current score instead reinforces whatever order the model has (a defect, not offered).
 
     Args:
