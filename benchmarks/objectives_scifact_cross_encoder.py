@@ -56,6 +56,8 @@ recipe change is refused. A seed-mean row names every precision and hardware it 
 
 ``..._cpu_200steps/`` is ListMLE on a 200-step schedule (fp32, AVX2 CPU; its folder seeded with the untrained scores):
 the decay then spans the steps that the 374-step job ran before its dev curve flattened.
+``..._cpu_long_listmle_random_ties/`` is ListMLE with ``--listmle-ties random`` and otherwise the ``..._cpu_long``
+flags (fp32, AVX2 CPU; folder seeded the same way).
 
 The converged table in one GPU call (prepared for a lent H100/H200; step 1 runs here first and the
 bundle travels with the working tree; every run trains until dev nDCG@10 stops improving, keeps its
