@@ -218,6 +218,11 @@ def _save_parts(ranker, out: Path, part_mb: int = 15) -> list[str]:
     return names
 
 
+def _precision(bf16: bool) -> str:
+    """A run's recorded precision: ``bf16`` (autocast over fp32 weights) or ``fp32``."""
+    return "bf16" if bf16 else "fp32"
+
+
 def _resume(out: Path, cfg: TrainConfig, scores: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
     """The log and scores of an earlier ``train`` into ``out``, checked to share this job's recipe and
     candidates. The earlier job's step count wins (its ``--budget-s`` fixed it); ``cfg.runs`` is widened
@@ -238,7 +243,7 @@ def _resume(out: Path, cfg: TrainConfig, scores: dict[str, np.ndarray]) -> tuple
     for run in log["runs"]:  # runs logged before per-run hardware was recorded ran on the job's hardware
         for k in ("device", "gpu", "torch"):
             log["runs"][run].setdefault(k, log.get(k))
-        log["runs"][run].setdefault("precision", "bf16" if log["config"]["bf16"] else "fp32")
+        log["runs"][run].setdefault("precision", _precision(log["config"]["bf16"]))
     log["config"]["bf16"] = cfg.bf16  # the precision of the runs this job adds
     cfg.steps, cfg.budget_s = log["config"]["steps"], None
     cfg.runs = list(dict.fromkeys([*log["config"]["runs"], *cfg.runs]))
@@ -279,7 +284,7 @@ def train_all(bundle: Path, out: Path, cfg: TrainConfig, device: str, save_model
             doc["qrels"]["train"])
     scores: dict[str, np.ndarray] = {f"{s}_{k}": np.asarray(v) for s, p in pairs.items() for k, v in zip(("qid", "docid"), p[:2])}
     hardware = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-                "torch": torch.__version__, "precision": "bf16" if cfg.bf16 else "fp32"}
+                "torch": torch.__version__, "precision": _precision(cfg.bf16)}
     log = {"config": asdict(cfg), **hardware, "runs": {}}
     if (out / LOG_FILE).exists():  # resume: keep what an earlier job (maybe on other hardware) finished
         log, scores = _resume(out, cfg, scores)
@@ -483,7 +488,7 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
             frames[run] = dev, test
             extra = {**recipe, "seed": info.get("seed", cfg["seed"]), "train_s": info.get("train_s", 0.0), "steps": info.get("steps", 0),
                      "final_loss": info["history"][-1]["loss"] if info.get("history") else None,
-                     "hardware": hardware_of(info), "precision": info.get("precision", "bf16" if cfg["bf16"] else "fp32")}
+                     "hardware": hardware_of(info), "precision": info.get("precision", _precision(cfg["bf16"]))}
             if info.get("best"):
                 extra |= {"best_step": info["best"]["step"], "best_dev_curve_ndcg@10": info["best"]["dev"]}
             if objective == "listmle":

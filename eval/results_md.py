@@ -102,10 +102,10 @@ def _bi_encoder_rows(rows: Sequence[dict]) -> list[str]:
 
 
 def _versus(row: dict, prefix: str = "vs_untrained_fusion") -> str:
-    """``; Δ vs the default +0.0123, 95% CI [..], p ..`` from a row's paired comparison fields, if any."""
+    """``paired Δ vs the default +0.0123, 95% CI [..], p ..`` from a row's paired comparison fields, or ``""``."""
     if not isinstance(row.get(f"{prefix}_delta"), (int, float)):
         return ""
-    return (f"; paired Δ vs the default {row[f'{prefix}_delta']:+.4f}, 95% CI [{row[f'{prefix}_ci95_low']:+.4f}, "
+    return (f"paired Δ vs the default {row[f'{prefix}_delta']:+.4f}, 95% CI [{row[f'{prefix}_ci95_low']:+.4f}, "
             f"{row[f'{prefix}_ci95_high']:+.4f}], {_p_value(row[f'{prefix}_p_value'])}")
 
 
@@ -138,8 +138,9 @@ def render_summary(results_dir: Path) -> str:
             twin = next((x for x in ce if x.get("subset") == "positives-unseen-in-train"
                          and all(x.get(k) == r.get(k) for k in ("model", "objective", "curriculum", "fusion", "job", "seed"))), None)
             name = " ".join(str(r[k]) for k in ("objective", "curriculum") if r.get(k) not in (None, "none", "untrained"))
-            unseen = f" (unseen-positive subset, {twin['queries']} queries: {twin['ndcg@10']:.4f}{_versus(twin)})" if twin else ""
-            lines.append(f"| {label}{' — ' + name if name else ''} | SciFact test, {r['queries']} queries | {r['ndcg@10']:.4f}{' (' + _versus(r)[2:] + ')' if _versus(r) else ''}{unseen} | "
+            unseen = f" (unseen-positive subset, {twin['queries']} queries: {twin['ndcg@10']:.4f}{'; ' + _versus(twin) if _versus(twin) else ''})" if twin else ""
+            versus = f" ({_versus(r)})" if _versus(r) else ""
+            lines.append(f"| {label}{' — ' + name if name else ''} | SciFact test, {r['queries']} queries | {r['ndcg@10']:.4f}{versus}{unseen} | "
                          "objectives_scifact_cross_encoder |")
     lines += _bi_encoder_rows(load("objectives_scifact"))
     llm = load("llm_rankers_scifact")
