@@ -77,6 +77,7 @@ def cross_encoder_cmd(
     dev_top_k: int = typer.Option(30, "--dev-top-k", min=2, help="BM25 candidates per dev query scored at each evaluation."),
     listmle_ties: str = typer.Option("separate", "--listmle-ties", help="ListMLE's tied labels: separate (only positions between different labels contribute; deterministic) or random (a random order within ties at every step)."),
     dev_max_queries: Optional[int] = typer.Option(None, "--dev-max-queries", min=1, help="Score at most N held-out queries at each evaluation."),
+    objective_arg: Optional[list[str]] = typer.Option(None, "--objective-arg", help="KEY=VALUE, repeatable: a knob of the objective's class in rankwise.train.losses (e.g. temperature=0.5 for listnet, weighting=none for lipo, pos_weight=4 for pointwise)."),
 ) -> None:
     """Fine-tune a reranker on a BEIR train split with BM25 hard negatives and one objective.
 
@@ -86,6 +87,7 @@ def cross_encoder_cmd(
         rankwise train cross-encoder --objective listnet --architecture bi-encoder --max-length 128 --output models/bi-listnet
         rankwise train cross-encoder --objective lipo --output models/ce-lipo --save-steps 50 --resume
         rankwise train cross-encoder --objective ranknet --output models/ce-lipo --overwrite
+        rankwise train cross-encoder --objective listnet --objective-arg temperature=0.5 --output models/ce-listnet
         rankwise train cross-encoder --objective distill-mse --teacher models/ce-lipo --model models/ce-lipo --int8-aware --lr 1e-5 --output models/ce-lipo-int8qat
     """
     from dataclasses import replace
@@ -131,6 +133,21 @@ def cross_encoder_cmd(
         _fail(f"--listmle-ties {listmle_ties}: separate or random")
     if listmle_ties != "separate" and objective is not Objective.listmle:
         _fail(f"--listmle-ties {listmle_ties}: a ListMLE option, but --objective is {objective.value}")
+    from rankwise.train.losses import OBJECTIVES, make_objective
+    from rankwise.train.losses.knobs import objective_kwargs
+
+    try:
+        knobs = objective_kwargs(OBJECTIVES[objective.value], objective_arg or [])
+    except ValueError as err:
+        _fail(f"--objective-arg {err}")
+    if objective is Objective.listmle:
+        if "ties" in knobs and listmle_ties != "separate":
+            _fail("--listmle-ties and --objective-arg ties=... both set ListMLE's tie rule: give one")
+        knobs.setdefault("ties", listmle_ties)
+    try:
+        make_objective(objective.value, **knobs)
+    except (TypeError, ValueError) as err:
+        _fail(f"--objective-arg: {err}")
     if int8_aware and architecture is not Architecture.cross_encoder:
         _fail(f"--int8-aware: only the cross-encoder architecture is exported with --quantize int8, not {architecture.value}")
     try:
@@ -139,7 +156,7 @@ def cross_encoder_cmd(
             learning_rate=learning_rate, curriculum=curriculum.value if curriculum else None,
             save_steps=save_steps, seed=seed, int8_aware=int8_aware, bf16=precision is torch.bfloat16,
             eval_steps=eval_steps, patience=patience,
-            objective_kwargs={"ties": listmle_ties} if objective is Objective.listmle else {},
+            objective_kwargs=knobs,
         )
     except ValueError as err:
         _fail(str(err))
