@@ -21,24 +21,20 @@ def test_each_backbone_run_keeps_its_config_beside_the_earlier_ones(tmp_path):
 def test_erank_grpo_row_trains_sft_then_grpo_and_keeps_both_rows(tmp_path, monkeypatch, data_dir):
     """``--rankers erank-sft,erank-grpo`` on a tiny random LM: one SFT feeds both rows; GRPO runs
     through the library recipe (``train_erank(stage="grpo")``) from the saved SFT checkpoint."""
-    import torch
-    from _tiny_llm import tiny
+    import contextlib
+
+    from _tiny_llm import one_thread, tiny
 
     monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
     model, tok = tiny(seed=3)
     model.save_pretrained(tmp_path / "backbone")
     tok.save_pretrained(tmp_path / "backbone")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with bench_module("llm_rankers_scifact") as bench:
-            config = bench.BenchConfig(
-                queries=2, fit_queries=2, depth=3, passage_tokens=16, rankers="erank-sft,erank-grpo", device="cpu",
-                backbone=str(tmp_path / "backbone"), sft_queries=2, sft_list_size=2, sft_steps=1, sft_batch=2,
-                grpo_steps=1, grpo_queries=2, grpo_list_size=2, grpo_generations=2, results_dir=str(tmp_path / "results"))
-            rows = bench.run(config)
-    finally:
-        torch.set_num_threads(threads)
+    with contextlib.contextmanager(one_thread)(), bench_module("llm_rankers_scifact") as bench:
+        config = bench.BenchConfig(
+            queries=2, fit_queries=2, depth=3, passage_tokens=16, rankers="erank-sft,erank-grpo", device="cpu",
+            backbone=str(tmp_path / "backbone"), sft_queries=2, sft_list_size=2, sft_steps=1, sft_batch=2,
+            grpo_steps=1, grpo_queries=2, grpo_list_size=2, grpo_generations=2, results_dir=str(tmp_path / "results"))
+        rows = bench.run(config)
     grpo = [r for r in rows if r["model"] == "erank-grpo"]
     assert [r["fusion"] for r in grpo] == ["none", "zscore"]
     assert grpo[0]["setting"] == "integer 0-10, 1 SFT steps, then 1 GRPO steps" and grpo[0]["queries"] == 2
