@@ -12,8 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from rankwise.core.cli_errors import fail
-
-from rankwise.core.outputs import OVERWRITE_HELP
+from rankwise.core.cli_options import DeviceOpt, OverwriteOpt
 from rankwise.eval.pipeline import BI_ENCODER, DEFAULT_METRICS, RetrieverKind
 from rankwise.rankers.first_stage.dense import IndexKind
 from rankwise.rankers.fusion import FusionMethod
@@ -28,7 +27,6 @@ _RERANKER_HELP = (
 
 RetrieverOpt = Annotated[RetrieverKind, typer.Option(help="First stage: pyserini BM25 or bi-encoder + faiss.")]
 RerankerOpt = Annotated[Optional[list[str]], typer.Option(help=_RERANKER_HELP + " Repeat to fuse several rerankers.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Where PyTorch / ONNX rerankers run: auto (CUDA when available), cuda or cpu.")]
 DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="PyTorch rerankers' weights: fp32, bf16 or fp16 (default: as saved).")]
 FusionWeightsOpt = Annotated[
     Optional[str], typer.Option(help="Several --reranker: comma-separated weights, first stage first (choose them on train queries).")
@@ -40,7 +38,6 @@ FusionWeightOpt = Annotated[
 ]
 DenseIndexOpt = Annotated[IndexKind, typer.Option(help="faiss index for --retriever dense.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON line instead of a table.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
 LogGenerationsOpt = Annotated[
     Optional[Path],
     typer.Option("--log-generations", help="Listwise LLM rerankers: append each window's prompt ids, raw answer, "
@@ -123,14 +120,13 @@ def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
 def _config(reranker: list[str] | None, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index,
             log_generations, device: str = "auto", dtype: str | None = None):  # noqa: ANN001, ANN202 - typer values -> PipelineConfig
     from rankwise.eval.pipeline import PipelineConfig
-    from rankwise.rankers.device import resolve_device, resolve_dtype
+    from rankwise.rankers.device import resolve_dtype
 
     try:
-        resolve_device(device)
         if dtype is not None:
             resolve_dtype(dtype)
     except ValueError as err:
-        _fail(f"--device/--dtype: {err}")
+        _fail(f"--dtype: {err}")
 
     names = [r for r in (reranker or [BI_ENCODER]) if r != "none"]
     if fusion_weight is not None and not 0.0 <= fusion_weight <= 1.0:

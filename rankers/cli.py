@@ -8,8 +8,7 @@ from pathlib import Path
 import typer
 
 from rankwise.core.cli_errors import fail
-
-from rankwise.core.outputs import OVERWRITE_HELP
+from rankwise.core.cli_options import OverwriteOpt
 
 app = typer.Typer(help="Prepare model directories (e.g. materialise packaged GGUF LLMs).", no_args_is_help=True)
 
@@ -29,7 +28,7 @@ class PackagedModel(str, Enum):
 def materialize_cmd(
     name: PackagedModel = typer.Argument(..., help="Packaged model: smollm2 (SmolLM2-135M-Instruct) or gemma3-270m."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write (HF config + safetensors + tokenizer)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Load a packaged GGUF LLM through transformers (dequantised to fp32) and save an HF directory.
 

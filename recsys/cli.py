@@ -11,8 +11,7 @@ from typing import Optional
 import typer
 
 from rankwise.core.cli_errors import fail
-
-from rankwise.core.outputs import OVERWRITE_HELP
+from rankwise.core.cli_options import DeviceOpt, OverwriteOpt
 
 app = typer.Typer(help="Train, evaluate and query sequential recommenders.", no_args_is_help=True)
 
@@ -148,14 +147,14 @@ def train(
     item_id_vectors: bool = typer.Option(False, "--item-id-vectors", help="HLLM: add a learned per-item id vector to each adapted text vector (ours)."),
     loss: str = typer.Option("ce", "--loss", help="SASRec, HSTU, ReaRec, HCN: ce (full softmax over the catalog) or sampled (the target against --sampled-negatives random items: large catalogs)."),
     sampled_negatives: int = typer.Option(128, "--sampled-negatives", min=1, help="Negatives per position for --loss sampled."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cuda or cpu."),
+    device: DeviceOpt = "auto",
     eval_every: int = typer.Option(0, min=0, help="Validate every N epochs and keep the best weights (0 = keep the last)."),
     protocol: Protocol = typer.Option(Protocol.ours, "--protocol", help=PROTOCOL_HELP),
     max_minutes: Optional[float] = typer.Option(None, help="Stop after the epoch that passes this wall-clock budget."),
     seed: int = typer.Option(42, help="Random seed."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     drop_short_users: bool = typer.Option(False, "--drop-short-users", help=DROP_SHORT_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: OverwriteOpt = False,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line (train log + test metrics) instead of tables."),
 ) -> None:
     """Train a sequential recommender on a leave-one-out split and evaluate it on the test items.
@@ -198,10 +197,7 @@ def train(
         _fail("--loss sampled: HLLM samples its own InfoNCE negatives (--negatives)")
     from rankwise.rankers.device import resolve_device
 
-    try:
-        where = resolve_device(device)
-    except ValueError as err:
-        _fail(f"--device: {err}")
+    where = resolve_device(device)  # checked while parsing (DeviceOpt)
     sampling = {"loss": loss, "n_negatives": sampled_negatives}
     options = {  # the flags each family reads
         ModelKind.sasrec: sampling,
@@ -303,7 +299,7 @@ def predict(
     output: Optional[Path] = typer.Option(None, "--output", help="--all-users: the .parquet file to write (chunks in OUTPUT.parts/, resumable)."),
     batch_users: int = typer.Option(512, "--batch-users", min=1, help="--all-users: users per user-tower call."),
     resume: bool = typer.Option(False, "--resume", help="--all-users: continue a killed job from OUTPUT.parts/manifest.json."),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: OverwriteOpt = False,
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:

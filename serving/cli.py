@@ -10,8 +10,7 @@ from typing import Optional
 import typer
 
 from rankwise.core.cli_errors import fail
-
-from rankwise.core.outputs import OVERWRITE_HELP
+from rankwise.core.cli_options import DeviceOpt, OverwriteOpt
 from rankwise.serving.runtime import RUNTIMES
 
 app = typer.Typer()
@@ -41,14 +40,6 @@ class Engine(str, Enum):
     ray = "ray"
 
 
-class DeviceChoice(str, Enum):
-    """Where onnxruntime / PyTorch run."""
-
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
-
-
 def _fail(message: str) -> None:
     fail(message)  # one line, exit 1; --debug adds the traceback
 
@@ -76,7 +67,7 @@ def export(
     openvino_precision: str = typer.Option("bf16", "--openvino-precision", help="--runtime openvino: bf16 (OpenVINO's CPU default where bf16 is native) or f32."),
     share_prefix: bool = typer.Option(True, "--share-prefix/--no-share-prefix", help="ERank: run the prompt prefix a query's documents share once per batch and reuse its keys/values (exact); --no-share-prefix exports whole prompts."),
     int8_weights: str = typer.Option("auto", "--int8-weights", help="--quantize int8 / int8-smooth (and OpenVINO int8): 8bit, 7bit, or auto: 7bit on an x86-64 CPU without VNNI, whose int8 kernels saturate with full-range weights (export on the machine kind that serves, or say which)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: OverwriteOpt = False,
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
 ) -> None:
     """Export a trained model to ONNX (dynamic batch and sequence axes) and check it against PyTorch.
@@ -168,7 +159,7 @@ def rerank(
     engine: Engine = typer.Option(Engine.local, "--engine", help="local: this process; ray: Ray Data actor pool."),
     workers: int = typer.Option(2, "--workers", min=1, help="Ray actors, one model session each (--engine ray)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this existing Ray cluster (e.g. ray://head:10001). Default: start a private local cluster bound to 127.0.0.1, without dashboard."),
-    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto: CUDA when available, else CPU."),
+    device: DeviceOpt = "auto",
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads per model session."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Pairs per forward pass."),
     runtime: str = typer.Option("auto", "--runtime", help="An export's runtime: auto (the one it was exported for; onnxruntime on CUDA), onnxruntime or openvino."),
@@ -215,7 +206,7 @@ def rerank(
         )
         # weights and runtime included: resume cannot mix models or engines
         model_id = f"{model.resolve()}#{fingerprint_model_dir(model)}" + (f"#{runtime}" if runtime != "auto" else "")
-        factory = functools.partial(Reranker.load, model, device=device.value, threads=threads, batch_size=batch_size,
+        factory = functools.partial(Reranker.load, model, device=device, threads=threads, batch_size=batch_size,
                                     runtime=runtime)
         result = run_batch_rerank(config, factory, model_id, progress=not json_out and sys.stderr.isatty())
     except (ModelDirError, DatasetError, FileExistsError, ValueError) as err:

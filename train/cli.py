@@ -9,8 +9,7 @@ from typing import Optional
 import typer
 
 from rankwise.core.cli_errors import fail
-
-from rankwise.core.outputs import OVERWRITE_HELP
+from rankwise.core.cli_options import DataDirOpt, DeviceOpt, OverwriteOpt
 
 app = typer.Typer(help="Train rerankers with pointwise, pairwise and listwise objectives.", no_args_is_help=True)
 
@@ -63,12 +62,12 @@ def cross_encoder_cmd(
     max_length: int = typer.Option(256, "--max-length", min=8, help="Token limit per pair (cross-encoder) or per text (bi-encoder)."),
     save_steps: int = typer.Option(0, "--save-steps", min=0, help="Checkpoint every N steps (0: only the final model)."),
     resume: bool = typer.Option(False, "--resume", help="Train in --output itself and continue from its newest checkpoint (a run killed with --resume can be continued; without it the run is built aside and renamed into --output at the end)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
+    overwrite: OverwriteOpt = False,
+    data_dir: DataDirOpt = None,
     seed: int = typer.Option(0, "--seed", help="Seed for the model and the list stream."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained model whose logits become the labels (needed by --objective distill-mse)."),
     int8_aware: bool = typer.Option(False, "--int8-aware", help="Train through the simulation of `rankwise export --quantize int8` (quantisation-aware; cross-encoder only)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cuda or cpu."),
+    device: DeviceOpt = "auto",
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, or bf16 (autocast; weights and optimiser stay fp32)."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="Cross-encoder pooling: cls or mean (default: the model directory's own, else cls)."),
     dev_fraction: float = typer.Option(0.0, "--dev-fraction", min=0.0, max=0.9, help="Hold out this share of the train queries for dev nDCG@10 (early stopping, best checkpoint)."),
@@ -116,13 +115,12 @@ def cross_encoder_cmd(
         _fail(f"--teacher {teacher}: not a rankwise model directory (no rankwise.json)")
     import torch
 
-    from rankwise.rankers.device import resolve_device, resolve_dtype
+    from rankwise.rankers.device import resolve_dtype
 
     try:
-        resolve_device(device)
         precision = resolve_dtype(dtype)
     except ValueError as err:
-        _fail(f"--device/--dtype: {err}")
+        _fail(f"--dtype: {err}")
     if precision is torch.float16:
         _fail("--dtype fp16: training in fp16 needs loss scaling, which this trainer does not do; use --dtype bf16")
     if pooling is not None and (pooling not in ("cls", "mean") or architecture is not Architecture.cross_encoder):

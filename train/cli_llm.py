@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from rankwise.core.cli_errors import fail
-
-from rankwise.core.outputs import OVERWRITE_HELP
+from rankwise.core.cli_options import DataDirOpt, DeviceOpt, OverwriteOpt
 from rankwise.train.llm_recipes import LLMTrainConfig
 
 app = typer.Typer(help="Train LLM rankers (ERank, listwise, IRanker, Rank-GRPO).")
@@ -34,14 +33,6 @@ class RankReward(str, Enum):
     log_decay = "log_decay"
 
 
-class DeviceChoice(str, Enum):
-    """Where the model trains."""
-
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
-
-
 class DtypeChoice(str, Enum):
     """Training precision."""
 
@@ -50,11 +41,14 @@ class DtypeChoice(str, Enum):
     fp16 = "fp16"
 
 
-DEVICE_HELP = "auto (CUDA when available, else CPU), cuda or cpu."
 DTYPE_HELP = (
     "fp32, bf16 or fp16. bf16: mixed precision over fp32 weights on CUDA and CPU (fast on CPUs with AMX); "
     "fp16: mixed precision on CUDA, fp16 weights on CPU."
 )
+BackboneOpt = Annotated[str, typer.Option("--backbone", help=BACKBONE_HELP)]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
+DtypeOpt = Annotated[DtypeChoice, typer.Option("--dtype", help=DTYPE_HELP)]
+MaxDocTokensOpt = Annotated[int, typer.Option("--max-doc-tokens", min=8, help="Each passage is cut to this many tokens.")]
 
 
 def _fail(message: str) -> None:
@@ -74,22 +68,17 @@ def _check(backbone: str, output: Path, overwrite: bool) -> None:
         _fail(f"--output {err}")
 
 
-def _config(backbone: str, output: Path, overwrite: bool, dataset: str, data_dir: Optional[Path], device: "DeviceChoice",
-            dtype: "DtypeChoice", **settings) -> LLMTrainConfig:
+def _config(backbone: str, output: Path, overwrite: bool, dataset: str, data_dir: Optional[Path], device: str,
+            dtype: DtypeChoice, **settings) -> LLMTrainConfig:
     """Check the shared flags and gather them (with the command's own) into the recipe's config."""
     _check(backbone, output, overwrite)
     from rankwise.eval.datasets.beir import load_beir
-    from rankwise.rankers.device import resolve_device
 
-    try:
-        resolve_device(device.value)
-    except ValueError as err:
-        _fail(f"--device: {err}")
     try:
         load_beir(dataset, "train", data_dir=data_dir, download=False)
     except (OSError, ValueError) as err:
         _fail(f"--dataset {dataset}: {err}")
-    return LLMTrainConfig(backbone=backbone, output=output, dataset=dataset, data_dir=data_dir, device=device.value,
+    return LLMTrainConfig(backbone=backbone, output=output, dataset=dataset, data_dir=data_dir, device=device,
                           dtype=dtype.value, **settings)
 
 
@@ -106,10 +95,10 @@ def _train_into(cfg: LLMTrainConfig, recipe: Callable[[LLMTrainConfig], Path]) -
 
 @app.command("erank")
 def erank_cmd(
-    backbone: str = typer.Option(..., "--backbone", help=BACKBONE_HELP),
+    backbone: BackboneOpt,
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained ERank ranker."),
     stage: ERankStage = typer.Option(ERankStage.sft, "--stage", help="sft: teach the 0-10 integer readout; grpo: RL with the listwise-derived reward (start from an SFT model)."),
-    dataset: str = typer.Option("scifact", "--dataset", help=DATASET_HELP),
+    dataset: DatasetOpt = "scifact",
     queries: int = typer.Option(64, "--queries", min=1, help="Training queries (lists)."),
     list_size: int = typer.Option(4, "--list-size", min=2, help="Documents per query: positives + BM25 hard negatives."),
     max_steps: int = typer.Option(100, "--max-steps", min=1, help="Optimiser steps."),
@@ -118,11 +107,11 @@ def erank_cmd(
     generations: int = typer.Option(4, "--generations", min=2, help="GRPO samples per prompt."),
     max_doc_chars: int = typer.Option(800, "--max-doc-chars", min=50, help="Documents are cut to this many characters."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="SFT: a reranker ('bi-encoder', a model directory or ONNX export) whose scores, min-max scaled per query, grade the negatives 0-10."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
+    data_dir: DataDirOpt = None,
     seed: int = typer.Option(0, "--seed", help="Seed for lists and training."),
-    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
-    dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = DtypeChoice.fp32,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Fine-tune an ERank pointwise ranker: SFT on 0-10 targets, then optionally GRPO.
 
@@ -145,21 +134,21 @@ def erank_cmd(
 
 @app.command("listwise")
 def listwise_cmd(
-    backbone: str = typer.Option(..., "--backbone", help=BACKBONE_HELP),
+    backbone: BackboneOpt,
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained listwise ranker."),
-    dataset: str = typer.Option("scifact", "--dataset", help=DATASET_HELP),
+    dataset: DatasetOpt = "scifact",
     queries: int = typer.Option(64, "--queries", min=1, help="Training queries (lists)."),
     list_size: int = typer.Option(8, "--list-size", min=2, help="Passages per list (the window size)."),
     max_steps: int = typer.Option(100, "--max-steps", min=1, help="Optimiser steps (one list each)."),
     lr: float = typer.Option(1e-5, "--lr", help="AdamW learning rate."),
     responses: int = typer.Option(8, "--responses", min=2, help="Permutations per list graded by NDCG (LiPO's K)."),
     beta: float = typer.Option(0.05, "--beta", help="LiPO beta on the policy/reference log-ratio."),
-    max_doc_tokens: int = typer.Option(64, "--max-doc-tokens", min=8, help="Each passage is cut to this many tokens."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
+    max_doc_tokens: MaxDocTokensOpt = 64,
+    data_dir: DataDirOpt = None,
     seed: int = typer.Option(0, "--seed", help="Seed for lists and permutations."),
-    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
-    dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = DtypeChoice.fp32,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Fine-tune the listwise permutation ranker with LiPO-λ against a frozen reference.
 
@@ -177,20 +166,20 @@ def listwise_cmd(
 
 @app.command("iranker")
 def iranker_cmd(
-    backbone: str = typer.Option(..., "--backbone", help=BACKBONE_HELP),
+    backbone: BackboneOpt,
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained IRanker."),
-    dataset: str = typer.Option("scifact", "--dataset", help=DATASET_HELP),
+    dataset: DatasetOpt = "scifact",
     queries: int = typer.Option(64, "--queries", min=1, help="Training queries; each gives list-size − 1 elimination states."),
     list_size: int = typer.Option(6, "--list-size", min=2, help="Candidates per list (≤ 26)."),
     max_steps: int = typer.Option(100, "--max-steps", min=1, help="GRPO steps."),
     lr: float = typer.Option(1e-6, "--lr", help="Learning rate (the paper: 1e-6)."),
     generations: int = typer.Option(4, "--generations", min=2, help="GRPO samples per state."),
-    max_doc_tokens: int = typer.Option(64, "--max-doc-tokens", min=8, help="Each passage is cut to this many tokens."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
+    max_doc_tokens: MaxDocTokensOpt = 64,
+    data_dir: DataDirOpt = None,
     seed: int = typer.Option(0, "--seed", help="Seed for lists, states and training."),
-    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
-    dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = DtypeChoice.fp32,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train IRanker's single elimination step with GRPO (step reward + format reward).
 
@@ -210,21 +199,21 @@ def iranker_cmd(
 
 @app.command("rank-grpo")
 def rank_grpo_cmd(
-    backbone: str = typer.Option(..., "--backbone", help=BACKBONE_HELP),
+    backbone: BackboneOpt,
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained listwise ranker."),
-    dataset: str = typer.Option("scifact", "--dataset", help=DATASET_HELP),
+    dataset: DatasetOpt = "scifact",
     queries: int = typer.Option(64, "--queries", min=1, help="Training queries (lists)."),
     list_size: int = typer.Option(8, "--list-size", min=2, help="Passages per prompt = items N per completion."),
     max_steps: int = typer.Option(100, "--max-steps", min=1, help="GRPO steps."),
     lr: float = typer.Option(1e-6, "--lr", help="Learning rate (the paper: 1e-6)."),
     generations: int = typer.Option(8, "--generations", min=2, help="Samples per prompt (the paper: 8)."),
     rank_reward: RankReward = typer.Option(RankReward.exp_inf, "--rank-reward", help="Per-rank reward: the rank's own relevance (exp_inf, the authors' default) or DCG from rank k (log_decay)."),
-    max_doc_tokens: int = typer.Option(64, "--max-doc-tokens", min=8, help="Each passage is cut to this many tokens."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where named datasets live (default $RANKWISE_DATA)."),
+    max_doc_tokens: MaxDocTokensOpt = 64,
+    data_dir: DataDirOpt = None,
     seed: int = typer.Option(0, "--seed", help="Seed for lists and training."),
-    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help=DEVICE_HELP),
-    dtype: DtypeChoice = typer.Option(DtypeChoice.fp32, "--dtype", help=DTYPE_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = DtypeChoice.fp32,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a listwise ranker whose answer is one passage id per line, with rank-level GRPO.
 
