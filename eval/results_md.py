@@ -20,7 +20,7 @@ from pathlib import Path
 __all__ = ["render_results", "render_summary", "update"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ID_FIELDS = ("model", "objective", "curriculum", "setting", "fusion", "pooling", "subset", "dataset", "loss", "similarity",
+ID_FIELDS = ("model", "backbone", "dtype", "objective", "curriculum", "setting", "fusion", "pooling", "subset", "dataset", "loss", "similarity",
              "engine", "backend", "precision", "job", "seed", "split", "step", "queries", "items", "users", "extrapolated",
              "protocol", "hidden", "erl_lambda", "reasoning_dropout", "authors_inputs", "post_ln", "budget", "hardware")
 METRIC_HINTS = ("@", "ndcg", "recall", "mrr", "hr", "docs_per_s", "speedup", "p50", "latency", "digit_mass", "rate", "_ms", "_mb", "_s_linear")
@@ -40,7 +40,7 @@ def _columns(rows: Sequence[dict], limit: int = 12) -> list[str]:
     ids = [k for k in ids if k in keys]
     metrics = [k for k in keys if k not in ids and any(h in k for h in METRIC_HINTS)
                and all(isinstance(r.get(k), (int, float, type(None))) for r in rows)]
-    return (ids + metrics)[: max(limit, len(ids) + 2)]
+    return (ids + metrics)[: max(limit, len(ids) + 7)]
 
 
 def _table(rows: Sequence[dict], columns: Sequence[str]) -> list[str]:

@@ -33,3 +33,21 @@ def test_summary_quotes_the_paired_comparison_and_the_run_chosen_on_dev(tmp_path
     assert "0.7600 (paired Δ vs the default +0.0600, 95% CI [+0.0200, +0.1000], p < 0.001)" in text
     chosen = next(line for line in text.splitlines() if "chosen on held-out train queries" in line)
     assert "— pointwise" in chosen and "| 0.7400" in chosen  # the best dev fusion, not the best test row
+
+
+def test_results_table_names_the_backbone_and_keeps_every_failure_rate(tmp_path):
+    """Two LLM backbones with the same model and setting are told apart, and a table with many id
+    columns still shows its rates (the listwise echo rate is what says an LLM ranker did nothing)."""
+    import json
+
+    from rankwise.eval.results_md import render_results
+
+    base = {"model": "listwise-zero-shot", "setting": "window 10 stride 5", "queries": 100, "ndcg@10": 0.63, "mrr@10": 0.6,
+            "mean_digit_mass": None, "fit_ndcg@10_fused": 0.8, "parse_failure_rate": 0.0, "echo_rate": 0.99, "partial_rate": 0.01}
+    rows = [{**base, "backbone": "smollm2", "dtype": "fp32", "fusion": "none", "hardware": "cpu"},
+            {**base, "backbone": "qwen", "dtype": "bf16", "fusion": "zscore", "hardware": "gpu"}]
+    (tmp_path / "llm_rankers_scifact.json").write_text(json.dumps({"rows": rows}))
+    header = next(line for line in render_results(tmp_path).splitlines() if line.startswith("| model"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[:3] == ["model", "backbone", "dtype"]
+    assert {"parse_failure_rate", "echo_rate", "partial_rate"} <= set(columns)
