@@ -68,7 +68,7 @@ from rankwise.rankers.base import rank_by_score
 from rankwise.rankers.fusion import fuse_many
 from rankwise.eval.report import RESULTS_DIR, machine_info, plot_bars, print_table, write_results
 from rankwise.rankers.base import Ranker
-from rankwise.rankers.device import resolve_device, resolve_dtype
+from rankwise.core.device import resolve_device, resolve_dtype
 from rankwise.rankers.erank import ERankRanker
 from rankwise.rankers.first_stage.bm25 import BM25Retriever
 from rankwise.rankers.iranker import IRanker

@@ -593,7 +593,7 @@ def main() -> None:
     if args.step == "prepare":
         print(prepare(args.bundle))
     elif args.step == "train":
-        from rankwise.rankers.device import bf16_native, resolve_device
+        from rankwise.core.device import bf16_native, resolve_device
 
         device = resolve_device(args.device)
         bf16 = args.dtype == "bf16" or (args.dtype == "auto" and bf16_native(device))

@@ -141,7 +141,7 @@ class EvalCurve(TrainerCallback):
 
 
 def _on_cpu(config: BenchConfig) -> bool:
-    from rankwise.rankers.device import resolve_device
+    from rankwise.core.device import resolve_device
 
     return resolve_device(config.device).type == "cpu"
 

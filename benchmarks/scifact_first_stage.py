@@ -19,7 +19,7 @@ import time
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.eval.fusion_fit import fit_fusion_weights, fusion_sweep
 from rankwise.eval.metrics import evaluate
-from rankwise.rankers.device import resolve_device
+from rankwise.core.device import resolve_device
 from rankwise.eval.report import RESULTS_DIR, plot_bars, print_table, write_results
 from rankwise.rankers.bi_encoder import BiEncoder, BiEncoderRanker
 from rankwise.rankers.first_stage.bm25 import BM25Retriever

@@ -5,5 +5,7 @@
   (:class:`~rankwise.core.model_dir.ModelDirError`);
 * :mod:`rankwise.core.io`: line-numbered JSONL reading with :class:`~rankwise.core.io.DatasetError`;
 * :mod:`rankwise.core.outputs`: the output rule of every command (refuse an existing output unless
-  ``--overwrite``, :class:`~rankwise.core.outputs.OutputError`) and atomic file / directory writes.
+  ``--overwrite``, :class:`~rankwise.core.outputs.OutputError`) and atomic file / directory writes;
+* :mod:`rankwise.core.device`: ``--device`` / ``--dtype`` names turned into torch objects;
+* :mod:`rankwise.core.cli_options`: the flags several commands share (``--device``, ``--data-dir``, ``--overwrite``).
 """

@@ -22,8 +22,8 @@ DEVICE_HELP = "auto (CUDA when available, else CPU), cuda, cuda:N or cpu."
 
 
 def checked_device(value: str) -> str:
-    """``value`` if :func:`rankwise.rankers.device.resolve_device` accepts it here; else a one-line error."""
-    from rankwise.rankers.device import resolve_device
+    """``value`` if :func:`rankwise.core.device.resolve_device` accepts it here; else a one-line error."""
+    from rankwise.core.device import resolve_device
 
     try:
         resolve_device(value)

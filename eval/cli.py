@@ -120,7 +120,7 @@ def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
 def _config(reranker: list[str] | None, retriever, top_k, fusion, fusion_weight, fusion_weights, dense_index,
             log_generations, device: str = "auto", dtype: str | None = None):  # noqa: ANN001, ANN202 - typer values -> PipelineConfig
     from rankwise.eval.pipeline import PipelineConfig
-    from rankwise.rankers.device import resolve_dtype
+    from rankwise.core.device import resolve_dtype
 
     try:
         if dtype is not None:

@@ -99,7 +99,7 @@ def load_reranker(name: str, device: str = "cpu", dtype: str | None = None, **op
 
     ``options`` go to a rankwise model directory's ``from_pretrained`` (its constructor settings).
     """
-    from rankwise.rankers.device import resolve_device
+    from rankwise.core.device import resolve_device
 
     if name == BI_ENCODER:
         from rankwise.rankers.bi_encoder import BiEncoder, BiEncoderRanker

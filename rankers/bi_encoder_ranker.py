@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from rankwise.rankers.base import Ranker
 from rankwise.rankers.bi_encoder import BiEncoder, default_encoder_path
-from rankwise.rankers.device import resolve_device, resolve_dtype
+from rankwise.core.device import resolve_device, resolve_dtype
 from rankwise.core.model_dir import read_rankwise_json, write_rankwise_json
 
 __all__ = ["TrainableBiEncoder", "QueryTower"]

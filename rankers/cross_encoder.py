@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rankwise.rankers.base import Ranker
-from rankwise.rankers.device import resolve_device, resolve_dtype
+from rankwise.core.device import resolve_device, resolve_dtype
 from rankwise.core.model_dir import read_rankwise_json, write_rankwise_json
 
 __all__ = ["CrossEncoder"]

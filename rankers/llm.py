@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from rankwise.rankers.device import resolve_device, resolve_dtype
+from rankwise.core.device import resolve_device, resolve_dtype
 
 __all__ = [
     "PACKAGED_GGUF",
@@ -135,9 +135,9 @@ def load_causal_lm(
 
     Args:
         dtype: weights' dtype, ``"fp32"``/``"bf16"``/``"fp16"`` or a ``torch.dtype``
-            (see :func:`rankers.device.resolve_dtype`).
+            (see :func:`core.device.resolve_dtype`).
         device: ``None`` keeps the model where transformers loads it (CPU); ``"auto"``, ``"cpu"``,
-            ``"cuda"`` move it (see :func:`rankers.device.resolve_device`).
+            ``"cuda"`` move it (see :func:`core.device.resolve_device`).
     """
     dtype = resolve_dtype(dtype)
     target = resolve_device(device) if device is not None else None  # fails before the slow load

@@ -195,7 +195,7 @@ def train(
         _fail(f"--loss {loss}: ce or sampled")
     if loss == "sampled" and model is ModelKind.hllm:
         _fail("--loss sampled: HLLM samples its own InfoNCE negatives (--negatives)")
-    from rankwise.rankers.device import resolve_device
+    from rankwise.core.device import resolve_device
 
     where = resolve_device(device)  # checked while parsing (DeviceOpt)
     sampling = {"loss": loss, "n_negatives": sampled_negatives}

@@ -144,7 +144,7 @@ def dynamic_int8_reduce_range() -> bool:
     CPU without VNNI, where onnxruntime's u8 x s8 kernel sums pairs of products in int16 and
     full-range weights saturate it (measurements: ``docs/notes.md``); full 8-bit elsewhere. Export on
     the machine kind that will serve, or pass the range explicitly."""
-    from rankwise.rankers.device import cpu_has_vnni
+    from rankwise.core.device import cpu_has_vnni
 
     return not cpu_has_vnni()
 

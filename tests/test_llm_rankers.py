@@ -275,7 +275,7 @@ def test_erank_digit_mass_is_the_full_vocabulary_probability_of_the_digits(lm):
 
 
 def test_resolve_device_and_dtype_accept_the_names_and_reject_bad_values_in_one_line(monkeypatch):
-    from rankwise.rankers.device import resolve_device, resolve_dtype
+    from rankwise.core.device import resolve_device, resolve_dtype
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -294,7 +294,7 @@ def test_resolve_device_and_dtype_accept_the_names_and_reject_bad_values_in_one_
 
 
 def test_bf16_native_follows_onednn_on_the_cpu_and_cuda_support_on_a_gpu(monkeypatch):
-    from rankwise.rankers.device import bf16_native
+    from rankwise.core.device import bf16_native
 
     assert bf16_native("cpu") is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # an AVX2-only CPU

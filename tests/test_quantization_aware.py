@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from rankwise.eval.datasets.beir import load_beir
 from rankwise.rankers.cross_encoder import CrossEncoder
-from rankwise.rankers.device import cpu_has_vnni
+from rankwise.core.device import cpu_has_vnni
 from rankwise.serving.export import export_model
 from rankwise.serving.onnx_ranker import OnnxRanker
 from tests._serving_models import tiny_cross_encoder_dir
@@ -58,7 +58,7 @@ def test_fake_quant_weight_rounds_each_row_to_its_int8_grid_with_identity_gradie
 
 
 def test_cpu_has_vnni_reads_the_flags_and_the_export_default_follows_it(monkeypatch):
-    from rankwise.rankers import device
+    from rankwise.core import device
     from rankwise.serving.quantize import dynamic_int8_reduce_range
 
     line = "flags\t\t: fpu sse2 avx2 fma"

@@ -71,7 +71,7 @@ def test_blockwise_int8_is_closer_to_fp32_than_per_tensor_int8(tmp_path):
     8-bit weights on a VNNI CPU. Without VNNI, full-range int8 weights saturate onnxruntime's int16
     pair sums (many times the 7-bit export's error), so the default export there has 7-bit weights,
     which on this model are as close as blockwise."""
-    from rankwise.rankers.device import cpu_has_vnni
+    from rankwise.core.device import cpu_has_vnni
 
     src = tiny_cross_encoder_dir(tmp_path / "model", initializer_range=0.2)
     docs = [d for _, d in PARITY_PAIRS] + [f"bone density and vitamin d trial {i} " * (i + 1) for i in range(12)]

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rankwise.cli import app
-from rankwise.rankers.device import cpu_has_vnni
+from rankwise.core.device import cpu_has_vnni
 from rankwise.serving.api import Reranker
 from rankwise.serving.export import export_model
 from tests._serving_models import tiny_cross_encoder_dir

@@ -115,7 +115,7 @@ def cross_encoder_cmd(
         _fail(f"--teacher {teacher}: not a rankwise model directory (no rankwise.json)")
     import torch
 
-    from rankwise.rankers.device import resolve_dtype
+    from rankwise.core.device import resolve_dtype
 
     try:
         precision = resolve_dtype(dtype)

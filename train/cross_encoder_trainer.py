@@ -402,7 +402,7 @@ def load_trainable(
     """A fresh or saved model of ``architecture`` on ``device`` (``auto``: CUDA when available);
     ``None`` starts from the bundled all-MiniLM-L6-v2. ``pooling`` (cross-encoder): ``cls`` or ``mean``."""
     from rankwise.rankers.bi_encoder import default_encoder_path
-    from rankwise.rankers.device import resolve_device
+    from rankwise.core.device import resolve_device
 
     if architecture == "cross-encoder":
         from rankwise.rankers.cross_encoder import CrossEncoder

@@ -69,7 +69,7 @@ class Placement:
     def __init__(self, device: str, dtype: str) -> None:
         import torch
 
-        from rankwise.rankers.device import resolve_device, resolve_dtype
+        from rankwise.core.device import resolve_device, resolve_dtype
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
