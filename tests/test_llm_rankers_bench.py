@@ -16,10 +16,14 @@ def test_each_backbone_and_teacher_run_keeps_its_config_beside_the_earlier_ones(
         both = bench.run_configs(path, bench.BenchConfig(backbone="smol", dtype="fp32"))
         path.write_text(json.dumps({"configs": both, "rows": []}))
         taught = bench.run_configs(path, bench.BenchConfig(backbone="smol", dtype="fp32", sft_teacher="bi-encoder"))
+        path.write_text(json.dumps({"configs": taught, "rows": []}))
+        platt = bench.run_configs(path, bench.BenchConfig(backbone="smol", dtype="fp32", sft_teacher="bi-encoder",
+                                                          sft_teacher_scale="platt"))
     assert set(both) == {"earlier", "qwen bf16", "smol fp32"}
     assert both["earlier"] == "old run" and "'backbone': 'smol'" in both["smol fp32"]
     assert set(taught) == {"earlier", "qwen bf16", "smol fp32", "smol fp32 teacher bi-encoder"}  # the {0, 10} run's config stays
     assert "'sft_teacher': ''" in taught["smol fp32"] and "'sft_teacher': 'bi-encoder'" in taught["smol fp32 teacher bi-encoder"]
+    assert set(platt) - set(taught) == {"smol fp32 teacher bi-encoder (platt scale)"}  # a second scale is another run
 
 
 def test_erank_grpo_row_trains_sft_then_grpo_and_keeps_both_rows(tmp_path, monkeypatch, data_dir):

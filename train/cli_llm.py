@@ -26,6 +26,13 @@ class ERankStage(str, Enum):
     grpo = "grpo"
 
 
+class TeacherScale(str, Enum):
+    """How an ERank SFT teacher's scores map to 0-10 (``train.sft.teacher_scores``)."""
+
+    list = "list"
+    platt = "platt"
+
+
 class RankReward(str, Enum):
     """Rank-GRPO per-rank reward."""
 
@@ -106,7 +113,8 @@ def erank_cmd(
     curriculum_m: int = typer.Option(0, "--curriculum-m", min=0, help="SFT curriculum length in steps (BM25 reciprocal-rank ease; 0: off)."),
     generations: int = typer.Option(4, "--generations", min=2, help="GRPO samples per prompt."),
     max_doc_chars: int = typer.Option(800, "--max-doc-chars", min=50, help="Documents are cut to this many characters."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="SFT: a reranker ('bi-encoder', a model directory or ONNX export) whose scores, min-max scaled per query, grade the negatives 0-10."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="SFT: a reranker ('bi-encoder', a model directory or ONNX export) whose scores grade the negatives 0-10."),
+    teacher_scale: TeacherScale = typer.Option(TeacherScale.list, "--teacher-scale", help="How --teacher's scores map to 0-10: list (min-max within each list) or platt (one logistic fit to the lists' labels)."),
     data_dir: DataDirOpt = None,
     seed: int = typer.Option(0, "--seed", help="Seed for lists and training."),
     device: DeviceOpt = "auto",
@@ -119,6 +127,7 @@ def erank_cmd(
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --max-steps 200
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --curriculum-m 50
         rankwise train erank --backbone models/smollm2 --output models/erank-teacher --teacher bi-encoder
+        rankwise train erank --backbone models/smollm2 --output models/erank-teacher --teacher models/ce --teacher-scale platt
         rankwise train erank --stage grpo --backbone models/erank-sft --output models/erank-rl --max-steps 50
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --device cuda --dtype bf16
         rankwise train erank --backbone models/smollm2 --output models/erank-sft --overwrite
@@ -129,7 +138,7 @@ def erank_cmd(
                   lr=lr, seed=seed, generations=generations)
     if teacher is not None and (stage is not ERankStage.sft or (teacher != "bi-encoder" and not Path(teacher).is_dir())):
         _fail(f"--teacher {teacher}: SFT only, and 'bi-encoder' or a model directory")
-    _train_into(cfg, lambda c: train_erank(c, stage.value, curriculum_m, max_doc_chars, teacher))
+    _train_into(cfg, lambda c: train_erank(c, stage.value, curriculum_m, max_doc_chars, teacher, teacher_scale.value))
 
 
 @app.command("listwise")

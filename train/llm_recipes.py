@@ -122,11 +122,12 @@ def _grpo_args(config_cls: Any, cfg: LLMTrainConfig, place: Placement, batch: in
 
 
 def train_erank(cfg: LLMTrainConfig, stage: str = "sft", curriculum_m: int = 0, max_doc_chars: int = 800,
-                teacher: str | None = None) -> Path:
+                teacher: str | None = None, teacher_scale: str = "list") -> Path:
     """ERank: ``stage="sft"`` (0-10 integer targets; BM25 reciprocal-rank curriculum over
     ``curriculum_m`` steps when > 0) or ``"grpo"`` (list reward + format reward). ``teacher``: a
-    reranker (``bi-encoder``, a model directory, an ONNX export) whose per-query min-max scaled
-    scores become the targets of the negatives (judged positives keep their qrels grade)."""
+    reranker (``bi-encoder``, a model directory, an ONNX export) whose scores, mapped to [0, 1] by
+    ``teacher_scale`` (``list`` min-max or ``platt``; :func:`train.sft.teacher_scores`), become the
+    targets of the negatives (judged positives keep their qrels grade)."""
     from datasets import Dataset
 
     from rankwise.rankers.erank import ERankRanker, erank_prompt
@@ -144,7 +145,7 @@ def train_erank(cfg: LLMTrainConfig, stage: str = "sft", curriculum_m: int = 0, 
             from rankwise.eval.pipeline import load_reranker
             from rankwise.train.sft import teacher_scores
 
-            scores = teacher_scores(queries, items, load_reranker(teacher, device=cfg.device)[0])
+            scores = teacher_scores(queries, items, load_reranker(teacher, device=cfg.device)[0], teacher_scale)
         rows = erank_sft_examples(tok, queries, items, max_label=max(max(t.labels) for t in lists), teacher=scores,
                                   max_doc_chars=max_doc_chars)
         sft_cfg = CurriculumSFTConfig(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -74,21 +76,46 @@ def erank_sft_examples(
 
 
 def teacher_scores(
-    queries: Mapping[str, str], lists: Mapping[str, Sequence[tuple[str, float, int]]], ranker: Any
+    queries: Mapping[str, str],
+    lists: Mapping[str, Sequence[tuple[str, float, int]]],
+    ranker: Any,
+    scale: Literal["list", "platt"] = "list",
 ) -> dict[tuple[str, str], float]:
-    """A teacher ranker's scores of every (query, document) of ``lists``, min-max scaled per query to
-    [0, 1], as :func:`erank_sft_examples`'s ``teacher``: the fine-grained 0-10 targets of ERank's
-    recipe come from a stronger ranker (e.g. rankwise's cross-encoder or BM25 + bi-encoder fusion)
-    instead of only {0, 10} from binary qrels.
+    """A teacher ranker's scores of every (query, document) of ``lists``, mapped to [0, 1], as
+    :func:`erank_sft_examples`'s ``teacher``: the fine-grained 0-10 targets of ERank's recipe come
+    from a stronger ranker (e.g. rankwise's cross-encoder or BM25 + bi-encoder fusion) instead of
+    only {0, 10} from binary qrels.
+
+    Scales (``s``: the teacher's raw score):
+        ``list``:  ``t = (s − min_list s) / (max_list s − min_list s)``: the lowest document of each
+            list gets 0 and the highest 1, whatever the teacher's confidence.
+        ``platt``: ``t = σ(a · s + b)``, Platt scaling (Platt, 1999) with ``a, b`` fitted by logistic
+            regression of the lists' own qrels labels (grade > 0) on ``s``: ``t`` reads as the
+            teacher's probability that a document is judged relevant, on one scale for every list.
+            The fit sees the lists' positive rate (e.g. 1 in 4), not the corpus's.
 
     Shapes: ``ranker.score(query, docs) -> (len(docs),)``.
     """
+    if scale not in ("list", "platt"):
+        raise ValueError(f"teacher_scores: scale must be 'list' or 'platt', got {scale!r}")
+    raw = {qid: [float(x) for x in ranker.score(queries[qid], [doc for doc, _, _ in items])]
+           for qid, items in lists.items()}
     out: dict[tuple[str, str], float] = {}
+    if scale == "platt":
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.asarray([s for qid in lists for s in raw[qid]]).reshape(-1, 1)
+        y = np.asarray([float(label) > 0 for items in lists.values() for _, label, _ in items])
+        if y.all() or not y.any():
+            raise ValueError("teacher_scores: Platt scaling needs both judged positives and negatives in the lists")
+        fit = LogisticRegression(C=1e6).fit(x, y)
+        for qid, items in lists.items():
+            probs = fit.predict_proba(np.asarray(raw[qid]).reshape(-1, 1))[:, 1]
+            out.update({(qid, doc): float(p) for (doc, _, _), p in zip(items, probs)})
+        return out
     for qid, items in lists.items():
-        docs = [doc for doc, _, _ in items]
-        raw = [float(x) for x in ranker.score(queries[qid], docs)]
-        lo, hi = min(raw), max(raw)
-        for doc, x in zip(docs, raw):
+        lo, hi = min(raw[qid]), max(raw[qid])
+        for (doc, _, _), x in zip(items, raw[qid]):
             out[(qid, doc)] = (x - lo) / (hi - lo) if hi > lo else 0.5
     return out
 
