@@ -197,7 +197,7 @@ def test_eval_beir_log_generations_writes_one_line_per_listwise_window(tmp_path,
 def test_teacher_scores_grade_negatives_between_the_qrels_extremes():
     import numpy as np
 
-    from rankwise.train.sft import erank_sft_examples, graded_target, teacher_scores
+    from rankwise.train.sft import graded_target, teacher_scores
 
     class Teacher:
         def score(self, query, docs):
