@@ -522,6 +522,9 @@ def report(scores_dirs: list[Path], bundle: Path, hardware: str) -> list[dict]:
     for group in groups.values():  # seed means where a run has several seeds
         if len({r["seed"] for r in group}) > 1:
             mean = {k: v for k, v in group[0].items() if not isinstance(v, float) or k in ("fusion_weight",)}
+            for k in ("steps", "best_step"):  # per seed, in seed order, where the seeds differ
+                if len({r.get(k) for r in group}) > 1:
+                    mean[k] = "/".join(str(r.get(k, "-")) for r in sorted(group, key=lambda r: r["seed"]))
             mean |= {m: float(np.mean([r[m] for r in group])) for m in METRICS}
             mean |= {f"{m}_std": float(np.std([r[m] for r in group])) for m in METRICS}
             mean["seed"], mean["seeds"] = f"mean of {len(group)}", len(group)

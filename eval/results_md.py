@@ -28,6 +28,8 @@ METRIC_HINTS = ("@", "ndcg", "recall", "mrr", "hr", "docs_per_s", "speedup", "p5
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
+        if value != 0 and abs(value) < 0.001:  # a learning rate or a tiny weight: 5e-05, not 0.0001
+            return f"{value:.3g}"
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
     return "" if value is None else str(value).replace("|", "/").replace("\n", " ")
 

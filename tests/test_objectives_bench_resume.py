@@ -140,6 +140,11 @@ def test_report_seed_means_carry_the_paired_comparison_of_their_seeds(tmp_path, 
     cfg = _config(bench)
     cfg.runs = ["listnet", "listnet#1"]
     bench.train_all(bundle, tmp_path / "job", cfg, "cpu")
+    log_path = tmp_path / "job" / "train_log.json"
+    log = json.loads(log_path.read_text())
+    steps = log["runs"]["listnet"]["steps"]
+    log["runs"]["listnet#1"]["steps"] = steps + 5  # as if seed 1 had run a longer schedule
+    log_path.write_text(json.dumps(log))
     monkeypatch.setattr(report_module, "RESULTS_DIR", tmp_path / "results")
     rows = bench.report([tmp_path / "job"], bundle, "test CPU")
     fusion = {r["subset"]: r for r in rows if r["model"] == "bi-encoder" and r["fusion"] == "zscore"}
@@ -152,4 +157,5 @@ def test_report_seed_means_carry_the_paired_comparison_of_their_seeds(tmp_path, 
         assert mean["vs_untrained_fusion_delta"] == pytest.approx(mean["ndcg@10"] - fusion[subset]["ndcg@10"])
         assert mean["vs_untrained_fusion_ci95_low"] <= mean["vs_untrained_fusion_delta"] <= mean["vs_untrained_fusion_ci95_high"]
         assert mean["precision"] == "fp32" and mean["queries"] == (3 if subset == "all" else 2)
+        assert mean["steps"] == f"{steps}/{steps + 5}"  # not seed 0's steps alone
     assert (tmp_path / "results" / "objectives_scifact_cross_encoder.json").is_file()

@@ -51,3 +51,9 @@ def test_results_table_names_the_backbone_and_keeps_every_failure_rate(tmp_path)
     columns = [c.strip() for c in header.strip("|").split("|")]
     assert columns[:3] == ["model", "backbone", "dtype"]
     assert {"parse_failure_rate", "echo_rate", "partial_rate"} <= set(columns)
+
+
+def test_small_values_keep_their_significant_digits():
+    from rankwise.eval.results_md import _fmt
+
+    assert (_fmt(5e-05), _fmt(2e-05), _fmt(0.0), _fmt(0.71234), _fmt(12345.6)) == ("5e-05", "2e-05", "0.0000", "0.7123", "12346")
