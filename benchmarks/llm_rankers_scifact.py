@@ -39,7 +39,8 @@ Commands:
     A="--rankers erank-sft --sft-queries 100 --sft-steps 100 --sft-batch 4 --sft-lr 5e-5 --dtype fp32 --device cpu"
     .venv/bin/python benchmarks/llm_rankers_scifact.py $A
     .venv/bin/python benchmarks/llm_rankers_scifact.py $A --sft-teacher bi-encoder
-    # a trained cross-encoder (a --save-models directory of objectives_scifact_cross_encoder.py) as the teacher:
+    # a trained cross-encoder (a --save-models directory of objectives_scifact_cross_encoder.py) as the teacher
+    # (the committed "teacher listnet#1" row: ListNet seed 1 of its ..._cpu_long job):
     .venv/bin/python benchmarks/llm_rankers_scifact.py $A --sft-teacher DIR [--sft-teacher-scale platt]
     # the reference row alone:
     .venv/bin/python benchmarks/llm_rankers_scifact.py --rankers "" --cross-encoder DIR
